@@ -1,0 +1,3 @@
+"""Radsight: an open AI radiology platform."""
+
+__version__ = "0.1.0"

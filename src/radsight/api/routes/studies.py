@@ -1,0 +1,146 @@
+"""Studies, their results, jobs and rejections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
+from radsight.api.schemas import (
+    AlgorithmRead,
+    FindingRead,
+    InstanceRead,
+    JobRead,
+    RejectionRead,
+    ResultRead,
+    StudyDetail,
+    StudyRead,
+)
+from radsight.errors import NotFound
+from radsight.store import jobs as jobstore
+from radsight.store import results as resultstore
+from radsight.store import studies as studystore
+from radsight.store import tenants
+
+router = APIRouter(prefix="/api", tags=["studies"])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def _org_id(s: SessionDep, organisation: str | None) -> int | None:
+    return tenants.get_organisation(s, organisation).id if organisation else None
+
+
+@router.get("/studies", response_model=list[StudyRead])
+def list_studies(
+    s: SessionDep,
+    organisation: str | None = None,
+    state: str | None = None,
+    limit: Limit = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list:
+    return studystore.list_studies(s, _org_id(s, organisation), state, limit, offset)
+
+
+@router.get("/studies/{study_id}", response_model=StudyDetail)
+def get_study(study_id: int, s: SessionDep) -> StudyDetail:
+    study = studystore.get_study(s, study_id)
+    instances = [
+        InstanceRead(
+            sop_instance_uid=i.sop_instance_uid,
+            sop_class_uid=i.sop_class_uid,
+            series_instance_uid=se.series_instance_uid,
+            transfer_syntax_uid=i.transfer_syntax_uid,
+            size=i.size,
+            received_at=i.received_at,
+        )
+        for i, se in studystore.list_instances(s, study.id)
+    ]
+    return StudyDetail(
+        **StudyRead.model_validate(study).model_dump(),
+        instances=instances,
+        results=[ResultRead.model_validate(r) for r in resultstore.list_results(s, study_id=study.id)],
+        jobs=[JobRead.model_validate(j) for j in jobstore.list_jobs(s, study_id=study.id)],
+    )
+
+
+@router.get("/studies/{study_id}/results", response_model=list[ResultRead])
+def study_results(study_id: int, s: SessionDep) -> list:
+    studystore.get_study(s, study_id)
+    return resultstore.list_results(s, study_id=study_id)
+
+
+@router.get("/results", response_model=list[ResultRead])
+def list_results(s: SessionDep, organisation: str | None = None, limit: Limit = 100) -> list:
+    return resultstore.list_results(s, _org_id(s, organisation), limit=limit)
+
+
+@router.get("/results/{result_id}", response_model=ResultRead)
+def get_result(result_id: int, s: SessionDep) -> object:
+    return resultstore.get_result(s, result_id)
+
+
+@router.get(
+    "/results/{result_id}/files/{index}",
+    responses={200: {"content": {"application/dicom": {}}}},
+)
+def get_result_file(result_id: int, index: int, s: SessionDep, rt: RuntimeDep) -> Response:
+    """The result's DICOM objects: index 0 is the SR, 1.. the Secondary Captures."""
+    result = resultstore.get_result(s, result_id)
+    if not 0 <= index < len(result.output_keys):
+        raise NotFound(f"result {result_id} has no file {index}")
+    return Response(rt.files.get(result.output_keys[index]), media_type="application/dicom")
+
+
+@router.get("/jobs", response_model=list[JobRead])
+def list_jobs(
+    s: SessionDep,
+    organisation: str | None = None,
+    state: str | None = None,
+    kind: str | None = None,
+    limit: Limit = 100,
+) -> list:
+    return jobstore.list_jobs(s, _org_id(s, organisation), state, kind=kind, limit=limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobRead)
+def get_job(job_id: int, s: SessionDep) -> object:
+    return jobstore.get_job(s, job_id)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobRead)
+def retry_job(job_id: int, s: SessionDep) -> object:
+    return jobstore.retry_job(s, job_id)
+
+
+@router.get("/rejections", response_model=list[RejectionRead])
+def list_rejections(s: SessionDep, organisation: str | None = None, limit: Limit = 100) -> list:
+    return studystore.list_rejections(s, _org_id(s, organisation), limit)
+
+
+@router.get("/algorithms", response_model=list[AlgorithmRead])
+def list_algorithms(registry: RegistryDep) -> list[AlgorithmRead]:
+    return [
+        AlgorithmRead(
+            name=a.name,
+            version=a.version,
+            study_types=list(a.study_types),
+            description=a.description,
+            time_limit_s=a.time_limit_s,
+            study_threshold=a.study_threshold,
+            findings=[
+                FindingRead(
+                    key=f.key,
+                    code=f.code.value,
+                    scheme_designator=f.code.scheme_designator,
+                    meaning=f.code.meaning,
+                    threshold=f.threshold,
+                    urgent=f.urgent,
+                )
+                for f in a.findings
+            ],
+        )
+        for a in registry.all()
+    ]

@@ -1,0 +1,390 @@
+"""The ``radsight`` command line. Errors print ``error[code]: message`` and exit 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from radsight.config import Settings, load_settings
+from radsight.errors import RadsightError
+
+
+def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RadsightError as exc:
+            click.echo(f"error[{exc.code}]: {exc.message}", err=True)
+            sys.exit(1)
+        except ValueError as exc:
+            click.echo(f"error[invalid_value]: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class _Ctx:
+    def __init__(self, config: Path | None, data_dir: Path | None) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config, data_dir=self.data_dir)
+        return self._settings
+
+    def runtime(self):  # type: ignore[no-untyped-def]
+        from radsight.runtime import Runtime
+
+        return Runtime.open(self.settings)
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+@click.group()
+@click.option("--config", type=click.Path(path_type=Path), help="TOML settings file")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="overrides RADSIGHT_DATA_DIR")
+@click.version_option(package_name="radsight")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
+    """Radsight: an open AI radiology platform."""
+    ctx.obj = _Ctx(config, data_dir)
+
+
+@cli.command()
+@click.option("--dicom-port", type=int, help="overrides RADSIGHT_DICOM_PORT")
+@click.option("--http-port", type=int, help="overrides RADSIGHT_HTTP_PORT")
+@click.option("--workers", type=int, help="worker processes (0: none)")
+@click.option("--no-workers", is_flag=True, help="a gateway: receive and serve, analyse nothing")
+@pass_ctx
+@_fail_cleanly
+def serve(
+    c: _Ctx, dicom_port: int | None, http_port: int | None, workers: int | None, no_workers: bool
+) -> None:
+    """Run the DICOM listener, the HTTP API and the workers."""
+    from radsight.logs import configure_logging
+    from radsight.server import Server
+
+    c._settings = load_settings(
+        c.config,
+        data_dir=c.data_dir,
+        dicom_port=dicom_port,
+        http_port=http_port,
+        workers=0 if no_workers else workers,
+    )
+    configure_logging(c.settings)
+    server = Server.prepare(c.settings)
+    server.start()
+    click.echo(
+        f"radsight serving: DICOM {c.settings.ae_title}@port {server.dicom_port}, "
+        f"HTTP http://{c.settings.http_host}:{c.settings.http_port} (docs at /docs)",
+        err=True,
+    )
+    server.run_http()
+
+
+@cli.command()
+@pass_ctx
+@_fail_cleanly
+def migrate(c: _Ctx) -> None:
+    """Create or upgrade the database schema."""
+    from radsight.store.db import migrate as do_migrate
+
+    do_migrate(c.settings.resolved_database_url)
+    click.echo("database is at the newest schema")
+
+
+@cli.group()
+def org() -> None:
+    """Organisations (tenants) and their regions."""
+
+
+@org.command("add")
+@click.argument("name")
+@click.option("--region", required=True, help="region the organisation belongs to")
+@pass_ctx
+@_fail_cleanly
+def org_add(c: _Ctx, name: str, region: str) -> None:
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        row = tenants.create_organisation(s, name, region)
+    click.echo(f"organisation {row.id} {name!r} in region {region!r}")
+
+
+@org.command("list")
+@pass_ctx
+@_fail_cleanly
+def org_list(c: _Ctx) -> None:
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        rows = tenants.list_organisations(s)
+        _table(["id", "name", "region"], [(o.id, o.name, r.name) for o, r in rows])
+
+
+@cli.group()
+def ae() -> None:
+    """Calling AE titles an organisation sends studies from."""
+
+
+@ae.command("add")
+@click.argument("organisation")
+@click.argument("ae_title")
+@click.option("--description", default="")
+@pass_ctx
+@_fail_cleanly
+def ae_add(c: _Ctx, organisation: str, ae_title: str, description: str) -> None:
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        o = tenants.get_organisation(s, organisation)
+        tenants.create_application_entity(s, o.id, ae_title, description)
+    click.echo(f"AE title {ae_title!r} now sends for {o.name!r}")
+
+
+@ae.command("list")
+@pass_ctx
+@_fail_cleanly
+def ae_list(c: _Ctx) -> None:
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        rows = tenants.list_application_entities(s)
+        _table(
+            ["id", "organisation", "ae_title", "description"],
+            [(a.id, a.organisation_id, a.ae_title, a.description) for a in rows],
+        )
+
+
+@cli.group()
+def destination() -> None:
+    """Where an organisation's results are sent (C-STORE)."""
+
+
+@destination.command("add")
+@click.argument("organisation")
+@click.argument("name")
+@click.option("--ae-title", required=True)
+@click.option("--host", required=True)
+@click.option("--port", required=True, type=int)
+@pass_ctx
+@_fail_cleanly
+def destination_add(
+    c: _Ctx, organisation: str, name: str, ae_title: str, host: str, port: int
+) -> None:
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        o = tenants.get_organisation(s, organisation)
+        tenants.create_destination(s, o.id, name, ae_title, host, port)
+    click.echo(f"results of {o.name!r} go to {ae_title}@{host}:{port} ({name})")
+
+
+@destination.command("list")
+@pass_ctx
+@_fail_cleanly
+def destination_list(c: _Ctx) -> None:
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        rows = tenants.list_destinations(s)
+        _table(
+            ["id", "organisation", "name", "ae_title", "host", "port", "enabled"],
+            [(d.id, d.organisation_id, d.name, d.ae_title, d.host, d.port, d.enabled) for d in rows],
+        )
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--org", "organisation", required=True, help="organisation name or id")
+@pass_ctx
+@_fail_cleanly
+def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
+    """Import a folder or zip of DICOM files (the server routes them when it runs)."""
+    from tqdm import tqdm
+
+    from radsight.ingest.importer import count_sources, import_path
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        org_id = tenants.get_organisation(s, organisation).id
+    with tqdm(total=count_sources(path), unit="file", desc="import", file=sys.stderr) as bar:
+        report = import_path(rt, path, org_id, progress=lambda _n: bar.update(1))
+    click.echo(
+        f"{report.stored} stored, {report.duplicates} already there, "
+        f"{len(report.rejected)} rejected, {len(report.study_uids)} studies"
+    )
+    for name, code, message in report.rejected[:20]:
+        click.echo(f"  rejected {name}: {code}: {message}")
+    if len(report.rejected) > 20:
+        click.echo(f"  ... and {len(report.rejected) - 20} more (radsight rejections)")
+
+
+@cli.command()
+@click.option("--state", help="queued, running, done, failed or dead")
+@click.option("--kind", type=click.Choice(["analyse", "deliver"]))
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_fail_cleanly
+def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """Jobs and their state."""
+    from radsight.store import jobs as jobstore
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        rows = jobstore.list_jobs(s, state=state, kind=kind, limit=limit)
+        data = [
+            (
+                j.id,
+                j.kind,
+                j.study_id,
+                f"{j.algorithm_name} {j.algorithm_version}".strip()
+                or f"dest {j.destination_id}",
+                j.state,
+                f"{j.attempts}/{j.max_attempts}",
+                (j.error_code + ": " + j.error)[:60] if j.error_code else "",
+            )
+            for j in rows
+        ]
+    if as_json:
+        keys = ["id", "kind", "study_id", "target", "state", "attempts", "error"]
+        click.echo(json.dumps([dict(zip(keys, d, strict=True)) for d in data], indent=2))
+    else:
+        _table(["id", "kind", "study", "algorithm/destination", "state", "tries", "error"], data)
+
+
+@cli.command()
+@click.option("--state")
+@click.option("--limit", default=50, show_default=True)
+@pass_ctx
+@_fail_cleanly
+def studies(c: _Ctx, state: str | None, limit: int) -> None:
+    """Studies received, with their state."""
+    from radsight.store import studies as studystore
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        rows = studystore.list_studies(s, state=state, limit=limit)
+        _table(
+            ["id", "org", "study_instance_uid", "type", "instances", "state", "reason"],
+            [
+                (
+                    r.id,
+                    r.organisation_id,
+                    r.study_instance_uid,
+                    r.study_type,
+                    r.num_instances,
+                    r.state,
+                    r.state_reason[:60],
+                )
+                for r in rows
+            ],
+        )
+
+
+@cli.command()
+@click.option("--limit", default=50, show_default=True)
+@pass_ctx
+@_fail_cleanly
+def rejections(c: _Ctx, limit: int) -> None:
+    """Refused instances and associations, newest first."""
+    from radsight.store import studies as studystore
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        rows = studystore.list_rejections(s, limit=limit)
+        _table(
+            ["id", "when", "source", "calling AE", "code", "status", "message"],
+            [
+                (
+                    r.id,
+                    r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    r.source,
+                    r.calling_ae_title,
+                    r.error_code,
+                    f"0x{r.dimse_status:04X}" if r.dimse_status is not None else "",
+                    r.message[:70],
+                )
+                for r in rows
+            ],
+        )
+
+
+@cli.command()
+def algorithms() -> None:
+    """Registered algorithms (entry points in the radsight.algorithms group)."""
+    from radsight.algorithms.registry import Registry
+
+    reg = Registry.from_entry_points()
+    _table(
+        ["name", "version", "study types", "findings"],
+        [
+            (a.name, a.version, ",".join(a.study_types), ",".join(f.key for f in a.findings))
+            for a in reg.all()
+        ],
+    )
+
+
+@cli.group()
+def rules() -> None:
+    """Routing rules."""
+
+
+@rules.command("check")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@_fail_cleanly
+def rules_check(path: Path | None) -> None:
+    """Validate a rules file (default: the built-in rules)."""
+    from radsight.algorithms.registry import Registry
+    from radsight.pipeline.routing import load_rules
+
+    rs = load_rules(path, known_algorithms=Registry.from_entry_points().names())
+    click.echo(f"rules version {rs.version} ({rs.digest}): {len(rs.rules)} rules, valid")
+    for r in rs.rules:
+        click.echo(f"  {r.name}: {','.join(r.study_types) or 'any'} -> {', '.join(r.algorithms)}")
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("demo-out"))
+@click.option("--studies", "n_studies", default=3, show_default=True)
+@click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for results")
+@_fail_cleanly
+def demo(out_dir: Path, n_studies: int, timeout: float) -> None:
+    """Start a server on free ports, send generated studies, collect the results in OUT."""
+    from radsight.cli.demo import run_demo
+
+    sys.exit(run_demo(out_dir, n_studies, timeout))
+
+
+def _table(headers: list[str], rows: list[tuple]) -> None:
+    cells = [[str(h) for h in headers]] + [[str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+    if not rows:
+        click.echo("(none)")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,103 @@
+"""Settings: one object, built once at start-up from ``RADSIGHT_*`` variables or a TOML file.
+
+Precedence: explicit arguments > environment variables > TOML file (``RADSIGHT_CONFIG``
+or ``--config``) > defaults. Invalid values fail fast with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from radsight.errors import ConfigError
+
+DEFAULT_QUIET_PERIODS = {"cxr": 2.0, "flg": 2.0, "mmg": 3.0, "ct-chest": 5.0, "ct-brain": 5.0}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RADSIGHT_", extra="forbid")
+
+    data_dir: Path = Field(Path("radsight-data"), description="files, database, logs")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir")
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    dicom_host: str = "0.0.0.0"
+    ae_title: str = Field("RADSIGHT", min_length=1, max_length=16)
+    http_port: int = Field(8042, ge=0, le=65535)
+    http_host: str = "127.0.0.1"
+    #: worker processes started by ``radsight serve`` (0: none, e.g. for gateways)
+    workers: int = Field(2, ge=0, le=64)
+    #: seconds of silence after the last instance before a study is ready, per study type
+    quiet_periods: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_QUIET_PERIODS))
+    default_quiet_period: float = Field(3.0, gt=0)
+    routing_rules: Path | None = Field(None, description="YAML rules; default: built-in")
+    job_max_attempts: int = Field(5, ge=1, le=100)
+    job_backoff_s: float = Field(2.0, ge=0)
+    job_backoff_max_s: float = Field(300.0, ge=0)
+    delivery_max_attempts: int = Field(8, ge=1, le=1000)
+    #: a worker's claim on a job expires this long after its last heartbeat
+    job_lease_s: float = Field(15.0, gt=1)
+    poll_interval_s: float = Field(0.2, gt=0)
+    dimse_timeout_s: float = Field(30.0, gt=0)
+    log_format: str = Field("text", pattern="^(text|json)$")
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    #: skip fsync of instance files: faster, but an acknowledged instance may be lost
+    #: on power failure. Only for throwaway demos and benchmarks.
+    unsafe_no_fsync: bool = False
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, v: str) -> str:
+        v = v.strip()
+        if not v or not all(32 <= ord(c) < 127 and c != "\\" for c in v):
+            raise ValueError("AE title must be 1-16 printable ASCII characters, no backslash")
+        return v
+
+    @field_validator("quiet_periods")
+    @classmethod
+    def _quiet(cls, v: dict[str, float]) -> dict[str, float]:
+        merged = dict(DEFAULT_QUIET_PERIODS)
+        for key, seconds in v.items():
+            if seconds <= 0:
+                raise ValueError(f"quiet period of {key!r} must be > 0 seconds")
+            merged[key] = float(seconds)
+        return merged
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'radsight.db').resolve()}"
+
+    def quiet_period(self, study_type: str) -> float:
+        return self.quiet_periods.get(study_type, self.default_quiet_period)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raise :class:`ConfigError` with every problem listed."""
+    file_values: dict[str, Any] = {}
+    path = config_file or os.environ.get("RADSIGHT_CONFIG")
+    if path:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        file_values = raw.get("radsight", raw)
+    env_keys = {
+        k[len("RADSIGHT_") :].lower() for k in os.environ if k.startswith("RADSIGHT_")
+    } - {"config"}
+    values = {k: v for k, v in file_values.items() if k not in env_keys}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"RADSIGHT_{name.upper()}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc

@@ -1,0 +1,229 @@
+"""Reading and checking one incoming instance (pure: pydicom only).
+
+The checks here are the ones every entry point shares (C-STORE, import, later STOW-RS and
+upload): they turn whatever bytes arrived into either a checked :class:`ParsedInstance` or
+a precise :class:`~radsight.errors.InstanceRejected` subclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from radsight.errors import (
+    MalformedDicom,
+    MissingAttribute,
+    MissingPixelData,
+    NotDicom,
+    SopClassMismatch,
+    UnsupportedSopClass,
+)
+
+#: attributes kept on the instance row for routing and input checks (PS3.3 keywords)
+ROUTING_KEYWORDS = (
+    "Modality",
+    "BodyPartExamined",
+    "ViewPosition",
+    "ImageLaterality",
+    "Laterality",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "BitsStored",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "ImageType",
+    "ProtocolName",
+    "StudyDescription",
+    "SeriesDescription",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "StationName",
+    "PresentationIntentType",
+    "ConvolutionKernel",
+    "InstanceNumber",
+)
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+@lru_cache(maxsize=1)
+def storage_sop_classes() -> frozenset[str]:
+    """Every storage SOP class pydicom knows (PS3.4 Annex B), retired ones included."""
+    from pydicom._uid_dict import UID_dictionary
+
+    return frozenset(
+        uid
+        for uid, (name, kind, *_rest) in UID_dictionary.items()
+        if kind == "SOP Class" and "Storage" in name and "Commitment" not in name
+    )
+
+
+def is_image_storage(sop_class_uid: str) -> bool:
+    """Image SOP classes, whose IODs require the Image Pixel module."""
+    name = UID(sop_class_uid).name
+    return "Image Storage" in name
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    dataset: Dataset
+    #: Part 10 bytes (preamble, file meta, data set) exactly as they will be stored
+    part10: bytes
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    attributes: dict[str, object]
+
+
+def parse_part10(data: bytes, negotiated_sop_class_uid: str | None = None) -> ParsedInstance:
+    """Parse and check a Part 10 file, or a bare data set (which gets a file meta).
+
+    Raises an :class:`~radsight.errors.InstanceRejected` subclass naming what is wrong.
+    """
+    if len(data) < 8:
+        raise NotDicom(f"{len(data)} bytes is too short to be DICOM")
+    has_preamble = data[128:132] == b"DICM"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+            _force_full_parse(ds)
+    except InvalidDicomError as exc:
+        raise NotDicom(f"not a DICOM file: {exc}") from exc
+    except (EOFError, struct.error, OSError, OverflowError, MemoryError) as exc:
+        raise MalformedDicom(f"truncated or malformed DICOM ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # pydicom raises many kinds on garbage input
+        raise MalformedDicom(f"undecodable DICOM ({type(exc).__name__}: {exc})") from exc
+    if not has_preamble:
+        if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
+            raise NotDicom("no DICM preamble and no SOP Class/Instance UID: not a DICOM file")
+        parsed = check_dataset(ds, b"", negotiated_sop_class_uid)
+        return dataclasses.replace(parsed, part10=_with_file_meta(ds))
+    return check_dataset(ds, data, negotiated_sop_class_uid)
+
+
+def check_dataset(
+    ds: Dataset, part10: bytes, negotiated_sop_class_uid: str | None = None
+) -> ParsedInstance:
+    """The checks every accepted instance passes (PS3.4 B.2.3 statuses map to these)."""
+    uids = {}
+    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+    # some modalities leave the data set's SOP UIDs empty but fill the file meta (PS3.10 7.1)
+    fallback = {
+        "SOPClassUID": meta.get("MediaStorageSOPClassUID", ""),
+        "SOPInstanceUID": meta.get("MediaStorageSOPInstanceUID", ""),
+    }
+    for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        value = str(ds.get(kw, "") or fallback.get(kw, "") or "").strip()
+        if not value:
+            raise MissingAttribute(f"{kw} is missing or empty")
+        if len(value) > 64 or not UID(value).is_valid:
+            raise MissingAttribute(f"{kw} {value[:80]!r} is not a valid UID (PS3.5 9.1)")
+        uids[kw] = value
+    sop_class = uids["SOPClassUID"]
+    if negotiated_sop_class_uid and sop_class != negotiated_sop_class_uid:
+        raise SopClassMismatch(
+            f"data set SOP Class {sop_class} differs from the negotiated "
+            f"{negotiated_sop_class_uid}"
+        )
+    if sop_class not in storage_sop_classes():
+        raise UnsupportedSopClass(f"SOP Class {sop_class} is not a storage SOP class we accept")
+    if is_image_storage(sop_class):
+        if not any(kw in ds for kw in _PIXEL_KEYWORDS):
+            raise MissingPixelData(
+                f"{UID(sop_class).name} instance has no Pixel Data (7FE0,0010)"
+            )
+        _check_pixel_length(ds)
+    tsyntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)
+    return ParsedInstance(
+        dataset=ds,
+        part10=part10,
+        study_instance_uid=uids["StudyInstanceUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        sop_instance_uid=uids["SOPInstanceUID"],
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=tsyntax,
+        attributes=routing_attributes(ds),
+    )
+
+
+def routing_attributes(ds: Dataset) -> dict[str, object]:
+    """The attributes routing and input checks need, as JSON-friendly values."""
+    out: dict[str, object] = {}
+    for kw in ROUTING_KEYWORDS:
+        elem = ds.get(kw)
+        if elem is None or elem == "":
+            continue
+        if isinstance(elem, pydicom.multival.MultiValue | list | tuple):
+            out[kw] = [_plain(v) for v in elem]
+        else:
+            out[kw] = _plain(elem)
+    return out
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, int | float | str):
+        return value if not isinstance(value, str) else str(value).strip()
+    try:
+        return float(value)  # DS/IS
+    except (TypeError, ValueError):
+        return str(value).strip()
+
+
+def _force_full_parse(ds: Dataset) -> None:
+    """pydicom parses lazily: touch every element so bad lengths fail here, not later."""
+    for elem in ds.iterall():
+        _ = elem.value
+
+
+def _check_pixel_length(ds: Dataset) -> None:
+    if "PixelData" not in ds:
+        return
+    tsyntax = getattr(ds.file_meta, "TransferSyntaxUID", ExplicitVRLittleEndian)
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise MissingPixelData(
+            f"Image Pixel module incomplete (Rows, Columns, BitsAllocated): {exc}"
+        ) from exc
+    if rows <= 0 or cols <= 0 or frames <= 0:
+        raise MissingPixelData(f"image geometry {rows}x{cols}x{frames} is empty")
+    if UID(tsyntax).is_compressed:
+        return
+    expected = rows * cols * spp * frames * bits // 8
+    actual = len(ds.PixelData)
+    if actual < expected:
+        raise MalformedDicom(
+            f"Pixel Data holds {actual} bytes but {rows}x{cols}x{frames} frames of "
+            f"{bits}-bit samples need {expected}: the instance is truncated"
+        )
+
+
+def _with_file_meta(ds: Dataset) -> bytes:
+    """Encode a bare data set as a Part 10 file (the data set itself is not changed)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "")
+    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
+    implicit, _little = getattr(ds, "original_encoding", (False, True))
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ds.file_meta = meta
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

@@ -1,0 +1,220 @@
+"""The DICOM listener: C-ECHO and C-STORE SCP (pynetdicom).
+
+Handlers stay thin: ``handle_store`` hands the received bytes to
+:func:`radsight.ingest.accept.accept_instance` and turns its exception into a DIMSE status
+through the one table in :mod:`radsight.ingest.statuses`. Associations from calling AE
+titles that no organisation registered are rejected with result "rejected-permanent",
+source "service-user", reason "calling-AE-title-not-recognized" (PS3.8 7.1.1.9).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from radsight.dicom.instances import storage_sop_classes
+from radsight.errors import RadsightError, StorageError, UnknownCaller, UnsupportedSopClass
+from radsight.ingest.accept import accept_instance, record_rejection
+from radsight.ingest.statuses import PROCESSING_FAILURE, SUCCESS, status_for
+from radsight.runtime import Runtime
+from radsight.store import tenants
+
+log = logging.getLogger(__name__)
+
+#: every transfer syntax we accept; compressed ones are decoded with pylibjpeg when analysed
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+
+_NOBODY = "\x01"  # matches no real AE title: with nobody registered, nobody gets in
+
+
+class CallerDirectory:
+    """Registered calling AE titles -> organisation, cached for a second."""
+
+    def __init__(self, rt: Runtime, ttl_s: float = 1.0) -> None:
+        self.rt = rt
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._cache: dict[str, int] = {}
+        self._loaded = 0.0
+
+    def mapping(self) -> dict[str, int]:
+        with self._lock:
+            if time.monotonic() - self._loaded > self.ttl_s:
+                with self.rt.db.session() as s:
+                    self._cache = {
+                        a.ae_title: a.organisation_id for a in tenants.list_application_entities(s)
+                    }
+                self._loaded = time.monotonic()
+            return self._cache
+
+    def organisation_for(self, ae_title: str) -> int | None:
+        return self.mapping().get(ae_title.strip())
+
+
+class RadsightAE(AE):
+    """An AE whose accepted calling AE titles are the ones registered in the database."""
+
+    def __init__(self, ae_title: str, callers: CallerDirectory) -> None:
+        super().__init__(ae_title=ae_title)
+        self._callers = callers
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        try:
+            return list(self._callers.mapping()) or [_NOBODY]
+        except Exception:  # database unreachable: refuse rather than accept unknown callers
+            log.exception("could not load registered AE titles")
+            return [_NOBODY]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        pass  # the database decides
+
+
+def handle_store(event: Event, rt: Runtime, callers: CallerDirectory) -> int:
+    """C-STORE: acknowledge only once the instance is durably stored."""
+    calling = event.assoc.requestor.ae_title.strip()
+    stats = _stats(event)
+    try:
+        org_id = callers.organisation_for(calling)
+        if org_id is None:
+            raise UnknownCaller(f"calling AE title {calling!r} is no longer registered")
+        data = event.encoded_dataset(include_meta=True)
+        accept_instance(
+            rt,
+            data,
+            organisation_id=org_id,
+            calling_ae_title=calling,
+            source="dimse",
+            negotiated_sop_class_uid=str(event.context.abstract_syntax),
+        )
+    except StorageError as exc:
+        stats["failed"] += 1
+        log.error("C-STORE from %s: %s", calling, exc.message)
+        return status_for(exc.code)
+    except RadsightError as exc:  # recorded by accept_instance
+        stats["failed"] += 1
+        return status_for(exc.code)
+    except Exception:  # the handler's catch-all: never take the listener down
+        stats["failed"] += 1
+        log.exception("C-STORE from %s failed unexpectedly", calling)
+        return PROCESSING_FAILURE
+    stats["stored"] += 1
+    return SUCCESS
+
+
+def handle_echo(event: Event) -> int:
+    return SUCCESS
+
+
+def handle_requested(event: Event, rt: Runtime, callers: CallerDirectory) -> None:
+    """Record associations that will be rejected for an unknown calling AE title."""
+    calling = event.assoc.requestor.primitive.calling_ae_title.strip()
+    try:
+        known = callers.organisation_for(calling) is not None
+    except Exception:
+        known = False
+    if not known:
+        record_rejection(
+            rt,
+            UnknownCaller(f"association from unregistered calling AE title {calling!r}"),
+            source="association",
+            organisation_id=None,
+            ae=calling,
+        )
+
+
+def handle_accepted(event: Event, rt: Runtime, callers: CallerDirectory) -> None:
+    assoc = event.assoc
+    _stats(event)
+    for cx in assoc.rejected_contexts:
+        calling = assoc.requestor.ae_title.strip()
+        record_rejection(
+            rt,
+            UnsupportedSopClass(
+                f"presentation context for {cx.abstract_syntax} "
+                f"({getattr(cx.abstract_syntax, 'name', '')}) was rejected: "
+                "not a supported storage SOP class or transfer syntax"
+            ),
+            source="association",
+            organisation_id=callers.organisation_for(calling),
+            ae=calling,
+        )
+
+
+def handle_closed(event: Event) -> None:
+    stats = getattr(event.assoc, "_radsight_stats", None)
+    if stats is None:
+        return
+    log.info(
+        "association from %s@%s: %d stored, %d failed in %.2f s",
+        event.assoc.requestor.ae_title.strip(),
+        event.assoc.requestor.address,
+        stats["stored"],
+        stats["failed"],
+        time.monotonic() - stats["t0"],
+    )
+
+
+def _stats(event: Event) -> dict:
+    assoc = event.assoc
+    if not hasattr(assoc, "_radsight_stats"):
+        assoc._radsight_stats = {"stored": 0, "failed": 0, "t0": time.monotonic()}
+    return assoc._radsight_stats  # type: ignore[no-any-return]
+
+
+def build_ae(rt: Runtime, callers: CallerDirectory | None = None) -> RadsightAE:
+    callers = callers or CallerDirectory(rt)
+    ae = RadsightAE(rt.settings.ae_title, callers)
+    ae.maximum_associations = 32
+    ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs from the sender
+    ae.acse_timeout = rt.settings.dimse_timeout_s
+    ae.dimse_timeout = rt.settings.dimse_timeout_s
+    ae.network_timeout = max(60.0, rt.settings.dimse_timeout_s)
+    ae.add_supported_context(Verification)
+    for uid in sorted(storage_sop_classes()):
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    return ae
+
+
+def start_listener(rt: Runtime, callers: CallerDirectory | None = None) -> tuple[AE, object]:
+    """Start the C-STORE/C-ECHO SCP in background threads; return (ae, server)."""
+    callers = callers or CallerDirectory(rt)
+    ae = build_ae(rt, callers)
+    handlers: list[tuple[object, Callable, list] | tuple[object, Callable]] = [
+        (evt.EVT_C_STORE, handle_store, [rt, callers]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_REQUESTED, handle_requested, [rt, callers]),
+        (evt.EVT_ACCEPTED, handle_accepted, [rt, callers]),
+        (evt.EVT_RELEASED, handle_closed),
+        (evt.EVT_ABORTED, handle_closed),
+    ]
+    server = ae.start_server(
+        (rt.settings.dicom_host, rt.settings.dicom_port),
+        block=False,
+        evt_handlers=handlers,  # type: ignore[arg-type]
+    )
+    return ae, server

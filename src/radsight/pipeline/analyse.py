@@ -1,0 +1,256 @@
+"""The body of an analysis job: one (study, algorithm version) -> SR + SC + JSON.
+
+Called by whichever runner executes jobs (the embedded worker processes, or Celery
+workers when scaled out): it takes the job row's keys and does the rest through the store.
+A rerun (after a crash or a retry) produces byte-for-byte the same UIDs, and the result row
+is unique per (study, algorithm version), so each study gets exactly one result.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import pydicom
+
+from radsight.algorithms.contract import Algorithm, ImageInput, StudyInput
+from radsight.algorithms.registry import Registry
+from radsight.dicom.pixels import frames_for_analysis
+from radsight.dicom.uids import result_uid
+from radsight.errors import (
+    AlgorithmError,
+    EncodingError,
+    InstanceRejected,
+    NotAnalysable,
+    RadsightError,
+)
+from radsight.pipeline.jobs import deliver_key
+from radsight.results.report import AnalysisReport
+from radsight.results.sc import build_secondary_captures
+from radsight.results.sr import build_measurement_report
+from radsight.runtime import Runtime
+from radsight.store import jobs as jobstore
+from radsight.store import results as resultstore
+from radsight.store import studies as studystore
+from radsight.store import tenants
+from radsight.store.files import safe_component
+from radsight.store.tables import JobRow, StudyRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # analysed | not_analysed | existing
+    result_id: int
+    reason: str = ""
+
+
+def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
+    algorithm = registry.resolve(f"{job.algorithm_name}@{job.algorithm_version}")
+    with rt.db.session() as s:
+        study = studystore.get_study(s, job.study_id)
+        existing = resultstore.get_result_for(s, study.id, algorithm.name, algorithm.version)
+        if existing is not None:
+            _queue_deliveries(s, rt, existing.id, existing.organisation_id, existing.study_id)
+            _close_study_if_done(s, study.id, job.id)
+            return Outcome("existing", existing.id)
+        rows = studystore.list_instances(s, study.id)
+    wanted = set(job.payload.get("sop_instance_uids") or [i.sop_instance_uid for i, _ in rows])
+    datasets = []
+    for inst, _series in rows:
+        if inst.sop_instance_uid in wanted:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # odd values were already checked at ingest
+                datasets.append(pydicom.dcmread(io.BytesIO(rt.files.get(inst.storage_key))))
+    t0 = time.perf_counter()
+    try:
+        study_input = build_study_input(study, datasets)
+        algorithm.check(study_input)
+    except (NotAnalysable, InstanceRejected) as exc:
+        return _save_not_analysed(rt, job, study, algorithm, exc.message)
+    try:
+        analysis = algorithm.analyse(study_input)
+    except RadsightError:
+        raise
+    except Exception as exc:
+        raise AlgorithmError(f"{algorithm.name} {algorithm.version} failed: {exc!r}") from exc
+    seconds = time.perf_counter() - t0
+    thresholds = dict(job.payload.get("thresholds") or {})
+    try:
+        report = AnalysisReport.from_analysis(algorithm, analysis, thresholds)
+    except ValueError as exc:
+        raise EncodingError(str(exc)) from exc
+    keys, sr_uid, sc_series = _encode_and_store(rt, study, algorithm, report, datasets)
+    with rt.db.session() as s:
+        row, new = resultstore.save_result(
+            s,
+            organisation_id=study.organisation_id,
+            study_id=study.id,
+            algorithm_name=algorithm.name,
+            algorithm_version=algorithm.version,
+            status="analysed",
+            study_score=report.study_score,
+            verdict=report.verdict,
+            urgent=report.urgent,
+            report=report.to_json(),
+            sr_sop_instance_uid=sr_uid,
+            sc_series_instance_uid=sc_series,
+            output_keys=keys,
+            analysis_seconds=seconds,
+        )
+        _queue_deliveries(s, rt, row.id, study.organisation_id, study.id)
+        _close_study_if_done(s, study.id, job.id)
+    log.info(
+        "analysed study %s with %s %s: score %.3f verdict %s in %.2f s",
+        study.study_instance_uid,
+        algorithm.name,
+        algorithm.version,
+        report.study_score,
+        report.verdict,
+        seconds,
+    )
+    return Outcome("analysed" if new else "existing", row.id)
+
+
+def build_study_input(study: StudyRow, datasets: list[pydicom.Dataset]) -> StudyInput:
+    images = []
+    for ds in datasets:
+        for frame_number, pixels in frames_for_analysis(ds):
+            spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+            images.append(
+                ImageInput(
+                    study_instance_uid=str(ds.StudyInstanceUID),
+                    series_instance_uid=str(ds.SeriesInstanceUID),
+                    sop_instance_uid=str(ds.SOPInstanceUID),
+                    sop_class_uid=str(ds.SOPClassUID),
+                    pixels=pixels,
+                    modality=str(ds.get("Modality", "") or ""),
+                    body_part_examined=str(ds.get("BodyPartExamined", "") or "").upper(),
+                    view_position=str(ds.get("ViewPosition", "") or "").upper(),
+                    image_laterality=str(
+                        ds.get("ImageLaterality", "") or ds.get("Laterality", "") or ""
+                    ),
+                    pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+                    frame_number=frame_number,
+                    attributes={
+                        kw: ds.get(kw)
+                        for kw in (
+                            "PhotometricInterpretation",
+                            "BitsStored",
+                            "ImageType",
+                            "Manufacturer",
+                            "PatientAge",
+                            "PatientSex",
+                            "SliceThickness",
+                            "ImagePositionPatient",
+                            "ImageOrientationPatient",
+                            "ConvolutionKernel",
+                            "PresentationIntentType",
+                        )
+                        if kw in ds
+                    },
+                )
+            )
+    if not images:
+        raise NotAnalysable("the study has no images with pixel data")
+    return StudyInput(study.study_instance_uid, study.study_type, tuple(images))
+
+
+def _encode_and_store(
+    rt: Runtime,
+    study: StudyRow,
+    algorithm: Algorithm,
+    report: AnalysisReport,
+    datasets: list[pydicom.Dataset],
+) -> tuple[list[str], str, str]:
+    seed = (study.organisation_id, study.study_instance_uid, algorithm.name, algorithm.version)
+    sr_series = result_uid(*seed, "sr-series")
+    sr_uid = result_uid(*seed, "sr")
+    sc_series = result_uid(*seed, "sc-series")
+    sc_uids = []
+    for ds in datasets:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        for f in range(frames):
+            sc_uids.append(result_uid(*seed, "sc", ds.SOPInstanceUID, f))
+    try:
+        sr = build_measurement_report(
+            datasets, report, series_instance_uid=sr_series, sop_instance_uid=sr_uid
+        )
+        scs = build_secondary_captures(
+            datasets, report, series_instance_uid=sc_series, sop_instance_uids=sc_uids
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise EncodingError(f"could not encode results: {exc}") from exc
+    base = "/".join(
+        (
+            "results",
+            str(study.organisation_id),
+            safe_component(study.study_instance_uid),
+            safe_component(f"{algorithm.name}-{algorithm.version}"),
+        )
+    )
+    keys = []
+    for name, ds in [("sr.dcm", sr)] + [(f"sc-{i + 1:04d}.dcm", d) for i, d in enumerate(scs)]:
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        key = f"{base}/{name}"
+        rt.files.put(key, buf.getvalue())
+        keys.append(key)
+    return keys, sr_uid, sc_series
+
+
+def _save_not_analysed(
+    rt: Runtime, job: JobRow, study: StudyRow, algorithm: Algorithm, reason: str
+) -> Outcome:
+    with rt.db.session() as s:
+        row, _ = resultstore.save_result(
+            s,
+            organisation_id=study.organisation_id,
+            study_id=study.id,
+            algorithm_name=algorithm.name,
+            algorithm_version=algorithm.version,
+            status="not_analysed",
+            reason=reason,
+        )
+        _close_study_if_done(s, study.id, job.id)
+    log.info(
+        "study %s not analysed by %s %s: %s",
+        study.study_instance_uid,
+        algorithm.name,
+        algorithm.version,
+        reason,
+    )
+    return Outcome("not_analysed", row.id, reason)
+
+
+def _queue_deliveries(s, rt: Runtime, result_id: int, organisation_id: int, study_id: int) -> None:  # type: ignore[no-untyped-def]
+    for dest in tenants.list_destinations(s, organisation_id, enabled_only=True):
+        jobstore.create_job(
+            s,
+            dedup_key=deliver_key(result_id, dest.id),
+            organisation_id=organisation_id,
+            kind="deliver",
+            queue="delivery",
+            study_id=study_id,
+            result_id=result_id,
+            destination_id=dest.id,
+            max_attempts=rt.settings.delivery_max_attempts,
+            time_limit_s=max(60.0, rt.settings.dimse_timeout_s * 4),
+        )
+
+
+def _close_study_if_done(s, study_id: int, running_job_id: int) -> None:  # type: ignore[no-untyped-def]
+    """The study is analysed once no other analysis job of it is queued or running."""
+    open_jobs = jobstore.open_analysis_jobs(s, study_id)
+    if open_jobs <= 1:  # only the job finishing now
+        results = resultstore.list_results(s, study_id=study_id)
+        analysed = [r for r in results if r.status == "analysed"]
+        if analysed:
+            studystore.set_study_state(s, study_id, "analysed")
+        else:
+            reasons = "; ".join(r.reason for r in results if r.reason)
+            studystore.set_study_state(s, study_id, "not_analysed", reasons)

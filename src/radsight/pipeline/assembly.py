@@ -1,0 +1,86 @@
+"""Study assembly and routing: a study is ready when its quiet period ends.
+
+The assembler runs in one process (``radsight serve``); each tick it takes the studies
+whose quiet period has passed, routes them with the rules, and creates one analysis job
+per (study, algorithm version), or records "not analysed: <reason>".
+"""
+
+from __future__ import annotations
+
+import logging
+
+from radsight.algorithms.registry import Registry
+from radsight.errors import NotFound
+from radsight.pipeline.jobs import analyse_key
+from radsight.pipeline.routing import InstanceInfo, RuleSet, StudyInfo, route
+from radsight.runtime import Runtime
+from radsight.store import jobs as jobstore
+from radsight.store import studies as studystore
+from radsight.store import tenants
+from radsight.store.clock import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
+    """Route every study whose quiet period has ended; return how many were handled."""
+    handled = 0
+    with rt.db.session() as s:
+        due = studystore.studies_due(s)
+        for study in due:
+            org = tenants.get_organisation(s, study.organisation_id)
+            instances = tuple(
+                InstanceInfo(
+                    sop_instance_uid=i.sop_instance_uid,
+                    series_instance_uid=se.series_instance_uid,
+                    sop_class_uid=i.sop_class_uid,
+                    attributes=i.attributes,
+                    calling_ae_title=i.calling_ae_title,
+                )
+                for i, se in studystore.list_instances(s, study.id)
+            )
+            decision = route(rules, StudyInfo(org.name, study.study_type, instances))
+            if not decision.routes:
+                studystore.set_study_state(
+                    s, study.id, "not_analysed", decision.reason, rules_version=rules.version
+                )
+                log.info("study %s not analysed: %s", study.study_instance_uid, decision.reason)
+                handled += 1
+                continue
+            made = 0
+            for r in decision.routes:
+                try:
+                    algorithm = registry.resolve(r.algorithm)
+                except NotFound as exc:
+                    log.error("rule %r: %s", r.rule, exc.message)
+                    continue
+                _, created = jobstore.create_job(
+                    s,
+                    dedup_key=analyse_key(study.id, algorithm.name, algorithm.version),
+                    organisation_id=study.organisation_id,
+                    kind="analyse",
+                    queue=f"analyse.{study.study_type or 'other'}",
+                    study_id=study.id,
+                    algorithm_name=algorithm.name,
+                    algorithm_version=algorithm.version,
+                    max_attempts=rt.settings.job_max_attempts,
+                    time_limit_s=algorithm.time_limit_s,
+                    payload={
+                        "rule": r.rule,
+                        "sop_instance_uids": list(r.sop_instance_uids),
+                        "thresholds": r.thresholds,
+                    },
+                )
+                made += created
+            if made or decision.routes:
+                studystore.set_study_state(
+                    s, study.id, "routed", routed_at=utcnow(), rules_version=rules.version
+                )
+            log.info(
+                "study %s ready (%d instances): %d analysis jobs",
+                study.study_instance_uid,
+                study.num_instances,
+                made,
+            )
+            handled += 1
+    return handled

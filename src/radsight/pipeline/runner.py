@@ -1,0 +1,215 @@
+"""Running jobs: the embedded runner (worker processes over the database queue).
+
+``execute_job`` is the runner-independent body: given a claimed job it runs the analysis
+or the delivery and raises a :mod:`radsight.errors` exception on failure. The embedded
+runner below claims jobs from the database with a lease; a Celery runner (scale-out) can
+call the same function from a task without touching the pipeline.
+
+Time limits: each worker process reports the job it runs and when it started through
+shared memory; the supervisor kills a worker that overruns its job's limit and fails the
+job with ``time_limit_exceeded`` (retried, then dead-lettered). A worker that dies any
+other way stops renewing its lease; the reaper puts its job back in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from multiprocessing.sharedctypes import Synchronized
+
+from radsight.algorithms.registry import Registry
+from radsight.config import Settings
+from radsight.errors import AlgorithmTimeout, RadsightError
+from radsight.pipeline.analyse import run_analysis
+from radsight.pipeline.deliver import run_delivery
+from radsight.pipeline.jobs import after_failure
+from radsight.runtime import Runtime
+from radsight.store import jobs as jobstore
+from radsight.store.tables import JobRow
+
+log = logging.getLogger(__name__)
+
+
+def execute_job(rt: Runtime, registry: Registry, job: JobRow) -> str:
+    if job.kind == "analyse":
+        return run_analysis(rt, registry, job).status
+    if job.kind == "deliver":
+        return f"sent {run_delivery(rt, job)}"
+    raise RadsightError(f"unknown job kind {job.kind!r}")
+
+
+def fail(rt: Runtime, job: JobRow, exc: BaseException, owner: str | None = None) -> str:
+    """Record a failed attempt: retry with backoff, fail, or dead-letter."""
+    if isinstance(exc, RadsightError):
+        code, message, retryable = exc.code, exc.message, exc.retryable
+    else:  # a bug or an unexpected library error: retry, it may be transient
+        code, message, retryable = "internal_error", f"{type(exc).__name__}: {exc}", True
+    s_ = rt.settings
+    max_attempts = job.max_attempts
+    transition = after_failure(
+        attempts=job.attempts,
+        max_attempts=max_attempts,
+        retryable=retryable,
+        backoff_s=s_.job_backoff_s,
+        backoff_max_s=s_.job_backoff_max_s,
+    )
+    with rt.db.session() as s:
+        jobstore.fail_job(s, job.id, transition, code, message, owner)
+    log.warning(
+        "job %d (%s) attempt %d/%d failed: %s: %s -> %s",
+        job.id,
+        job.kind,
+        job.attempts,
+        max_attempts,
+        code,
+        message,
+        transition.state,
+    )
+    return transition.state
+
+
+def run_one(rt: Runtime, registry: Registry, owner: str, queues: list[str] | None = None,
+            current: Synchronized | None = None, started: Synchronized | None = None) -> bool:
+    """Claim and run one job; return False when the queue was empty."""
+    with rt.db.session() as s:
+        job = jobstore.claim_job(s, owner, rt.settings.job_lease_s, queues)
+    if job is None:
+        return False
+    if current is not None and started is not None:
+        started.value = time.time()
+        current.value = job.id
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(rt, job.id, owner, stop), daemon=True)
+    beat.start()
+    t0 = time.perf_counter()
+    try:
+        outcome = execute_job(rt, registry, job)
+    except Exception as exc:  # the job loop's one catch-all: record and go on
+        stop.set()
+        fail(rt, job, exc, owner)
+    else:
+        stop.set()
+        with rt.db.session() as s:
+            jobstore.finish_job(s, job.id, owner)
+        log.info(
+            "job %d %s study=%d %s%s done in %.2f s: %s",
+            job.id,
+            job.kind,
+            job.study_id,
+            job.algorithm_name,
+            f" dest={job.destination_id}" if job.destination_id else "",
+            time.perf_counter() - t0,
+            outcome,
+        )
+    finally:
+        if current is not None:
+            current.value = 0
+    return True
+
+
+def _heartbeat(rt: Runtime, job_id: int, owner: str, stop: threading.Event) -> None:
+    interval = rt.settings.job_lease_s / 3
+    while not stop.wait(interval):
+        try:
+            with rt.db.session() as s:
+                jobstore.renew_lease(s, job_id, owner, rt.settings.job_lease_s)
+        except Exception:  # a missed beat is survivable; the next one may work
+            log.exception("could not renew the lease of job %d", job_id)
+
+
+def worker_main(
+    settings: Settings,
+    index: int,
+    current: Synchronized,
+    started: Synchronized,
+    queues: list[str] | None = None,
+) -> None:
+    """Entry point of one worker process."""
+    from radsight.logs import configure_logging
+
+    configure_logging(settings)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    rt = Runtime.open(settings, run_migrations=False)
+    registry = Registry.from_entry_points()
+    owner = f"{os.uname().nodename}:{os.getpid()}:w{index}"
+    log.info("worker %s started", owner)
+    while True:
+        try:
+            if not run_one(rt, registry, owner, queues, current, started):
+                time.sleep(settings.poll_interval_s)
+        except Exception:  # database gone for a moment: wait and go on
+            log.exception("worker %s loop error", owner)
+            time.sleep(1.0)
+
+
+def reap_expired(rt: Runtime) -> int:
+    """Requeue (or dead-letter) jobs whose worker died without finishing them."""
+    n = 0
+    with rt.db.session() as s:
+        expired = jobstore.expired_jobs(s)
+    for job in expired:
+        fail(rt, job, _WorkerLost(f"worker {job.lease_owner} stopped before finishing"))
+        n += 1
+    return n
+
+
+class _WorkerLost(RadsightError):
+    code = "worker_lost"
+    retryable = True
+
+
+class WorkerPool:
+    """Worker processes supervised for time limits; restarts any that die."""
+
+    def __init__(self, settings: Settings, rt: Runtime, size: int) -> None:
+        self.settings = settings
+        self.rt = rt
+        self.size = size
+        self.ctx = mp.get_context("spawn")
+        self.slots: list[dict] = []
+
+    def start(self) -> None:
+        for i in range(self.size):
+            self.slots.append(self._spawn(i))
+
+    def _spawn(self, i: int) -> dict:
+        current = self.ctx.Value("q", 0)
+        started = self.ctx.Value("d", 0.0)
+        proc = self.ctx.Process(
+            target=worker_main,
+            args=(self.settings, i, current, started),
+            name=f"radsight-worker-{i}",
+            daemon=True,
+        )
+        proc.start()
+        return {"index": i, "proc": proc, "current": current, "started": started}
+
+    def supervise(self) -> None:
+        """Kill workers past their job's time limit; restart dead workers."""
+        for n, slot in enumerate(self.slots):
+            proc = slot["proc"]
+            job_id = slot["current"].value
+            if job_id and proc.is_alive():
+                with self.rt.db.session() as s:
+                    job = s.get(JobRow, job_id)
+                    limit = job.time_limit_s if job is not None else None
+                if limit and time.time() - slot["started"].value > limit:
+                    log.error("job %d ran past its %.0f s limit: stopping worker", job_id, limit)
+                    proc.kill()
+                    proc.join(5)
+                    if job is not None and job.state == "running":
+                        fail(self.rt, job, AlgorithmTimeout(f"ran past its {limit:.0f} s limit"))
+            if not proc.is_alive():
+                self.slots[n] = self._spawn(slot["index"])
+
+    def stop(self) -> None:
+        for slot in self.slots:
+            slot["proc"].terminate()
+        for slot in self.slots:
+            slot["proc"].join(5)
+            if slot["proc"].is_alive():
+                slot["proc"].kill()

@@ -1,0 +1,112 @@
+"""``radsight serve``: DICOM listener, HTTP server, assembler and workers in one process tree."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from radsight.algorithms.registry import Registry
+from radsight.api.app import create_app
+from radsight.config import Settings
+from radsight.ingest.dimse import CallerDirectory, start_listener
+from radsight.pipeline.assembly import assemble_once
+from radsight.pipeline.routing import RuleSet, load_rules
+from radsight.pipeline.runner import WorkerPool, reap_expired
+from radsight.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Server:
+    settings: Settings
+    rt: Runtime
+    registry: Registry
+    rules: RuleSet
+    dicom_port: int = 0
+    http_port: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _dicom: object = None
+    _pool: WorkerPool | None = None
+    _uvicorn: uvicorn.Server | None = None
+
+    @classmethod
+    def prepare(cls, settings: Settings) -> Server:
+        """Open the store, migrate, load algorithms and rules: fail fast before listening."""
+        rt = Runtime.open(settings)
+        registry = Registry.from_entry_points()
+        rules = load_rules(settings.routing_rules, known_algorithms=registry.names())
+        return cls(settings=settings, rt=rt, registry=registry, rules=rules)
+
+    def start(self) -> None:
+        reaped = reap_expired(self.rt)
+        if reaped:
+            log.info("requeued %d jobs left running by a previous run", reaped)
+        callers = CallerDirectory(self.rt)
+        _ae, self._dicom = start_listener(self.rt, callers)
+        self.dicom_port = self._dicom.server_address[1]  # type: ignore[attr-defined]
+        if self.settings.workers:
+            self._pool = WorkerPool(self.settings, self.rt, self.settings.workers)
+            self._pool.start()
+        t = threading.Thread(target=self._scheduler, name="radsight-scheduler", daemon=True)
+        t.start()
+        self._threads.append(t)
+        app = create_app(self.rt, self.registry, self.rules)
+        app.state.dicom_port = self.dicom_port
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_config=None,
+            access_log=False,
+        )
+        self._uvicorn = uvicorn.Server(config)
+        log.info(
+            "radsight %s: DICOM %s on port %d, rules %s (%s), %d workers, data in %s",
+            self.settings.ae_title,
+            "listener",
+            self.dicom_port,
+            self.rules.version,
+            self.rules.digest,
+            self.settings.workers,
+            self.settings.data_dir,
+        )
+
+    def run_http(self) -> None:
+        """Serve HTTP in the calling thread until SIGINT/SIGTERM, then stop everything."""
+        assert self._uvicorn is not None
+        try:
+            self._uvicorn.run()
+        finally:
+            self.stop()
+
+    def _scheduler(self) -> None:
+        last_reap = 0.0
+        while not self._stop.wait(self.settings.poll_interval_s):
+            try:
+                assemble_once(self.rt, self.registry, self.rules)
+                if self._pool is not None:
+                    self._pool.supervise()
+                if time.monotonic() - last_reap > 2.0:
+                    reap_expired(self.rt)
+                    last_reap = time.monotonic()
+            except Exception:  # the scheduler loop's catch-all: log once and keep going
+                log.exception("scheduler tick failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._dicom is not None:
+            self._dicom.shutdown()  # type: ignore[attr-defined]
+            self._dicom = None
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+        for t in self._threads:
+            t.join(5)
+        self.rt.close()
+        log.info("radsight stopped")

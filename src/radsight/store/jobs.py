@@ -1,0 +1,178 @@
+"""Durable jobs: create idempotently, claim with a lease, finish, retry, dead-letter."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from radsight.errors import NotFound
+from radsight.pipeline.jobs import Transition
+from radsight.store.clock import utcnow
+from radsight.store.tables import JobRow
+
+
+def create_job(s: Session, *, dedup_key: str, **fields: object) -> tuple[JobRow, bool]:
+    """Create the job unless one with the same key exists; return (job, created)."""
+    existing = s.scalar(select(JobRow).where(JobRow.dedup_key == dedup_key))
+    if existing is not None:
+        return existing, False
+    now = utcnow()
+    row = JobRow(dedup_key=dedup_key, created_at=now, run_after=now, state="queued", **fields)
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def claim_job(
+    s: Session, owner: str, lease_s: float, queues: list[str] | None = None
+) -> JobRow | None:
+    """Take the oldest runnable job: compare-and-set from queued to running, with a lease."""
+    now = utcnow()
+    q = (
+        select(JobRow.id)
+        .where(JobRow.state == "queued", JobRow.run_after <= now)
+        .order_by(JobRow.run_after, JobRow.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if queues:
+        q = q.where(JobRow.queue.in_(queues))
+    job_id = s.scalar(q)
+    if job_id is None:
+        return None
+    res = s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.state == "queued")
+        .values(
+            state="running",
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=JobRow.attempts + 1,
+            started_at=now,
+        )
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = s.get(JobRow, job_id)
+    s.refresh(row)
+    return row
+
+
+def renew_lease(s: Session, job_id: int, owner: str, lease_s: float) -> bool:
+    res = s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.state == "running", JobRow.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def finish_job(s: Session, job_id: int, owner: str | None = None) -> bool:
+    q = update(JobRow).where(JobRow.id == job_id, JobRow.state == "running")
+    if owner is not None:
+        q = q.where(JobRow.lease_owner == owner)
+    res = s.execute(
+        q.values(state="done", finished_at=utcnow(), lease_owner="", lease_expires_at=None,
+                 error_code="", error="")
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def fail_job(
+    s: Session,
+    job_id: int,
+    transition: Transition,
+    error_code: str,
+    error: str,
+    owner: str | None = None,
+) -> bool:
+    now = utcnow()
+    values: dict[str, object] = {
+        "state": transition.state,
+        "error_code": error_code,
+        "error": error[:4000],
+        "lease_owner": "",
+        "lease_expires_at": None,
+    }
+    if transition.state == "queued":
+        values["run_after"] = now + timedelta(seconds=transition.delay_s)
+    else:
+        values["finished_at"] = now
+    q = update(JobRow).where(JobRow.id == job_id, JobRow.state == "running")
+    if owner is not None:
+        q = q.where(JobRow.lease_owner == owner)
+    res = s.execute(q.values(**values))
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def expired_jobs(s: Session) -> list[JobRow]:
+    """Running jobs whose worker stopped renewing its lease (it died or hangs)."""
+    return list(
+        s.scalars(
+            select(JobRow).where(JobRow.state == "running", JobRow.lease_expires_at < utcnow())
+        )
+    )
+
+
+def get_job(s: Session, job_id: int, organisation_id: int | None = None) -> JobRow:
+    row = s.get(JobRow, job_id)
+    if row is None or (organisation_id is not None and row.organisation_id != organisation_id):
+        raise NotFound(f"job {job_id} does not exist")
+    return row
+
+
+def list_jobs(
+    s: Session,
+    organisation_id: int | None = None,
+    state: str | None = None,
+    study_id: int | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+) -> list[JobRow]:
+    q = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
+    if organisation_id is not None:
+        q = q.where(JobRow.organisation_id == organisation_id)
+    if state:
+        q = q.where(JobRow.state == state)
+    if study_id is not None:
+        q = q.where(JobRow.study_id == study_id)
+    if kind:
+        q = q.where(JobRow.kind == kind)
+    return list(s.scalars(q))
+
+
+def count_by_state(s: Session, organisation_id: int | None = None) -> dict[str, int]:
+    q = select(JobRow.kind, JobRow.state, func.count()).group_by(JobRow.kind, JobRow.state)
+    if organisation_id is not None:
+        q = q.where(JobRow.organisation_id == organisation_id)
+    return {f"{kind}.{state}": n for kind, state, n in s.execute(q)}
+
+
+def open_analysis_jobs(s: Session, study_id: int) -> int:
+    return int(
+        s.scalar(
+            select(func.count()).where(
+                JobRow.study_id == study_id,
+                JobRow.kind == "analyse",
+                JobRow.state.in_(("queued", "running")),
+            )
+        )
+        or 0
+    )
+
+
+def retry_job(s: Session, job_id: int, organisation_id: int | None = None) -> JobRow:
+    """Put a failed or dead-lettered job back in the queue (an operator's decision)."""
+    row = get_job(s, job_id, organisation_id)
+    if row.state not in ("failed", "dead"):
+        from radsight.errors import Conflict
+
+        raise Conflict(f"job {job_id} is {row.state}; only failed or dead jobs can be retried")
+    row.state = "queued"
+    row.attempts = 0
+    row.run_after = utcnow()
+    row.finished_at = None
+    s.flush()
+    return row

@@ -1,0 +1,56 @@
+"""Results: one row per (study, algorithm version), analysed or not analysed."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from radsight.errors import NotFound
+from radsight.store.clock import utcnow
+from radsight.store.tables import ResultRow
+
+
+def get_result_for(
+    s: Session, study_id: int, algorithm_name: str, algorithm_version: str
+) -> ResultRow | None:
+    return s.scalar(
+        select(ResultRow).where(
+            ResultRow.study_id == study_id,
+            ResultRow.algorithm_name == algorithm_name,
+            ResultRow.algorithm_version == algorithm_version,
+        )
+    )
+
+
+def save_result(s: Session, **fields: object) -> tuple[ResultRow, bool]:
+    """Insert the result unless it exists already (a rerun after a crash); return (row, new)."""
+    existing = get_result_for(
+        s,
+        fields["study_id"],  # type: ignore[arg-type]
+        fields["algorithm_name"],  # type: ignore[arg-type]
+        fields["algorithm_version"],  # type: ignore[arg-type]
+    )
+    if existing is not None:
+        return existing, False
+    row = ResultRow(created_at=utcnow(), **fields)
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def get_result(s: Session, result_id: int, organisation_id: int | None = None) -> ResultRow:
+    row = s.get(ResultRow, result_id)
+    if row is None or (organisation_id is not None and row.organisation_id != organisation_id):
+        raise NotFound(f"result {result_id} does not exist")
+    return row
+
+
+def list_results(
+    s: Session, organisation_id: int | None = None, study_id: int | None = None, limit: int = 100
+) -> list[ResultRow]:
+    q = select(ResultRow).order_by(ResultRow.id.desc()).limit(limit)
+    if organisation_id is not None:
+        q = q.where(ResultRow.organisation_id == organisation_id)
+    if study_id is not None:
+        q = q.where(ResultRow.study_id == study_id)
+    return list(s.scalars(q))

@@ -1,0 +1,217 @@
+"""Studies, series, instances and rejections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from radsight.dicom.instances import ParsedInstance
+from radsight.errors import NotFound
+from radsight.store.clock import utcnow
+from radsight.store.tables import InstanceRow, RejectionRow, SeriesRow, StudyRow
+
+
+def instance_exists(s: Session, organisation_id: int, sop_instance_uid: str) -> bool:
+    return (
+        s.scalar(
+            select(InstanceRow.id).where(
+                InstanceRow.organisation_id == organisation_id,
+                InstanceRow.sop_instance_uid == sop_instance_uid,
+            )
+        )
+        is not None
+    )
+
+
+def study_id_for_instance(s: Session, organisation_id: int, sop_instance_uid: str) -> int:
+    sid = s.scalar(
+        select(InstanceRow.study_id).where(
+            InstanceRow.organisation_id == organisation_id,
+            InstanceRow.sop_instance_uid == sop_instance_uid,
+        )
+    )
+    if sid is None:
+        raise NotFound(f"instance {sop_instance_uid} not found")
+    return sid
+
+
+def add_instance(
+    s: Session,
+    *,
+    organisation_id: int,
+    parsed: ParsedInstance,
+    storage_key: str,
+    size: int,
+    sha256: str,
+    study_type: str,
+    quiet_period_s: float,
+    calling_ae_title: str,
+) -> tuple[int, bool]:
+    """Index a stored instance; return (study id, whether the instance is new).
+
+    The study's quiet period restarts with each new instance while it is still receiving.
+    An instance arriving after the study was routed is stored and indexed but does not
+    start a second analysis (one result per algorithm version).
+    """
+    now = utcnow()
+    attrs = parsed.attributes
+    study = s.scalar(
+        select(StudyRow).where(
+            StudyRow.organisation_id == organisation_id,
+            StudyRow.study_instance_uid == parsed.study_instance_uid,
+        )
+    )
+    if study is None:
+        study = StudyRow(
+            organisation_id=organisation_id,
+            study_instance_uid=parsed.study_instance_uid,
+            study_type=study_type,
+            state="receiving",
+            modality=str(attrs.get("Modality", ""))[:16],
+            study_date=str(parsed.dataset.get("StudyDate", "") or "")[:8],
+            study_description=str(attrs.get("StudyDescription", ""))[:64],
+            num_instances=0,
+            first_received_at=now,
+            last_received_at=now,
+            ready_at=now + timedelta(seconds=quiet_period_s),
+        )
+        s.add(study)
+        s.flush()
+    series = s.scalar(
+        select(SeriesRow).where(
+            SeriesRow.study_id == study.id,
+            SeriesRow.series_instance_uid == parsed.series_instance_uid,
+        )
+    )
+    if series is None:
+        series = SeriesRow(
+            organisation_id=organisation_id,
+            study_id=study.id,
+            series_instance_uid=parsed.series_instance_uid,
+            modality=str(attrs.get("Modality", ""))[:16],
+            body_part_examined=str(attrs.get("BodyPartExamined", ""))[:16],
+            series_description=str(attrs.get("SeriesDescription", ""))[:64],
+        )
+        s.add(series)
+        s.flush()
+    if instance_exists(s, organisation_id, parsed.sop_instance_uid):
+        return study.id, False
+    s.add(
+        InstanceRow(
+            organisation_id=organisation_id,
+            study_id=study.id,
+            series_id=series.id,
+            sop_instance_uid=parsed.sop_instance_uid,
+            sop_class_uid=parsed.sop_class_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            storage_key=storage_key,
+            size=size,
+            sha256=sha256,
+            attributes=attrs,
+            calling_ae_title=calling_ae_title,
+            received_at=now,
+        )
+    )
+    values: dict[str, object] = {
+        "num_instances": StudyRow.num_instances + 1,
+        "last_received_at": now,
+    }
+    if study.state == "receiving":
+        values["ready_at"] = now + timedelta(seconds=quiet_period_s)
+        if not study.study_type and study_type:
+            values["study_type"] = study_type
+    s.execute(update(StudyRow).where(StudyRow.id == study.id).values(**values))
+    try:
+        s.flush()
+    except IntegrityError:  # a concurrent re-send of the same instance won the race
+        s.rollback()
+        return study.id, False
+    return study.id, True
+
+
+def create_rejection(s: Session, **fields: object) -> RejectionRow:
+    row = RejectionRow(created_at=utcnow(), **fields)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def list_rejections(
+    s: Session, organisation_id: int | None = None, limit: int = 100
+) -> list[RejectionRow]:
+    q = select(RejectionRow).order_by(RejectionRow.id.desc()).limit(limit)
+    if organisation_id is not None:
+        q = q.where(RejectionRow.organisation_id == organisation_id)
+    return list(s.scalars(q))
+
+
+def get_study(s: Session, study_id: int, organisation_id: int | None = None) -> StudyRow:
+    row = s.get(StudyRow, study_id)
+    if row is None or (organisation_id is not None and row.organisation_id != organisation_id):
+        raise NotFound(f"study {study_id} does not exist")
+    return row
+
+
+def find_study(s: Session, organisation_id: int | None, study_instance_uid: str) -> StudyRow:
+    q = select(StudyRow).where(StudyRow.study_instance_uid == study_instance_uid)
+    if organisation_id is not None:
+        q = q.where(StudyRow.organisation_id == organisation_id)
+    row = s.scalars(q).first()
+    if row is None:
+        raise NotFound(f"study {study_instance_uid} does not exist")
+    return row
+
+
+def list_studies(
+    s: Session,
+    organisation_id: int | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[StudyRow]:
+    q = select(StudyRow).order_by(StudyRow.id.desc()).limit(limit).offset(offset)
+    if organisation_id is not None:
+        q = q.where(StudyRow.organisation_id == organisation_id)
+    if state:
+        q = q.where(StudyRow.state == state)
+    return list(s.scalars(q))
+
+
+def list_instances(s: Session, study_id: int) -> list[tuple[InstanceRow, SeriesRow]]:
+    q = (
+        select(InstanceRow, SeriesRow)
+        .join(SeriesRow, InstanceRow.series_id == SeriesRow.id)
+        .where(InstanceRow.study_id == study_id)
+        .order_by(SeriesRow.id, InstanceRow.id)
+    )
+    return [(i, se) for i, se in s.execute(q)]
+
+
+def count_instances(s: Session, organisation_id: int | None = None) -> int:
+    q = select(func.count(InstanceRow.id))
+    if organisation_id is not None:
+        q = q.where(InstanceRow.organisation_id == organisation_id)
+    return int(s.scalar(q) or 0)
+
+
+def studies_due(s: Session, limit: int = 100) -> Sequence[StudyRow]:
+    """Receiving studies whose quiet period has ended."""
+    q = (
+        select(StudyRow)
+        .where(StudyRow.state == "receiving", StudyRow.ready_at <= utcnow())
+        .order_by(StudyRow.ready_at)
+        .limit(limit)
+    )
+    return list(s.scalars(q))
+
+
+def set_study_state(s: Session, study_id: int, state: str, reason: str = "", **extra: object) -> None:
+    s.execute(
+        update(StudyRow)
+        .where(StudyRow.id == study_id)
+        .values(state=state, state_reason=reason, **extra)
+    )

@@ -1,0 +1,128 @@
+"""Regions, organisations, calling AE titles and result destinations."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from radsight.errors import Conflict, NotFound
+from radsight.store.clock import utcnow
+from radsight.store.tables import (
+    ApplicationEntityRow,
+    DestinationRow,
+    OrganisationRow,
+    RegionRow,
+)
+
+
+def get_or_create_region(s: Session, name: str) -> RegionRow:
+    row = s.scalar(select(RegionRow).where(RegionRow.name == name))
+    if row is None:
+        row = RegionRow(name=name)
+        s.add(row)
+        s.flush()
+    return row
+
+
+def create_organisation(s: Session, name: str, region: str) -> OrganisationRow:
+    if s.scalar(select(OrganisationRow).where(OrganisationRow.name == name)):
+        raise Conflict(f"organisation {name!r} already exists")
+    region_row = get_or_create_region(s, region)
+    row = OrganisationRow(name=name, region_id=region_row.id, created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get_organisation(s: Session, name_or_id: str | int) -> OrganisationRow:
+    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+        row = s.get(OrganisationRow, int(name_or_id))
+    else:
+        row = s.scalar(select(OrganisationRow).where(OrganisationRow.name == name_or_id))
+    if row is None:
+        raise NotFound(f"organisation {name_or_id!r} does not exist")
+    return row
+
+
+def list_organisations(s: Session) -> list[tuple[OrganisationRow, RegionRow]]:
+    q = select(OrganisationRow, RegionRow).join(RegionRow).order_by(OrganisationRow.id)
+    return [(o, r) for o, r in s.execute(q)]
+
+
+def create_application_entity(
+    s: Session, organisation_id: int, ae_title: str, description: str = ""
+) -> ApplicationEntityRow:
+    ae_title = validate_ae_title(ae_title)
+    if s.scalar(select(ApplicationEntityRow).where(ApplicationEntityRow.ae_title == ae_title)):
+        raise Conflict(f"AE title {ae_title!r} is already registered")
+    row = ApplicationEntityRow(
+        organisation_id=organisation_id, ae_title=ae_title, description=description
+    )
+    s.add(row)
+    try:
+        s.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"AE title {ae_title!r} is already registered") from exc
+    return row
+
+
+def list_application_entities(
+    s: Session, organisation_id: int | None = None
+) -> list[ApplicationEntityRow]:
+    q = select(ApplicationEntityRow).order_by(ApplicationEntityRow.id)
+    if organisation_id is not None:
+        q = q.where(ApplicationEntityRow.organisation_id == organisation_id)
+    return list(s.scalars(q))
+
+
+def get_organisation_for_ae(s: Session, ae_title: str) -> int | None:
+    return s.scalar(
+        select(ApplicationEntityRow.organisation_id).where(
+            ApplicationEntityRow.ae_title == ae_title.strip()
+        )
+    )
+
+
+def create_destination(
+    s: Session, organisation_id: int, name: str, ae_title: str, host: str, port: int
+) -> DestinationRow:
+    ae_title = validate_ae_title(ae_title)
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+    if not host.strip():
+        raise ValueError("host must not be empty")
+    exists = s.scalar(
+        select(DestinationRow).where(
+            DestinationRow.organisation_id == organisation_id, DestinationRow.name == name
+        )
+    )
+    if exists:
+        raise Conflict(f"destination {name!r} already exists for this organisation")
+    row = DestinationRow(
+        organisation_id=organisation_id, name=name, ae_title=ae_title, host=host, port=port
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def list_destinations(
+    s: Session, organisation_id: int | None = None, enabled_only: bool = False
+) -> list[DestinationRow]:
+    q = select(DestinationRow).order_by(DestinationRow.id)
+    if organisation_id is not None:
+        q = q.where(DestinationRow.organisation_id == organisation_id)
+    if enabled_only:
+        q = q.where(DestinationRow.enabled.is_(True))
+    return list(s.scalars(q))
+
+
+def validate_ae_title(ae_title: str) -> str:
+    """PS3.5 AE VR: 1-16 characters, no backslash or control characters, not all spaces."""
+    value = ae_title.strip()
+    if not value or len(value) > 16:
+        raise ValueError(f"AE title must be 1-16 characters, got {ae_title!r}")
+    if any(ord(c) < 32 or ord(c) > 126 or c == "\\" for c in value):
+        raise ValueError(f"AE title {ae_title!r} has characters the AE VR does not allow")
+    return value
