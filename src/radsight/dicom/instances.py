@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import pydicom
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radsight.errors import (
+    InstanceRejected,
     MalformedDicom,
     MissingAttribute,
     MissingPixelData,
@@ -101,7 +103,12 @@ def parse_part10(data: bytes, negotiated_sop_class_uid: str | None = None) -> Pa
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+            if not _looks_like_dicom(ds):
+                raise NotDicom("the data set does not decode to DICOM data elements")
+            _check_declared_lengths(ds)
             _force_full_parse(ds)
+    except InstanceRejected:
+        raise
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM file: {exc}") from exc
     except (EOFError, struct.error, OSError, OverflowError, MemoryError) as exc:
@@ -182,6 +189,29 @@ def _plain(value: object) -> object:
         return float(value)  # DS/IS
     except (TypeError, ValueError):
         return str(value).strip()
+
+
+def _check_declared_lengths(ds: Dataset) -> None:
+    """A value shorter than its declared length: truncated data or an absurd length field."""
+    for raw in list(ds._dict.values()):
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        if length is None or length == 0xFFFFFFFF or not isinstance(value, bytes):
+            continue
+        if len(value) < length:
+            raise MalformedDicom(
+                f"element {raw.tag} declares {length} bytes but only {len(value)} remain: "
+                "truncated data or an absurd length"
+            )
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """Garbage parsed with force yields mostly unknown, non-private tags."""
+    tags = list(ds.keys())
+    if not tags:
+        return False
+    known = sum(1 for t in tags if t.is_private or dictionary_has_tag(t))
+    return known >= max(1, len(tags) // 2)
 
 
 def _force_full_parse(ds: Dataset) -> None:

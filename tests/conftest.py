@@ -1,0 +1,124 @@
+"""Shared fixtures: real peers (radsight serve, dcmtk storescp, Orthanc) and test data."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from radsight.config import load_settings
+from radsight.runtime import Runtime
+from radsight.testing.peers import Orthanc, RadsightProcess, Storescp
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def require_tool(name: str) -> str:
+    path = f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: .ci/run installs it (apt-get install dcmtk "
+                    "dicom3tools orthanc)")
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"../shared/data is absent ({SHARED_DATA}): real-data tests need it")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    """An embedded store (SQLite + directory) in a temporary folder, migrated."""
+    settings = load_settings(None, data_dir=tmp_path / "data")
+    rt = Runtime.open(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[Storescp]:
+    require_tool("storescp")
+    scp = Storescp(tmp_path / "storescp").start()
+    yield scp
+    scp.stop()
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    require_tool("Orthanc")
+    peer = Orthanc(tmp_path / "orthanc").start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> Path:
+    """A folder on PYTHONPATH that registers extra algorithms through real entry points."""
+    root = tmp_path / "plugins"
+    dist = root / "radsight_test_plugins-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: radsight-test-plugins\n"
+                                   "Version: 0.1\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [radsight.algorithms]
+        slow = radsight_test_algorithms:SlowAlgorithm
+        poison = radsight_test_algorithms:PoisonAlgorithm
+        hang = radsight_test_algorithms:HangingAlgorithm
+        """))
+    (root / "radsight_test_algorithms.py").write_text(textwrap.dedent("""\
+        import time
+        from radsight.algorithms.bright_region import BrightRegionAlgorithm
+
+        class SlowAlgorithm(BrightRegionAlgorithm):
+            name = "test-slow"
+            version = "1.0.0"
+            def analyse(self, study):
+                time.sleep(4.0)
+                return super().analyse(study)
+
+        class PoisonAlgorithm(BrightRegionAlgorithm):
+            name = "test-poison"
+            version = "1.0.0"
+            def analyse(self, study):
+                raise RuntimeError("this algorithm always crashes")
+
+        class HangingAlgorithm(BrightRegionAlgorithm):
+            name = "test-hang"
+            version = "1.0.0"
+            time_limit_s = 2.0
+            def analyse(self, study):
+                time.sleep(3600)
+        """))
+    return root
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator:
+    """Factory: start ``radsight serve`` processes; all are stopped at the end."""
+    started: list[RadsightProcess] = []
+
+    def make(name: str = "radsight", **kwargs: object) -> RadsightProcess:
+        server = RadsightProcess(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def write_rules(path: Path, algorithms: list[str], quiet: bool = True) -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        version: "test-1"
+        rules:
+          - name: everything
+            match: {{}}
+            algorithms: [{", ".join(algorithms)}]
+        """))
+    return path
