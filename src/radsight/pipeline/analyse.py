@@ -28,9 +28,7 @@ from radsight.errors import (
     RadsightError,
 )
 from radsight.pipeline.jobs import deliver_key
-from radsight.results.report import AnalysisReport
-from radsight.results.sc import build_secondary_captures
-from radsight.results.sr import build_measurement_report
+from radsight.results import AnalysisReport, build_measurement_report, build_secondary_captures
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 from radsight.store import results as resultstore

@@ -284,10 +284,11 @@ def route(rules: RuleSet, study: StudyInfo) -> RoutingDecision:
     """Match a study against the rules: one route per algorithm, first rule wins."""
     routes: list[Route] = []
     taken: set[str] = set()
-    reasons: list[str] = []
+    reasons: list[str] = []  # from rules of the study's type: the informative ones
+    other_types: list[str] = []
     for rule in rules.rules:
         if rule.study_types and study.study_type not in rule.study_types:
-            reasons.append(
+            other_types.append(
                 f"rule {rule.name!r}: study type {study.study_type or '(unknown)'} "
                 f"is not one of {rule.study_types}"
             )
@@ -310,7 +311,7 @@ def route(rules: RuleSet, study: StudyInfo) -> RoutingDecision:
             routes.append(Route(rule.name, ref, tuple(matched), dict(rule.thresholds)))
     if routes:
         return RoutingDecision(tuple(routes))
-    return RoutingDecision((), "no routing rule matches: " + "; ".join(reasons[:3]))
+    return RoutingDecision((), "no routing rule matches: " + "; ".join((reasons + other_types)[:3]))
 
 
 def _int(value: object) -> int:
