@@ -7,8 +7,8 @@ import pytest
 from radsight.pipeline.jobs import after_failure, analyse_key, backoff_delay
 from radsight.store import jobs as jobstore
 from radsight.store import tenants
-from radsight.store.tables import StudyRow
 from radsight.store.clock import utcnow
+from radsight.store.tables import StudyRow
 
 
 @pytest.mark.parametrize(

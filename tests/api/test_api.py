@@ -1,0 +1,86 @@
+"""The JSON API: tenancy management, studies, jobs, results; errors as problem+json."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from radsight.algorithms.registry import Registry
+from radsight.api.app import create_app
+from radsight.dicom.synthetic import make_radiograph
+from radsight.ingest.accept import accept_instance
+from radsight.pipeline.routing import load_rules
+
+
+@pytest.fixture
+def client(runtime):  # type: ignore[no-untyped-def]
+    registry = Registry.from_entry_points()
+    app = create_app(runtime, registry, load_rules(known_algorithms=registry.names()))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_and_openapi(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["rules_version"]
+    spec = client.get("/openapi.json").json()
+    assert "/api/organisations" in spec["paths"] and "/api/jobs/{job_id}/retry" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_tenancy_through_the_api(client):
+    r = client.post("/api/organisations", json={"name": "City Hospital", "region": "North"})
+    assert r.status_code == 201 and r.json()["region"] == "North"
+    r = client.post("/api/organisations/City Hospital/ae-titles", json={"ae_title": "CT1"})
+    assert r.status_code == 201 and r.json()["ae_title"] == "CT1"
+    r = client.post("/api/organisations/City Hospital/destinations",
+                    json={"name": "pacs", "ae_title": "PACS", "host": "pacs.local", "port": 104})
+    assert r.status_code == 201
+    assert [d["name"] for d in client.get("/api/organisations/1/destinations").json()] == ["pacs"]
+    assert client.get("/api/organisations").json()[0]["name"] == "City Hospital"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("get", "/api/studies/999", None, 404, "not_found"),
+        ("get", "/api/jobs/999", None, 404, "not_found"),
+        ("get", "/api/results/999", None, 404, "not_found"),
+        ("get", "/api/organisations/Nowhere/destinations", None, 404, "not_found"),
+        ("post", "/api/organisations", {"name": "A", "region": "R"}, 409, "conflict"),
+        ("post", "/api/organisations", {"name": ""}, 422, "validation_error"),
+        ("post", "/api/organisations/A/ae-titles", {"ae_title": "BAD\\AE"}, 422, "invalid_value"),
+        ("post", "/api/organisations/A/destinations",
+         {"name": "d", "ae_title": "X", "host": "h", "port": 0}, 422, "validation_error"),
+        ("get", "/api/studies?limit=0", None, 422, "validation_error"),
+    ],
+)
+def test_errors_are_problem_json(client, method, path, body, status, code):
+    client.post("/api/organisations", json={"name": "A", "region": "R"})
+    r = getattr(client, method)(path, **({"json": body} if body is not None else {}))
+    assert r.status_code == status
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["code"] == code and problem["status"] == status and problem["detail"]
+
+
+def test_studies_and_instances_are_listed(client, runtime):
+    client.post("/api/organisations", json={"name": "A", "region": "R"})
+    buf = io.BytesIO()
+    ds = make_radiograph()
+    ds.save_as(buf, enforce_file_format=True)
+    accept_instance(runtime, buf.getvalue(), organisation_id=1)
+    (study,) = client.get("/api/studies").json()
+    assert study["study_instance_uid"] == ds.StudyInstanceUID and study["state"] == "receiving"
+    detail = client.get(f"/api/studies/{study['id']}").json()
+    assert [i["sop_instance_uid"] for i in detail["instances"]] == [ds.SOPInstanceUID]
+    assert client.get("/api/studies", params={"organisation": "A", "state": "analysed"}).json() == []
+
+
+def test_algorithms_are_described(client):
+    algos = {a["name"]: a for a in client.get("/api/algorithms").json()}
+    bright = algos["radsight-bright-region"]
+    assert bright["findings"][0]["threshold"] == 0.5
+    assert "cxr" in bright["study_types"]
