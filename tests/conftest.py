@@ -20,8 +20,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def require_tool(name: str) -> str:
     path = f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: .ci/run installs it (apt-get install dcmtk "
-                    "dicom3tools orthanc)")
+        pytest.fail(
+            f"{name} is not installed: .ci/run installs it (apt-get install dcmtk "
+            "dicom3tools orthanc)"
+        )
     return path
 
 
@@ -63,15 +65,19 @@ def plugin_dir(tmp_path: Path) -> Path:
     root = tmp_path / "plugins"
     dist = root / "radsight_test_plugins-0.1.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: radsight-test-plugins\n"
-                                   "Version: 0.1\n")
-    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: radsight-test-plugins\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        textwrap.dedent("""\
         [radsight.algorithms]
         slow = radsight_test_algorithms:SlowAlgorithm
         poison = radsight_test_algorithms:PoisonAlgorithm
         hang = radsight_test_algorithms:HangingAlgorithm
-        """))
-    (root / "radsight_test_algorithms.py").write_text(textwrap.dedent("""\
+        """)
+    )
+    (root / "radsight_test_algorithms.py").write_text(
+        textwrap.dedent("""\
         import time
         from radsight.algorithms.bright_region import BrightRegionAlgorithm
 
@@ -94,7 +100,8 @@ def plugin_dir(tmp_path: Path) -> Path:
             time_limit_s = 2.0
             def analyse(self, study):
                 time.sleep(3600)
-        """))
+        """)
+    )
     return root
 
 
@@ -114,11 +121,13 @@ def make_server(tmp_path: Path) -> Iterator:
 
 
 def write_rules(path: Path, algorithms: list[str], quiet: bool = True) -> Path:
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         version: "test-1"
         rules:
           - name: everything
             match: {{}}
             algorithms: [{", ".join(algorithms)}]
-        """))
+        """)
+    )
     return path

@@ -19,8 +19,18 @@ PURE = [
     "pipeline/jobs.py",
     "errors.py",
 ]
-IO_LIBRARIES = {"sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "pynetdicom",
-                "httpx", "onnxruntime", "torch", "celery"}
+IO_LIBRARIES = {
+    "sqlalchemy",
+    "alembic",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "pynetdicom",
+    "httpx",
+    "onnxruntime",
+    "torch",
+    "celery",
+}
 
 #: library -> where it may be imported (paths relative to src/radsight)
 HOMES = {
@@ -66,8 +76,11 @@ def test_edge_libraries_live_in_their_package(library):
 
 
 def test_modules_stay_small():
-    big = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py")
-           if len(p.read_text().splitlines()) > 650]
+    big = [
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if len(p.read_text().splitlines()) > 650
+    ]
     assert big == []
 
 
@@ -75,10 +88,14 @@ def test_error_codes_are_unique_and_mapped():
     from radsight import errors
     from radsight.ingest.statuses import STATUS_FOR_CODE
 
-    classes = [c for c in vars(errors).values()
-               if isinstance(c, type) and issubclass(c, errors.RadsightError)]
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.RadsightError)
+    ]
     codes = [c.code for c in classes]
     assert len(codes) == len(set(codes)), "every error class has its own code"
     rejected = {c.code for c in classes if issubclass(c, errors.InstanceRejected)} - {
-        "instance_rejected"}
+        "instance_rejected"
+    }
     assert rejected <= set(STATUS_FOR_CODE), "every instance rejection has a DIMSE status"

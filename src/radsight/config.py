@@ -88,9 +88,9 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         file_values = raw.get("radsight", raw)
-    env_keys = {
-        k[len("RADSIGHT_") :].lower() for k in os.environ if k.startswith("RADSIGHT_")
-    } - {"config"}
+    env_keys = {k[len("RADSIGHT_") :].lower() for k in os.environ if k.startswith("RADSIGHT_")} - {
+        "config"
+    }
     values = {k: v for k, v in file_values.items() if k not in env_keys}
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:

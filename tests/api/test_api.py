@@ -35,8 +35,10 @@ def test_tenancy_through_the_api(client):
     assert r.status_code == 201 and r.json()["region"] == "North"
     r = client.post("/api/organisations/City Hospital/ae-titles", json={"ae_title": "CT1"})
     assert r.status_code == 201 and r.json()["ae_title"] == "CT1"
-    r = client.post("/api/organisations/City Hospital/destinations",
-                    json={"name": "pacs", "ae_title": "PACS", "host": "pacs.local", "port": 104})
+    r = client.post(
+        "/api/organisations/City Hospital/destinations",
+        json={"name": "pacs", "ae_title": "PACS", "host": "pacs.local", "port": 104},
+    )
     assert r.status_code == 201
     assert [d["name"] for d in client.get("/api/organisations/1/destinations").json()] == ["pacs"]
     assert client.get("/api/organisations").json()[0]["name"] == "City Hospital"
@@ -52,8 +54,13 @@ def test_tenancy_through_the_api(client):
         ("post", "/api/organisations", {"name": "A", "region": "R"}, 409, "conflict"),
         ("post", "/api/organisations", {"name": ""}, 422, "validation_error"),
         ("post", "/api/organisations/A/ae-titles", {"ae_title": "BAD\\AE"}, 422, "invalid_value"),
-        ("post", "/api/organisations/A/destinations",
-         {"name": "d", "ae_title": "X", "host": "h", "port": 0}, 422, "validation_error"),
+        (
+            "post",
+            "/api/organisations/A/destinations",
+            {"name": "d", "ae_title": "X", "host": "h", "port": 0},
+            422,
+            "validation_error",
+        ),
         ("get", "/api/studies?limit=0", None, 422, "validation_error"),
     ],
 )
@@ -76,7 +83,9 @@ def test_studies_and_instances_are_listed(client, runtime):
     assert study["study_instance_uid"] == ds.StudyInstanceUID and study["state"] == "receiving"
     detail = client.get(f"/api/studies/{study['id']}").json()
     assert [i["sop_instance_uid"] for i in detail["instances"]] == [ds.SOPInstanceUID]
-    assert client.get("/api/studies", params={"organisation": "A", "state": "analysed"}).json() == []
+    assert (
+        client.get("/api/studies", params={"organisation": "A", "state": "analysed"}).json() == []
+    )
 
 
 def test_algorithms_are_described(client):

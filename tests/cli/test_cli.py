@@ -17,15 +17,31 @@ def radsight(tmp_path, *args: str, env: dict | None = None) -> subprocess.Comple
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")}
     full_env["RADSIGHT_DATA_DIR"] = str(tmp_path / "data")
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "radsight.cli.main", *args], env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "radsight.cli.main", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_tenancy_commands(tmp_path):
     assert radsight(tmp_path, "org", "add", "City Hospital", "--region", "North").returncode == 0
     assert radsight(tmp_path, "ae", "add", "City Hospital", "CT_SCANNER_1").returncode == 0
-    res = radsight(tmp_path, "destination", "add", "City Hospital", "pacs", "--ae-title",
-                   "PACS", "--host", "10.0.0.5", "--port", "104")
+    res = radsight(
+        tmp_path,
+        "destination",
+        "add",
+        "City Hospital",
+        "pacs",
+        "--ae-title",
+        "PACS",
+        "--host",
+        "10.0.0.5",
+        "--port",
+        "104",
+    )
     assert res.returncode == 0, res.stderr
     orgs = radsight(tmp_path, "org", "list").stdout
     assert "City Hospital" in orgs and "North" in orgs
@@ -39,8 +55,21 @@ def test_tenancy_commands(tmp_path):
         (["ae", "add", "Nowhere", "X"], "error[not_found]: organisation 'Nowhere' does not exist"),
         (["ae", "add", "City Hospital", "THIS_TITLE_IS_TOO_LONG"], "1-16 characters"),
         (["org", "add", "City Hospital", "--region", "South"], "error[conflict]"),
-        (["destination", "add", "City Hospital", "p", "--ae-title", "P", "--host", "h",
-          "--port", "70000"], "port must be 1-65535"),
+        (
+            [
+                "destination",
+                "add",
+                "City Hospital",
+                "p",
+                "--ae-title",
+                "P",
+                "--host",
+                "h",
+                "--port",
+                "70000",
+            ],
+            "port must be 1-65535",
+        ),
         (["rules", "check", "/nonexistent.yaml"], "error[routing_rules_invalid]: cannot read"),
     ],
 )
@@ -70,7 +99,7 @@ def test_bad_settings_fail_fast(tmp_path, env, message):
 
 def test_toml_settings_file(tmp_path):
     cfg = tmp_path / "radsight.toml"
-    cfg.write_text('[radsight]\ndicom_port = 11999\nbogus_setting = 1\n')
+    cfg.write_text("[radsight]\ndicom_port = 11999\nbogus_setting = 1\n")
     res = radsight(tmp_path, "--config", str(cfg), "serve")
     assert res.returncode == 1 and "RADSIGHT_BOGUS_SETTING" in res.stderr
 

@@ -24,8 +24,14 @@ def write_series(folder: Path, n: int, rows: int = 512) -> list[pydicom.Dataset]
     study, series = generate_uid(), generate_uid()
     out = []
     for i in range(n):
-        ds = make_radiograph(study_instance_uid=study, series_instance_uid=series,
-                             rows=rows, columns=rows, seed=i, instance_number=i + 1)
+        ds = make_radiograph(
+            study_instance_uid=study,
+            series_instance_uid=series,
+            rows=rows,
+            columns=rows,
+            seed=i,
+            instance_number=i + 1,
+        )
         ds.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
         out.append(ds)
     return out
@@ -72,13 +78,27 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(tmp_path, make_se
     sent = write_series(files_dir, 60, rows=1024)
     files = sorted(files_dir.glob("*.dcm"))
     proc = subprocess.Popen(
-        [dcmtk("storescu"), "-v", "-aet", "MODALITY1", "-aec", "RADSIGHT", "127.0.0.1",
-         str(server.dicom_port), *map(str, files)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            dcmtk("storescu"),
+            "-v",
+            "-aet",
+            "MODALITY1",
+            "-aec",
+            "RADSIGHT",
+            "127.0.0.1",
+            str(server.dicom_port),
+            *map(str, files),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     # wait until some, not all, instances are in, then pull the plug
-    wait_for(lambda: len(list((server.data_dir / "objects").rglob("*.dcm"))) >= 10, 60,
-             "10 instances stored")
+    wait_for(
+        lambda: len(list((server.data_dir / "objects").rglob("*.dcm"))) >= 10,
+        60,
+        "10 instances stored",
+    )
     server.kill()
     out, _ = proc.communicate(timeout=60)
     acked = acknowledged(out, files)
@@ -102,10 +122,15 @@ def test_kill_9_while_analysing_gives_exactly_one_result(
     tmp_path, make_server, storescp, plugin_dir
 ):
     rules = write_rules(tmp_path / "rules.yaml", ["test-slow"])
-    server = make_server(workers=1, env={"PYTHONPATH": str(plugin_dir),
-                                         "RADSIGHT_ROUTING_RULES": str(rules),
-                                         "RADSIGHT_JOB_LEASE_S": "3",
-                                         "RADSIGHT_JOB_BACKOFF_S": "0.5"})
+    server = make_server(
+        workers=1,
+        env={
+            "PYTHONPATH": str(plugin_dir),
+            "RADSIGHT_ROUTING_RULES": str(rules),
+            "RADSIGHT_JOB_LEASE_S": "3",
+            "RADSIGHT_JOB_BACKOFF_S": "0.5",
+        },
+    )
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
     write_series(tmp_path / "study", 1)
@@ -140,12 +165,18 @@ def test_kill_9_while_analysing_gives_exactly_one_result(
 def test_poison_and_hanging_algorithms_end_dead_lettered_without_blocking(
     tmp_path, make_server, storescp, plugin_dir
 ):
-    rules = write_rules(tmp_path / "rules.yaml",
-                        ["test-poison", "test-hang", "radsight-bright-region"])
-    server = make_server(workers=2, env={"PYTHONPATH": str(plugin_dir),
-                                         "RADSIGHT_ROUTING_RULES": str(rules),
-                                         "RADSIGHT_JOB_MAX_ATTEMPTS": "2",
-                                         "RADSIGHT_JOB_BACKOFF_S": "0.2"})
+    rules = write_rules(
+        tmp_path / "rules.yaml", ["test-poison", "test-hang", "radsight-bright-region"]
+    )
+    server = make_server(
+        workers=2,
+        env={
+            "PYTHONPATH": str(plugin_dir),
+            "RADSIGHT_ROUTING_RULES": str(rules),
+            "RADSIGHT_JOB_MAX_ATTEMPTS": "2",
+            "RADSIGHT_JOB_BACKOFF_S": "0.2",
+        },
+    )
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
     write_series(tmp_path / "study", 1)

@@ -71,8 +71,18 @@ def register(server, destinations: list[tuple[str, str, int]], ae: str = "MODALI
     server.cli("org", "add", "General Hospital", "--region", "North")
     server.cli("ae", "add", "General Hospital", ae)
     for name, ae_title, port in destinations:
-        server.cli("destination", "add", "General Hospital", name, "--ae-title", ae_title,
-                   "--host", "127.0.0.1", "--port", str(port))
+        server.cli(
+            "destination",
+            "add",
+            "General Hospital",
+            name,
+            "--ae-title",
+            ae_title,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        )
 
 
 def test_storescu_study_reaches_storescp_and_orthanc(tmp_path, make_server, storescp, orthanc):
@@ -80,8 +90,13 @@ def test_storescu_study_reaches_storescp_and_orthanc(tmp_path, make_server, stor
     require_tool("dciodvfy")
     require_tool("dsrdump")
     server = make_server(workers=1)
-    register(server, [("archive", storescp.ae_title, storescp.port),
-                      ("orthanc", orthanc.ae_title, orthanc.dicom_port)])
+    register(
+        server,
+        [
+            ("archive", storescp.ae_title, storescp.port),
+            ("orthanc", orthanc.ae_title, orthanc.dicom_port),
+        ],
+    )
     server.start()
     sent = write_study(tmp_path / "study", n=2)
     study_uid = str(sent[0].StudyInstanceUID)
@@ -126,7 +141,7 @@ def test_storescu_study_reaches_storescp_and_orthanc(tmp_path, make_server, stor
         assert sc.StudyInstanceUID == study_uid
         sc_sources.add(sc.SourceImageSequence[0].ReferencedSOPInstanceUID)
         pixels = sc.pixel_array
-        band = pixels[int(sc.Rows * 0.9):, :, :]
+        band = pixels[int(sc.Rows * 0.9) :, :, :]
         bright = (band.min(axis=2) > 200).sum()
         assert bright > 100, "the caption's white text is in the bottom band"
     assert sc_sources == sent_uids
@@ -151,9 +166,13 @@ def test_storescu_study_reaches_storescp_and_orthanc(tmp_path, make_server, stor
         assert len(detail["results"]) == 1
         assert detail["results"][0]["status"] == "analysed"
         deliveries = [j for j in detail["jobs"] if j["kind"] == "deliver"]
-        wait_for(lambda: all(j["state"] == "done" for j in
-                             http.get(f"/api/studies/{st['id']}").json()["jobs"]), 30,
-                 "deliveries done")
+        wait_for(
+            lambda: all(
+                j["state"] == "done" for j in http.get(f"/api/studies/{st['id']}").json()["jobs"]
+            ),
+            30,
+            "deliveries done",
+        )
         assert len(deliveries) == 2
         sr_bytes = http.get(f"/api/results/{detail['results'][0]['id']}/files/0").content
         assert pydicom.dcmread(pydicom.filebase.DicomBytesIO(sr_bytes)).Modality == "SR"
@@ -182,7 +201,9 @@ def test_compressed_transfer_syntaxes_are_accepted_and_analysed(
     samples = shared_data / "dicom-samples" / "orthanc-tests"
     files = sorted(samples.glob("*.dcm"))
     assert files, "orthanc-tests samples are present"
-    server = make_server(workers=1, env={"RADSIGHT_QUIET_PERIODS": '{"ct-chest": 1, "ct-brain": 1}'})
+    server = make_server(
+        workers=1, env={"RADSIGHT_QUIET_PERIODS": '{"ct-chest": 1, "ct-brain": 1}'}
+    )
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
     # storescu sends a compressed file as it is when asked to propose its syntax
@@ -200,9 +221,14 @@ def test_compressed_transfer_syntaxes_are_accepted_and_analysed(
         for st in studies:
             for inst in http.get(f"/api/studies/{st['id']}").json()["instances"]:
                 syntaxes.add(inst["transfer_syntax_uid"])
-    assert {"1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.70"} <= syntaxes
+    assert {
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.70",
+    } <= syntaxes
 
     with server.http() as http:
+
         def all_done() -> bool:
             sts = http.get("/api/studies").json()
             return all(s["state"] in ("analysed", "not_analysed") for s in sts)

@@ -43,8 +43,9 @@ def test_study_waits_for_its_quiet_period(tmp_path):
     assert assemble_once(rt, registry, rules) == 0, "still inside the quiet period"
     time.sleep(0.4)
     # a second instance restarts the quiet period
-    accept_instance(rt, part10(make_radiograph(study_instance_uid=study, seed=2)),
-                    organisation_id=org)
+    accept_instance(
+        rt, part10(make_radiograph(study_instance_uid=study, seed=2)), organisation_id=org
+    )
     time.sleep(0.4)
     assert assemble_once(rt, registry, rules) == 0
     time.sleep(0.4)
@@ -62,8 +63,10 @@ def test_study_waits_for_its_quiet_period(tmp_path):
 def test_unroutable_study_is_recorded_not_analysed_with_reason(tmp_path):
     rt, org = setup(tmp_path, quiet=0.01)
     registry = Registry.from_entry_points()
-    rules = parse_rules('version: "1"\nrules: [{name: ct only, match: {modality: [CT]},'
-                        ' algorithms: [radsight-bright-region]}]')
+    rules = parse_rules(
+        'version: "1"\nrules: [{name: ct only, match: {modality: [CT]},'
+        " algorithms: [radsight-bright-region]}]"
+    )
     accept_instance(rt, part10(make_radiograph()), organisation_id=org)
     time.sleep(0.05)
     assert assemble_once(rt, registry, rules) == 1

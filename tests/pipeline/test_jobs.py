@@ -22,8 +22,13 @@ from radsight.store.tables import StudyRow
     ],
 )
 def test_after_failure(attempts, max_attempts, retryable, state, delay):
-    t = after_failure(attempts=attempts, max_attempts=max_attempts, retryable=retryable,
-                      backoff_s=2.0, backoff_max_s=300.0)
+    t = after_failure(
+        attempts=attempts,
+        max_attempts=max_attempts,
+        retryable=retryable,
+        backoff_s=2.0,
+        backoff_max_s=300.0,
+    )
     assert (t.state, t.delay_s) == (state, delay)
 
 
@@ -36,8 +41,13 @@ def study_id(runtime) -> int:  # type: ignore[no-untyped-def]
     with runtime.db.session() as s:
         org = tenants.create_organisation(s, "Org", "Region")
         now = utcnow()
-        st = StudyRow(organisation_id=org.id, study_instance_uid="1.2.3", first_received_at=now,
-                      last_received_at=now, ready_at=now)
+        st = StudyRow(
+            organisation_id=org.id,
+            study_instance_uid="1.2.3",
+            first_received_at=now,
+            last_received_at=now,
+            ready_at=now,
+        )
         s.add(st)
         s.flush()
         return st.id
@@ -46,8 +56,14 @@ def study_id(runtime) -> int:  # type: ignore[no-untyped-def]
 def make_job(runtime, study_id: int, name: str = "algo"):  # type: ignore[no-untyped-def]
     with runtime.db.session() as s:
         return jobstore.create_job(
-            s, dedup_key=analyse_key(study_id, name, "1"), organisation_id=1, kind="analyse",
-            study_id=study_id, algorithm_name=name, algorithm_version="1", max_attempts=2,
+            s,
+            dedup_key=analyse_key(study_id, name, "1"),
+            organisation_id=1,
+            kind="analyse",
+            study_id=study_id,
+            algorithm_name=name,
+            algorithm_version="1",
+            max_attempts=2,
         )
 
 

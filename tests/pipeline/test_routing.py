@@ -61,8 +61,11 @@ def inst(sop_class: str = DX, **attrs: object) -> InstanceInfo:
         ({"Modality": "CR", "BodyPartExamined": "THORAX"}, DX, "cxr"),
         ({"Modality": "DX"}, DX, "cxr"),
         ({"Modality": "DX", "BodyPartExamined": "HAND"}, DX, ""),
-        ({"Modality": "DX", "BodyPartExamined": "CHEST", "ProtocolName": "Fluorography"}, DX,
-         "flg"),
+        (
+            {"Modality": "DX", "BodyPartExamined": "CHEST", "ProtocolName": "Fluorography"},
+            DX,
+            "flg",
+        ),
         ({"Modality": "DX", "StudyDescription": "ФЛГ органов грудной клетки"}, DX, "flg"),
         ({"Modality": "MG"}, MG, "mmg"),
         ({"Modality": "CT", "BodyPartExamined": "HEAD"}, CT, "ct-brain"),
@@ -85,19 +88,55 @@ def test_fluoroscopy_is_not_fluorography():
 @pytest.mark.parametrize(
     ("study_type", "org", "attrs", "sop_class", "algorithms", "reason_part"),
     [
-        ("cxr", "A", {"Modality": "DX", "ViewPosition": "PA", "Rows": 2000, "Columns": 2000},
-         DX, ["cxr-model"], ""),
-        ("cxr", "A", {"Modality": "DX", "ViewPosition": "LL", "Rows": 2000, "Columns": 2000},
-         DX, [], "view position LL"),
-        ("cxr", "A", {"Modality": "DX", "ViewPosition": "PA", "Rows": 100, "Columns": 2000},
-         DX, [], "rows 100"),
+        (
+            "cxr",
+            "A",
+            {"Modality": "DX", "ViewPosition": "PA", "Rows": 2000, "Columns": 2000},
+            DX,
+            ["cxr-model"],
+            "",
+        ),
+        (
+            "cxr",
+            "A",
+            {"Modality": "DX", "ViewPosition": "LL", "Rows": 2000, "Columns": 2000},
+            DX,
+            [],
+            "view position LL",
+        ),
+        (
+            "cxr",
+            "A",
+            {"Modality": "DX", "ViewPosition": "PA", "Rows": 100, "Columns": 2000},
+            DX,
+            [],
+            "rows 100",
+        ),
         ("flg", "A", {"Modality": "DX"}, DX, ["cxr-model@2.0.0"], ""),
-        ("ct-brain", "City Hospital", {"Modality": "CT", "ConvolutionKernel": "H30s"}, CT,
-         ["ich-model"], ""),
-        ("ct-brain", "Other", {"Modality": "CT", "ConvolutionKernel": "H30s"}, CT, [],
-         "organisation Other"),
-        ("ct-brain", "City Hospital", {"Modality": "CT", "ConvolutionKernel": "B70f"}, CT, [],
-         "ConvolutionKernel"),
+        (
+            "ct-brain",
+            "City Hospital",
+            {"Modality": "CT", "ConvolutionKernel": "H30s"},
+            CT,
+            ["ich-model"],
+            "",
+        ),
+        (
+            "ct-brain",
+            "Other",
+            {"Modality": "CT", "ConvolutionKernel": "H30s"},
+            CT,
+            [],
+            "organisation Other",
+        ),
+        (
+            "ct-brain",
+            "City Hospital",
+            {"Modality": "CT", "ConvolutionKernel": "B70f"},
+            CT,
+            [],
+            "ConvolutionKernel",
+        ),
         ("mmg", "A", {"Modality": "MG", "Rows": 4096}, MG, ["mmg-model"], ""),
         ("mmg", "A", {"Modality": "MG", "Rows": 6000}, MG, [], "rows 6000"),
         ("", "A", {"Modality": "MR"}, DX, [], "study type (unknown)"),
@@ -116,10 +155,12 @@ def test_route(study_type, org, attrs, sop_class, algorithms, reason_part):
 
 def test_route_sends_only_matching_instances_and_carries_thresholds():
     rules = parse_rules(RULES)
-    frontal = InstanceInfo("1.1", "1", DX, {"Modality": "DX", "ViewPosition": "PA",
-                                            "Rows": 2000, "Columns": 2000})
-    lateral = InstanceInfo("1.2", "1", DX, {"Modality": "DX", "ViewPosition": "LL",
-                                            "Rows": 2000, "Columns": 2000})
+    frontal = InstanceInfo(
+        "1.1", "1", DX, {"Modality": "DX", "ViewPosition": "PA", "Rows": 2000, "Columns": 2000}
+    )
+    lateral = InstanceInfo(
+        "1.2", "1", DX, {"Modality": "DX", "ViewPosition": "LL", "Rows": 2000, "Columns": 2000}
+    )
     (r,) = route(rules, StudyInfo("A", "cxr", (frontal, lateral))).routes
     assert r.sop_instance_uids == ("1.1",)
     assert r.thresholds == {"opacity": 0.3}
@@ -143,15 +184,23 @@ rules:
         ("- a\n- b\n", "expected a mapping"),
         ("rules: []\n", "version"),
         ('version: "1"\nrules: [{name: x, algorithms: []}]', "algorithms"),
-        ('version: "1"\nrules: [{name: x, algorithms: [a], study_types: [xray]}]',
-         "unknown study types"),
+        (
+            'version: "1"\nrules: [{name: x, algorithms: [a], study_types: [xray]}]',
+            "unknown study types",
+        ),
         ('version: "1"\nrules: [{name: x, algorithms: [a], match: {colour: [red]}}]', "colour"),
-        ('version: "1"\nrules: [{name: x, algorithms: [a], match: {sop_class: [Nonsense]}}]',
-         "neither a UID nor a SOP class name"),
-        ('version: "1"\nrules: [{name: x, algorithms: [a], match: {attributes: {A: "("}}}]',
-         "bad regular expression"),
-        ('version: "1"\nrules: [{name: x, algorithms: [a], thresholds: {f: 1.5}}]',
-         "must lie in [0, 1]"),
+        (
+            'version: "1"\nrules: [{name: x, algorithms: [a], match: {sop_class: [Nonsense]}}]',
+            "neither a UID nor a SOP class name",
+        ),
+        (
+            'version: "1"\nrules: [{name: x, algorithms: [a], match: {attributes: {A: "("}}}]',
+            "bad regular expression",
+        ),
+        (
+            'version: "1"\nrules: [{name: x, algorithms: [a], thresholds: {f: 1.5}}]',
+            "must lie in [0, 1]",
+        ),
     ],
 )
 def test_invalid_rules_say_what_is_wrong(text, message):

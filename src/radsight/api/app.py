@@ -39,8 +39,14 @@ HTTP_STATUS = {
 
 def problem(status: int, code: str, detail: str, instance: str = "") -> JSONResponse:
     return JSONResponse(
-        {"type": f"urn:radsight:error:{code}", "title": code.replace("_", " "),
-         "status": status, "detail": detail, "code": code, "instance": instance},
+        {
+            "type": f"urn:radsight:error:{code}",
+            "title": code.replace("_", " "),
+            "status": status,
+            "detail": detail,
+            "code": code,
+            "instance": instance,
+        },
         status_code=status,
         media_type="application/problem+json",
     )

@@ -23,6 +23,7 @@ import click
 import httpx
 from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radsight.dicom.synthetic import make_radiograph
@@ -49,7 +50,7 @@ class MiniPacs:
         self.ae = AE(ae_title=ae_title)
         self.ae.supported_contexts = AllStoragePresentationContexts
         self.ae.add_supported_context(Verification)
-        self.server = None
+        self.server: ThreadedAssociationServer | None = None
 
     def _store(self, event: evt.Event) -> int:
         ds = event.dataset

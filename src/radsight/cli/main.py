@@ -207,7 +207,10 @@ def destination_list(c: _Ctx) -> None:
         rows = tenants.list_destinations(s)
         _table(
             ["id", "organisation", "name", "ae_title", "host", "port", "enabled"],
-            [(d.id, d.organisation_id, d.name, d.ae_title, d.host, d.port, d.enabled) for d in rows],
+            [
+                (d.id, d.organisation_id, d.name, d.ae_title, d.host, d.port, d.enabled)
+                for d in rows
+            ],
         )
 
 
@@ -257,8 +260,7 @@ def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool
                 j.id,
                 j.kind,
                 j.study_id,
-                f"{j.algorithm_name} {j.algorithm_version}".strip()
-                or f"dest {j.destination_id}",
+                f"{j.algorithm_name} {j.algorithm_version}".strip() or f"dest {j.destination_id}",
                 j.state,
                 f"{j.attempts}/{j.max_attempts}",
                 (j.error_code + ": " + j.error)[:60] if j.error_code else "",

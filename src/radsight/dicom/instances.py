@@ -144,16 +144,13 @@ def check_dataset(
     sop_class = uids["SOPClassUID"]
     if negotiated_sop_class_uid and sop_class != negotiated_sop_class_uid:
         raise SopClassMismatch(
-            f"data set SOP Class {sop_class} differs from the negotiated "
-            f"{negotiated_sop_class_uid}"
+            f"data set SOP Class {sop_class} differs from the negotiated {negotiated_sop_class_uid}"
         )
     if sop_class not in storage_sop_classes():
         raise UnsupportedSopClass(f"SOP Class {sop_class} is not a storage SOP class we accept")
     if is_image_storage(sop_class):
         if not any(kw in ds for kw in _PIXEL_KEYWORDS):
-            raise MissingPixelData(
-                f"{UID(sop_class).name} instance has no Pixel Data (7FE0,0010)"
-            )
+            raise MissingPixelData(f"{UID(sop_class).name} instance has no Pixel Data (7FE0,0010)")
         _check_pixel_length(ds)
     tsyntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)
     return ParsedInstance(
@@ -186,7 +183,7 @@ def _plain(value: object) -> object:
     if isinstance(value, int | float | str):
         return value if not isinstance(value, str) else str(value).strip()
     try:
-        return float(value)  # DS/IS
+        return float(value)  # type: ignore[arg-type]  # DS/IS
     except (TypeError, ValueError):
         return str(value).strip()
 

@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
+    UID,
     ExplicitVRLittleEndian,
     generate_uid,
 )
@@ -86,9 +87,7 @@ def make_ct_slice(
     yy, xx = np.mgrid[0:rows, 0:columns].astype(np.float32)
     body = ((xx / columns - 0.5) / 0.4) ** 2 + ((yy / rows - 0.5) / 0.3) ** 2 < 1
     hu = np.where(body, 40.0, -1000.0)
-    ds = _base(
-        CTImageStorage, "CT", study_instance_uid, series_instance_uid, patient_id, index + 1
-    )
+    ds = _base(CTImageStorage, "CT", study_instance_uid, series_instance_uid, patient_id, index + 1)
     ds.BodyPartExamined = body_part
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.PixelSpacing = [0.7, 0.7]
@@ -122,8 +121,8 @@ def _base(
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid(prefix=PREFIX)
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = UID(generate_uid(prefix=PREFIX))
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.StudyInstanceUID = study_uid or generate_uid(prefix=PREFIX)
     ds.SeriesInstanceUID = series_uid or generate_uid(prefix=PREFIX)

@@ -9,6 +9,7 @@ is unique per (study, algorithm version), so each study gets exactly one result.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 import logging
 import time
 import warnings
@@ -114,7 +115,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
     return Outcome("analysed" if new else "existing", row.id)
 
 
-def build_study_input(study: StudyRow, datasets: list[pydicom.Dataset]) -> StudyInput:
+def build_study_input(study: StudyRow, datasets: Sequence[pydicom.Dataset]) -> StudyInput:
     images = []
     for ds in datasets:
         for frame_number, pixels in frames_for_analysis(ds):
@@ -163,7 +164,7 @@ def _encode_and_store(
     study: StudyRow,
     algorithm: Algorithm,
     report: AnalysisReport,
-    datasets: list[pydicom.Dataset],
+    datasets: Sequence[pydicom.Dataset],
 ) -> tuple[list[str], str, str]:
     seed = (study.organisation_id, study.study_instance_uid, algorithm.name, algorithm.version)
     sr_series = result_uid(*seed, "sr-series")

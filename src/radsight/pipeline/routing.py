@@ -263,17 +263,18 @@ def instance_matches(m: Match, inst: InstanceInfo, organisation: str) -> str | N
         return f"organisation {organisation} is not routed"
     rows, cols = _int(a.get("Rows")), _int(a.get("Columns"))
     frames = _int(a.get("NumberOfFrames")) or 1
-    for limit, value, what, low in (
+    bounds: list[tuple[int | None, int, str, bool]] = [
         (m.min_rows, rows, "rows", True),
         (m.min_columns, cols, "columns", True),
         (m.max_rows, rows, "rows", False),
         (m.max_columns, cols, "columns", False),
         (m.min_frames, frames, "frames", True),
-    ):
+    ]
+    for limit, actual, what, low in bounds:
         if limit is None:
             continue
-        if (low and value < limit) or (not low and value > limit):
-            return f"{what} {value} outside the routed range ({'>=' if low else '<='} {limit})"
+        if (low and actual < limit) or (not low and actual > limit):
+            return f"{what} {actual} outside the routed range ({'>=' if low else '<='} {limit})"
     for key, pattern in m.attributes.items():
         if not re.search(pattern, _text(a, key)):
             return f"{key} does not match {pattern!r}"

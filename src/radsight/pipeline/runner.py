@@ -72,8 +72,14 @@ def fail(rt: Runtime, job: JobRow, exc: BaseException, owner: str | None = None)
     return transition.state
 
 
-def run_one(rt: Runtime, registry: Registry, owner: str, queues: list[str] | None = None,
-            current: Synchronized | None = None, started: Synchronized | None = None) -> bool:
+def run_one(
+    rt: Runtime,
+    registry: Registry,
+    owner: str,
+    queues: list[str] | None = None,
+    current: Synchronized | None = None,
+    started: Synchronized | None = None,
+) -> bool:
     """Claim and run one job; return False when the queue was empty."""
     with rt.db.session() as s:
         job = jobstore.claim_job(s, owner, rt.settings.job_lease_s, queues)

@@ -61,7 +61,9 @@ def get_study(study_id: int, s: SessionDep) -> StudyDetail:
     return StudyDetail(
         **StudyRead.model_validate(study).model_dump(),
         instances=instances,
-        results=[ResultRead.model_validate(r) for r in resultstore.list_results(s, study_id=study.id)],
+        results=[
+            ResultRead.model_validate(r) for r in resultstore.list_results(s, study_id=study.id)
+        ],
         jobs=[JobRead.model_validate(j) for j in jobstore.list_jobs(s, study_id=study.id)],
     )
 
