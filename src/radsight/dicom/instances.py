@@ -203,11 +203,17 @@ def _check_declared_lengths(ds: Dataset) -> None:
 
 
 def _looks_like_dicom(ds: Dataset) -> bool:
-    """Garbage parsed with force yields mostly unknown, non-private tags."""
+    """Garbage parsed with force yields unknown tags in odd places; a data set does not.
+
+    A data set starts with group 0008 (or 0002/0004 in files), and most of its tags are in
+    the data dictionary; private tags count only in the low groups where vendors put them.
+    """
     tags = list(ds.keys())
-    if not tags:
+    if not tags or tags[0].group not in (0x0002, 0x0004, 0x0008):
         return False
-    known = sum(1 for t in tags if t.is_private or dictionary_has_tag(t))
+    known = sum(
+        1 for t in tags if dictionary_has_tag(t) or (t.is_private and t.group < 0x1000)
+    )
     return known >= max(1, len(tags) // 2)
 
 
