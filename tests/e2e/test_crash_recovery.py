@@ -199,3 +199,49 @@ def test_poison_and_hanging_algorithms_end_dead_lettered_without_blocking(
     listing = server.cli("jobs", "--state", "dead").stdout
     assert "test-poison" in listing and "test-hang" in listing
     assert echoscu(server.dicom_port, calling="MODALITY1").returncode == 0
+
+
+def test_failed_destination_retries_without_blocking_others(tmp_path, make_server, storescp):
+    from radsight.testing.peers import free_port
+
+    dead_port = free_port()  # nothing listens there
+    server = make_server(
+        workers=1, env={"RADSIGHT_JOB_BACKOFF_S": "0.5", "RADSIGHT_DELIVERY_MAX_ATTEMPTS": "3"}
+    )
+    server.cli("org", "add", "Down Clinic", "--region", "North")
+    server.cli("ae", "add", "Down Clinic", "MOD_DOWN")
+    server.cli(
+        "destination",
+        "add",
+        "Down Clinic",
+        "broken",
+        "--ae-title",
+        "GONE",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(dead_port),
+    )
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    write_series(tmp_path / "a", 1)
+    write_series(tmp_path / "b", 1)
+    assert storescu(server.dicom_port, tmp_path / "a", calling="MOD_DOWN").returncode == 0
+    assert storescu(server.dicom_port, tmp_path / "b", calling="MODALITY1").returncode == 0
+    wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 1, 60, "the working clinic's SR")
+
+    def broken_dead() -> list | None:
+        with server.http() as http:
+            jobs = http.get("/api/jobs", params={"kind": "deliver"}).json()
+        dead = [j for j in jobs if j["state"] == "dead"]
+        return dead or None
+
+    (dead,) = wait_for(broken_dead, 60, "the broken delivery to be dead-lettered")
+    assert dead["attempts"] == 3 and dead["error_code"] == "delivery_error"
+    assert "cannot reach" in dead["error"] or "not established" in dead["error"]
+    with server.http() as http:
+        results = http.get("/api/results").json()
+    assert len(results) == 2, "the down clinic's study is analysed and kept for redelivery"
+    # the operator fixes the network and retries: nothing was dropped
+    with server.http() as http:
+        assert http.post(f"/api/jobs/{dead['id']}/retry").json()["state"] == "queued"
