@@ -46,3 +46,4 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)

@@ -90,7 +90,10 @@ def serve(
         f"HTTP http://{c.settings.http_host}:{c.settings.http_port} (docs at /docs)",
         err=True,
     )
-    server.run_http()
+    try:
+        server.run_http()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; we are stopped
+        pass
 
 
 @cli.command()

@@ -139,6 +139,8 @@ def worker_main(
 
     configure_logging(settings)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # Ctrl-C reaches the whole process group; the parent stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     rt = Runtime.open(settings, run_migrations=False)
     registry = Registry.from_entry_points()
     owner = f"{os.uname().nodename}:{os.getpid()}:w{index}"
