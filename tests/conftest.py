@@ -111,7 +111,12 @@ def make_server(tmp_path: Path) -> Iterator:
     started: list[RadsightProcess] = []
 
     def make(name: str = "radsight", **kwargs: object) -> RadsightProcess:
-        server = RadsightProcess(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+        env = dict(kwargs.pop("env", None) or {})  # type: ignore[call-overload]
+        if "RADSIGHT_ROUTING_RULES" not in env:
+            # platform tests use generated images: route them to the deterministic algorithm
+            rules = write_rules(tmp_path / f"{name}-rules.yaml", ["radsight-bright-region"])
+            env["RADSIGHT_ROUTING_RULES"] = str(rules)
+        server = RadsightProcess(tmp_path / name, env=env, **kwargs)  # type: ignore[arg-type]
         started.append(server)
         return server
 
@@ -120,7 +125,7 @@ def make_server(tmp_path: Path) -> Iterator:
         server.stop()
 
 
-def write_rules(path: Path, algorithms: list[str], quiet: bool = True) -> Path:
+def write_rules(path: Path, algorithms: list[str]) -> Path:
     path.write_text(
         textwrap.dedent(f"""\
         version: "test-1"

@@ -7,22 +7,25 @@ or ``--config``) > defaults. Invalid values fail fast with a message naming the 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from radsight.errors import ConfigError
 
+#: RADSIGHT_* variables that are not settings: the config file path, and tools' own
+NOT_SETTINGS = {"config", "dcmtk_bin", "shared_data"}
 DEFAULT_QUIET_PERIODS = {"cxr": 2.0, "flg": 2.0, "mmg": 3.0, "ct-chest": 5.0, "ct-brain": 5.0}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RADSIGHT_", extra="forbid")
 
-    data_dir: Path = Field(Path("radsight-data"), description="files, database, logs")
+    data_dir: Path = Field(Path("radsight-data"), description="instance files, results, database")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir")
     dicom_port: int = Field(11112, ge=0, le=65535)
     dicom_host: str = "0.0.0.0"
@@ -88,13 +91,27 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         file_values = raw.get("radsight", raw)
-    env_keys = {k[len("RADSIGHT_") :].lower() for k in os.environ if k.startswith("RADSIGHT_")} - {
-        "config"
-    }
+    env_keys = {
+        k[len("RADSIGHT_") :].lower() for k in os.environ if k.startswith("RADSIGHT_")
+    } - NOT_SETTINGS
+    unknown = sorted(env_keys - set(Settings.model_fields))
+    if unknown:
+        names = ", ".join(f"RADSIGHT_{k.upper()}" for k in unknown)
+        raise ConfigError(
+            f"unknown setting(s) {names}; known: "
+            + ", ".join(f"RADSIGHT_{k.upper()}" for k in Settings.model_fields)
+        )
     values = {k: v for k, v in file_values.items() if k not in env_keys}
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**values)
+    except SettingsError as exc:  # a complex value (quiet_periods) that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"RADSIGHT_{field.group(1).upper()}" if field else "a RADSIGHT_ variable"
+        raise ConfigError(
+            f"invalid settings:\n  {name}: not valid JSON "
+            """(for example RADSIGHT_QUIET_PERIODS='{"cxr": 1.5, "ct-chest": 4}')"""
+        ) from exc
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -28,7 +28,8 @@ that the edges map to their protocol in exactly one place each:
     ├── AlgorithmError               an algorithm failed while analysing (retried)
     │   └── AlgorithmTimeout         it ran past its time limit (retried)
     ├── EncodingError                a result could not be encoded (permanent)
-    └── DeliveryError                a C-STORE to a destination failed (retried)
+    ├── DeliveryError                a C-STORE to a destination failed (retried)
+    └── DestinationDisabled          the destination was disabled (not retried)
 """
 
 from __future__ import annotations
@@ -119,3 +120,7 @@ class EncodingError(RadsightError):
 class DeliveryError(RadsightError):
     code = "delivery_error"
     retryable = True
+
+
+class DestinationDisabled(RadsightError):
+    code = "destination_disabled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import uvicorn
 from radsight.algorithms.registry import Registry
 from radsight.api.app import create_app
 from radsight.config import Settings
+from radsight.errors import ConfigError
 from radsight.ingest.dimse import CallerDirectory, start_listener
 from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import RuleSet, load_rules
@@ -40,15 +42,22 @@ class Server:
         """Open the store, migrate, load algorithms and rules: fail fast before listening."""
         rt = Runtime.open(settings)
         registry = Registry.from_entry_points()
-        rules = load_rules(settings.routing_rules, known_algorithms=registry.names())
+        rules = load_rules(settings.routing_rules, known_algorithms=registry.refs())
         return cls(settings=settings, rt=rt, registry=registry, rules=rules)
 
     def start(self) -> None:
         reaped = reap_expired(self.rt)
         if reaped:
             log.info("requeued %d jobs left running by a previous run", reaped)
+        _check_port_free(self.settings.http_host, self.settings.http_port, "RADSIGHT_HTTP_PORT")
         callers = CallerDirectory(self.rt)
-        _ae, self._dicom = start_listener(self.rt, callers)
+        try:
+            _ae, self._dicom = start_listener(self.rt, callers)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen for DICOM on {self.settings.dicom_host}:"
+                f"{self.settings.dicom_port}: {exc.strerror} (set RADSIGHT_DICOM_PORT)"
+            ) from exc
         self.dicom_port = self._dicom.server_address[1]  # type: ignore[attr-defined]
         if self.settings.workers:
             self._pool = WorkerPool(self.settings, self.rt, self.settings.workers)
@@ -110,3 +119,17 @@ class Server:
             t.join(5)
         self.rt.close()
         log.info("radsight stopped")
+
+
+def _check_port_free(host: str, port: int, setting: str) -> None:
+    """Fail before starting anything when the HTTP port is taken (uvicorn would exit late)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen for HTTP on {host}:{port}: {exc.strerror} (set {setting})"
+            ) from exc

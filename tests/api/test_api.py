@@ -17,7 +17,7 @@ from radsight.pipeline.routing import load_rules
 @pytest.fixture
 def client(runtime):  # type: ignore[no-untyped-def]
     registry = Registry.from_entry_points()
-    app = create_app(runtime, registry, load_rules(known_algorithms=registry.names()))
+    app = create_app(runtime, registry, load_rules(known_algorithms=registry.refs()))
     with TestClient(app) as c:
         yield c
 

@@ -196,6 +196,9 @@ def test_poison_and_hanging_algorithms_end_dead_lettered_without_blocking(
     assert jobs["test-hang"]["error_code"] == "time_limit_exceeded"
     assert jobs["radsight-bright-region"]["state"] == "done"
     wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 1, 60, "the good algorithm's SR")
+    with server.http() as http:
+        (study,) = http.get("/api/studies").json()
+    assert study["state"] == "analysed", "one algorithm answered; the study is not stuck"
     listing = server.cli("jobs", "--state", "dead").stdout
     assert "test-poison" in listing and "test-hang" in listing
     assert echoscu(server.dicom_port, calling="MODALITY1").returncode == 0

@@ -43,11 +43,11 @@ def test_compressed_instances_are_stored_as_sent_and_decode(runtime, orgs, synta
     data = encode(ds)
     accepted = accept_instance(runtime, data, organisation_id=orgs[0])
     with runtime.db.session() as s:
-        (inst, _series), = studystore.list_instances(s, accepted.study_id)
+        ((inst, _series),) = studystore.list_instances(s, accepted.study_id)
     assert inst.transfer_syntax_uid == syntax
     stored = runtime.files.get(inst.storage_key)
     assert stored == data, "the original is stored unchanged"
-    (_frame, pixels), = frames_for_analysis(pydicom.dcmread(io.BytesIO(stored)))
+    ((_frame, pixels),) = frames_for_analysis(pydicom.dcmread(io.BytesIO(stored)))
     assert np.array_equal(pixels, original.astype(np.float32)), "lossless round trip"
 
 
@@ -64,8 +64,9 @@ def test_same_study_from_two_organisations_stays_apart(runtime, orgs):
 
 def test_rejection_is_recorded_for_the_organisation(runtime, orgs):
     with pytest.raises(NotDicom):
-        accept_instance(runtime, b"%PDF-1.4 not an image" * 20, organisation_id=orgs[1],
-                        source="import")
+        accept_instance(
+            runtime, b"%PDF-1.4 not an image" * 20, organisation_id=orgs[1], source="import"
+        )
     with runtime.db.session() as s:
         (row,) = studystore.list_rejections(s, orgs[1])
     assert row.error_code == "not_dicom" and row.source == "import"
@@ -80,7 +81,7 @@ def test_bare_dataset_without_file_meta_is_accepted(runtime, orgs):
     raw = buf.getvalue()  # a bare implicit VR data set: no preamble, no file meta
     accepted = accept_instance(runtime, raw, organisation_id=orgs[0])
     with runtime.db.session() as s:
-        (inst, _), = studystore.list_instances(s, accepted.study_id)
+        ((inst, _),) = studystore.list_instances(s, accepted.study_id)
     stored = pydicom.dcmread(io.BytesIO(runtime.files.get(inst.storage_key)))
     assert stored.SOPInstanceUID == ds.SOPInstanceUID
     assert stored.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"

@@ -37,7 +37,7 @@ def setup(tmp_path, quiet: float) -> tuple[Runtime, int]:  # type: ignore[no-unt
 def test_study_waits_for_its_quiet_period(tmp_path):
     rt, org = setup(tmp_path, quiet=0.6)
     registry = Registry.from_entry_points()
-    rules = load_rules(known_algorithms=registry.names())
+    rules = load_rules(known_algorithms=registry.refs())
     study = generate_uid()
     accept_instance(rt, part10(make_radiograph(study_instance_uid=study)), organisation_id=org)
     assert assemble_once(rt, registry, rules) == 0, "still inside the quiet period"
@@ -54,7 +54,7 @@ def test_study_waits_for_its_quiet_period(tmp_path):
         (st,) = studystore.list_studies(s)
         assert st.state == "routed" and st.num_instances == 2 and st.study_type == "cxr"
         (job,) = jobstore.list_jobs(s)
-        assert job.kind == "analyse" and job.algorithm_name == "radsight-bright-region"
+        assert job.kind == "analyse" and job.algorithm_name == "radsight-cxr"  # built-in rules
         assert len(job.payload["sop_instance_uids"]) == 2
     # routing again is idempotent
     assert assemble_once(rt, registry, rules) == 0

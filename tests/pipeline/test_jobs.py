@@ -125,3 +125,25 @@ def test_operator_can_retry_a_dead_job(runtime, study_id):
         jobstore.fail_job(s, job.id, Transition("dead"), "x", "boom")
     with runtime.db.session() as s:
         assert jobstore.retry_job(s, job.id).state == "queued"
+
+
+def test_study_whose_every_job_died_is_marked_failed(runtime, study_id):
+    from radsight.errors import AlgorithmError
+    from radsight.pipeline.runner import fail
+    from radsight.store import studies as studystore
+
+    make_job(runtime, study_id, "a")
+    make_job(runtime, study_id, "b")
+    for owner in ("w1", "w2"):
+        with runtime.db.session() as s:
+            job = jobstore.claim_job(s, owner, 10)
+        with runtime.db.session() as s:
+            s.execute(__import__("sqlalchemy").update(type(job)).values(max_attempts=1))
+        job.max_attempts = 1
+        assert fail(runtime, job, AlgorithmError("boom"), owner) == "dead"
+        with runtime.db.session() as s:
+            state = studystore.get_study(s, study_id).state
+        assert state == ("failed" if owner == "w2" else "receiving")
+    with runtime.db.session() as s:
+        reason = studystore.get_study(s, study_id).state_reason
+    assert "a 1: algorithm_error" in reason and "b 1: algorithm_error" in reason

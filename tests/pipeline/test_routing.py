@@ -209,9 +209,17 @@ def test_invalid_rules_say_what_is_wrong(text, message):
     assert message in str(err.value)
 
 
-def test_rules_naming_unregistered_algorithm_are_refused():
+@pytest.mark.parametrize(
+    "known",
+    [
+        {"cxr-model", "ich-model", "mmg-model"},  # cxr-model@2.0.0 is not registered
+        {"cxr-model", "cxr-model@2.0.0", "mmg-model"},  # ich-model is missing
+    ],
+)
+def test_rules_naming_unregistered_algorithm_are_refused(known):
     with pytest.raises(RoutingRulesError, match="not registered"):
-        parse_rules(RULES, known_algorithms={"cxr-model"})
+        parse_rules(RULES, known_algorithms=known)
+    assert parse_rules(RULES, known_algorithms=known | {"cxr-model@2.0.0", "ich-model"})
 
 
 def test_builtin_rules_are_valid_and_versioned():

@@ -2,8 +2,8 @@
 
 It is not a medical device and finds nothing clinical. It exists so that the whole
 pipeline (routing, jobs, SR, SC, delivery) can be exercised with a result that is known in
-advance: the probability is a fixed function of how much the brightest 1/8-size block
-stands out from the image, and the region is that block.
+advance: the probability is a fixed function of how much a 1/8-size block stands out from
+the blocks around it and from the image as a whole, and the region is that block.
 """
 
 from __future__ import annotations
@@ -58,19 +58,29 @@ class BrightRegionAlgorithm(Algorithm):
 def _brightest_block(
     pixels: np.ndarray, sop_instance_uid: str, frame_number: int | None
 ) -> tuple[float, Region]:
+    """The block that stands out most from the blocks around it (a local contrast)."""
     img = pixels.astype(np.float64)
     rows, cols = img.shape
     bh, bw = max(rows // 8, 1), max(cols // 8, 1)
-    # block means on a grid of half-block steps
-    best = (-np.inf, 0, 0)
-    for y in range(0, rows - bh + 1, max(bh // 2, 1)):
-        for x in range(0, cols - bw + 1, max(bw // 2, 1)):
-            m = img[y : y + bh, x : x + bw].mean()
-            if m > best[0]:
-                best = (m, y, x)
-    mean, std = img.mean(), img.std() or 1.0
-    contrast = (best[0] - mean) / std
-    probability = float(1.0 / (1.0 + np.exp(-(contrast - 1.2) * 2.5)))
-    _, y, x = best
+    sy, sx = max(bh // 2, 1), max(bw // 2, 1)
+    ys = list(range(0, rows - bh + 1, sy))
+    xs = list(range(0, cols - bw + 1, sx))
+    means = np.array([[img[y : y + bh, x : x + bw].mean() for x in xs] for y in ys])
+    padded = np.pad(means, 2, mode="edge")
+    # the ring of blocks one block-width away (two half-block steps) in 8 directions
+    ring = np.mean(
+        [
+            padded[2 + dy : 2 + dy + len(ys), 2 + dx : 2 + dx + len(xs)]
+            for dy in (-2, 0, 2)
+            for dx in (-2, 0, 2)
+            if (dy, dx) != (0, 0)
+        ],
+        axis=0,
+    )
+    # stand out from the neighbours and from the image as a whole
+    contrast = np.minimum(means - ring, means - img.mean()) / (img.std() or 1.0)
+    iy, ix = np.unravel_index(int(np.argmax(contrast)), contrast.shape)
+    probability = float(1.0 / (1.0 + np.exp(-(contrast[iy, ix] - 0.8) * 5.0)))
+    y, x = ys[iy], xs[ix]
     region = Region.box(sop_instance_uid, x, y, x + bw, y + bh, frame_number)
     return round(probability, 6), region

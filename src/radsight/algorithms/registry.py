@@ -46,6 +46,10 @@ class Registry:
     def names(self) -> set[str]:
         return {name for name, _ in self._by_key}
 
+    def refs(self) -> set[str]:
+        """Every way a rule may name an algorithm: ``name`` and ``name@version``."""
+        return self.names() | {f"{name}@{version}" for name, version in self._by_key}
+
     def all(self) -> list[Algorithm]:
         return sorted(self._by_key.values(), key=lambda a: (a.name, _vkey(a.version)))
 

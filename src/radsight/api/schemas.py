@@ -41,6 +41,10 @@ class DestinationCreate(BaseModel):
     port: int = Field(ge=1, le=65535)
 
 
+class DestinationUpdate(BaseModel):
+    enabled: bool
+
+
 class DestinationRead(_Read):
     id: int
     organisation_id: int

@@ -23,8 +23,8 @@ import click
 import httpx
 from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from radsight.dicom.synthetic import make_radiograph
 from radsight.dicom.uids import PREFIX
@@ -91,8 +91,16 @@ def run_demo(out_dir: Path, n_studies: int, timeout: float) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="radsight-demo-"))
     dicom_port, http_port, pacs_port = free_port(), free_port(), free_port()
+    # generated images are not chest radiographs a model could read: the demo routes them to
+    # the deterministic test algorithm, which marks each image's brightest region
+    rules = data_dir / "demo-rules.yaml"
+    rules.write_text(
+        'version: "demo"\nrules:\n  - name: everything\n    match: {}\n'
+        "    algorithms: [radsight-bright-region]\n"
+    )
     env = dict(
-        os.environ,
+        {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")},
+        RADSIGHT_ROUTING_RULES=str(rules),
         RADSIGHT_DATA_DIR=str(data_dir),
         RADSIGHT_DICOM_PORT=str(dicom_port),
         RADSIGHT_HTTP_PORT=str(http_port),
@@ -122,7 +130,7 @@ def run_demo(out_dir: Path, n_studies: int, timeout: float) -> int:
             ).raise_for_status()
             datasets = []
             for i in range(n_studies):
-                spot = None if i % 3 == 2 else (0.3 + 0.2 * (i % 2), 0.45, 0.07)
+                spot = [(0.3, 0.45, 0.1), (0.7, 0.4, 0.12), None][i % 3]
                 datasets.append(
                     make_radiograph(
                         study_instance_uid=generate_uid(prefix=PREFIX),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -85,11 +86,12 @@ def serve(
     configure_logging(c.settings)
     server = Server.prepare(c.settings)
     server.start()
-    click.echo(
-        f"radsight serving: DICOM {c.settings.ae_title}@port {server.dicom_port}, "
-        f"HTTP http://{c.settings.http_host}:{c.settings.http_port} (docs at /docs)",
-        err=True,
-    )
+    if c.settings.log_format == "text":
+        click.echo(
+            f"radsight serving: DICOM {c.settings.ae_title}@port {server.dicom_port}, "
+            f"HTTP http://{c.settings.http_host}:{c.settings.http_port} (docs at /docs)",
+            err=True,
+        )
     try:
         server.run_http()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; we are stopped
@@ -199,6 +201,36 @@ def destination_add(
     click.echo(f"results of {o.name!r} go to {ae_title}@{host}:{port} ({name})")
 
 
+@destination.command("disable")
+@click.argument("organisation")
+@click.argument("name")
+@pass_ctx
+@_fail_cleanly
+def destination_disable(c: _Ctx, organisation: str, name: str) -> None:
+    """Stop sending results there (pending deliveries fail until re-enabled and retried)."""
+    _set_destination(c, organisation, name, False)
+
+
+@destination.command("enable")
+@click.argument("organisation")
+@click.argument("name")
+@pass_ctx
+@_fail_cleanly
+def destination_enable(c: _Ctx, organisation: str, name: str) -> None:
+    """Send results there again."""
+    _set_destination(c, organisation, name, True)
+
+
+def _set_destination(c: _Ctx, organisation: str, name: str, enabled: bool) -> None:
+    from radsight.store import tenants
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        o = tenants.get_organisation(s, organisation)
+        tenants.set_destination_enabled(s, o.id, name, enabled)
+    click.echo(f"destination {name!r} of {o.name!r} {'enabled' if enabled else 'disabled'}")
+
+
 @destination.command("list")
 @pass_ctx
 @_fail_cleanly
@@ -232,6 +264,8 @@ def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         org_id = tenants.get_organisation(s, organisation).id
+    # each rejection is listed below; per-file warnings would break the progress bar
+    logging.getLogger("radsight.ingest").setLevel(logging.ERROR)
     with tqdm(total=count_sources(path), unit="file", desc="import", file=sys.stderr) as bar:
         report = import_path(rt, path, org_id, progress=lambda _n: bar.update(1))
     click.echo(
@@ -275,6 +309,20 @@ def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool
         click.echo(json.dumps([dict(zip(keys, d, strict=True)) for d in data], indent=2))
     else:
         _table(["id", "kind", "study", "algorithm/destination", "state", "tries", "error"], data)
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@pass_ctx
+@_fail_cleanly
+def retry(c: _Ctx, job_id: int) -> None:
+    """Put a failed or dead-lettered job back in the queue."""
+    from radsight.store import jobs as jobstore
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        job = jobstore.retry_job(s, job_id)
+    click.echo(f"job {job_id} ({job.kind}) queued again")
 
 
 @cli.command()
@@ -362,7 +410,7 @@ def rules_check(path: Path | None) -> None:
     from radsight.algorithms.registry import Registry
     from radsight.pipeline.routing import load_rules
 
-    rs = load_rules(path, known_algorithms=Registry.from_entry_points().names())
+    rs = load_rules(path, known_algorithms=Registry.from_entry_points().refs())
     click.echo(f"rules version {rs.version} ({rs.digest}): {len(rs.rules)} rules, valid")
     for r in rs.rules:
         click.echo(f"  {r.name}: {','.join(r.study_types) or 'any'} -> {', '.join(r.algorithms)}")

@@ -49,6 +49,7 @@ ROUTING_KEYWORDS = (
     "ProtocolName",
     "StudyDescription",
     "SeriesDescription",
+    "RequestedProcedureDescription",
     "Manufacturer",
     "ManufacturerModelName",
     "StationName",
@@ -211,9 +212,7 @@ def _looks_like_dicom(ds: Dataset) -> bool:
     tags = list(ds.keys())
     if not tags or tags[0].group not in (0x0002, 0x0004, 0x0008):
         return False
-    known = sum(
-        1 for t in tags if dictionary_has_tag(t) or (t.is_private and t.group < 0x1000)
-    )
+    known = sum(1 for t in tags if dictionary_has_tag(t) or (t.is_private and t.group < 0x1000))
     return known >= max(1, len(tags) // 2)
 
 

@@ -7,9 +7,9 @@ import datetime as dt
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
-    UID,
     ExplicitVRLittleEndian,
     generate_uid,
 )

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -151,6 +152,8 @@ def handle_accepted(event: Event, rt: Runtime, callers: CallerDirectory) -> None
     assoc = event.assoc
     _stats(event)
     for cx in assoc.rejected_contexts:
+        if not _is_storage_like(str(cx.abstract_syntax)):
+            continue  # a PACS's echo may also offer query/retrieve: not a refused instance
         calling = assoc.requestor.ae_title.strip()
         record_rejection(
             rt,
@@ -163,6 +166,12 @@ def handle_accepted(event: Event, rt: Runtime, callers: CallerDirectory) -> None
             organisation_id=callers.organisation_for(calling),
             ae=calling,
         )
+
+
+def _is_storage_like(uid: str) -> bool:
+    """A storage SOP class, or one we do not know (possibly a private storage class)."""
+    name = UID(uid).name
+    return name == uid or "Storage" in name
 
 
 def handle_closed(event: Event) -> None:

@@ -72,7 +72,10 @@ def import_path(
     for name, load in iter_sources(path):
         try:
             accepted = accept_instance(
-                rt, load(), organisation_id=organisation_id, source="import",
+                rt,
+                load(),
+                organisation_id=organisation_id,
+                source="import",
                 calling_ae_title="",
             )
         except InstanceRejected as exc:

@@ -9,10 +9,10 @@ is unique per (study, algorithm version), so each study gets exactly one result.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pydicom
@@ -55,7 +55,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         existing = resultstore.get_result_for(s, study.id, algorithm.name, algorithm.version)
         if existing is not None:
             _queue_deliveries(s, rt, existing.id, existing.organisation_id, existing.study_id)
-            _close_study_if_done(s, study.id, job.id)
+            close_study_if_done(s, study.id, job.id)
             return Outcome("existing", existing.id)
         rows = studystore.list_instances(s, study.id)
     wanted = set(job.payload.get("sop_instance_uids") or [i.sop_instance_uid for i, _ in rows])
@@ -73,6 +73,8 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         return _save_not_analysed(rt, job, study, algorithm, exc.message)
     try:
         analysis = algorithm.analyse(study_input)
+    except NotAnalysable as exc:  # an algorithm may decide late that it cannot answer
+        return _save_not_analysed(rt, job, study, algorithm, exc.message)
     except RadsightError:
         raise
     except Exception as exc:
@@ -102,7 +104,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             analysis_seconds=seconds,
         )
         _queue_deliveries(s, rt, row.id, study.organisation_id, study.id)
-        _close_study_if_done(s, study.id, job.id)
+        close_study_if_done(s, study.id, job.id)
     log.info(
         "analysed study %s with %s %s: score %.3f verdict %s in %.2f s",
         study.study_instance_uid,
@@ -215,7 +217,7 @@ def _save_not_analysed(
             status="not_analysed",
             reason=reason,
         )
-        _close_study_if_done(s, study.id, job.id)
+        close_study_if_done(s, study.id, job.id)
     log.info(
         "study %s not analysed by %s %s: %s",
         study.study_instance_uid,
@@ -242,14 +244,29 @@ def _queue_deliveries(s, rt: Runtime, result_id: int, organisation_id: int, stud
         )
 
 
-def _close_study_if_done(s, study_id: int, running_job_id: int) -> None:  # type: ignore[no-untyped-def]
-    """The study is analysed once no other analysis job of it is queued or running."""
-    open_jobs = jobstore.open_analysis_jobs(s, study_id)
-    if open_jobs <= 1:  # only the job finishing now
-        results = resultstore.list_results(s, study_id=study_id)
-        analysed = [r for r in results if r.status == "analysed"]
-        if analysed:
-            studystore.set_study_state(s, study_id, "analysed")
-        else:
-            reasons = "; ".join(r.reason for r in results if r.reason)
-            studystore.set_study_state(s, study_id, "not_analysed", reasons)
+def close_study_if_done(s, study_id: int, ending_job_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Set the study's final state once no other analysis job of it is queued or running.
+
+    analysed: some algorithm produced a result; not_analysed: every one refused the input;
+    failed: every job failed or was dead-lettered (the reasons are the jobs' errors).
+    """
+    open_jobs = [
+        j
+        for j in jobstore.list_jobs(s, study_id=study_id, kind="analyse")
+        if j.state in ("queued", "running") and j.id != ending_job_id
+    ]
+    if open_jobs:
+        return
+    results = resultstore.list_results(s, study_id=study_id)
+    if any(r.status == "analysed" for r in results):
+        studystore.set_study_state(s, study_id, "analysed")
+    elif results:
+        reasons = "; ".join(r.reason for r in results if r.reason)
+        studystore.set_study_state(s, study_id, "not_analysed", reasons)
+    else:
+        errors = "; ".join(
+            f"{j.algorithm_name} {j.algorithm_version}: {j.error_code}"
+            for j in jobstore.list_jobs(s, study_id=study_id, kind="analyse")
+            if j.state in ("failed", "dead")
+        )
+        studystore.set_study_state(s, study_id, "failed", errors)

@@ -48,11 +48,13 @@ def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
                 handled += 1
                 continue
             made = 0
+            missing = []
             for r in decision.routes:
                 try:
                     algorithm = registry.resolve(r.algorithm)
-                except NotFound as exc:
+                except NotFound as exc:  # rules are checked at start-up; a plug-in may break
                     log.error("rule %r: %s", r.rule, exc.message)
+                    missing.append(exc.message)
                     continue
                 _, created = jobstore.create_job(
                     s,
@@ -72,10 +74,15 @@ def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
                     },
                 )
                 made += created
-            if made or decision.routes:
+            if len(missing) == len(decision.routes):
                 studystore.set_study_state(
-                    s, study.id, "routed", routed_at=utcnow(), rules_version=rules.version
+                    s, study.id, "not_analysed", "; ".join(missing), rules_version=rules.version
                 )
+                handled += 1
+                continue
+            studystore.set_study_state(
+                s, study.id, "routed", routed_at=utcnow(), rules_version=rules.version
+            )
             log.info(
                 "study %s ready (%d instances): %d analysis jobs",
                 study.study_instance_uid,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from radsight.delivery.cstore import Target, send_files
-from radsight.errors import NotFound
+from radsight.errors import DestinationDisabled, NotFound
 from radsight.runtime import Runtime
 from radsight.store import results as resultstore
 from radsight.store.tables import DestinationRow, JobRow
@@ -17,6 +17,10 @@ def run_delivery(rt: Runtime, job: JobRow) -> int:
         dest = s.get(DestinationRow, job.destination_id)
         if dest is None:
             raise NotFound(f"destination {job.destination_id} no longer exists")
+        if not dest.enabled:
+            raise DestinationDisabled(
+                f"destination {dest.name!r} is disabled; enable it and retry job {job.id}"
+            )
         target = Target(dest.ae_title, dest.host, dest.port)
         keys = list(result.output_keys)
     files = [rt.files.get(k) for k in keys]

@@ -44,7 +44,7 @@ _MAMMO_CLASSES = {
 _HEAD = {"HEAD", "BRAIN", "SKULL", "HEADNECK"}
 _CHEST = {"CHEST", "THORAX", "LUNG", "LUNGS", "TORSO", "CHEST_TO_PELVIS", "CHESTABDOMEN"}
 #: text that marks a fluorography (screening photofluorogram) study; see docs/routing.md
-FLUOROGRAPHY_PATTERN = re.compile(r"(?i)fluorogra|флюорогр|\bФЛГ\b|\bFLG\b")
+FLUOROGRAPHY_PATTERN = re.compile(r"(?i)fluorog|флюорог|\bфлг\b|\bflg\b")
 
 
 def _text(attrs: dict[str, Any], key: str) -> str:
@@ -55,8 +55,14 @@ def _text(attrs: dict[str, Any], key: str) -> str:
 
 
 def is_fluorography(attrs: dict[str, Any]) -> bool:
-    """Fluorography markers: ImageType, protocol, study or series description naming it."""
-    for key in ("ImageType", "ProtocolName", "StudyDescription", "SeriesDescription"):
+    """Fluorography markers: ImageType, protocol or a description naming it (docs/routing.md)."""
+    for key in (
+        "ImageType",
+        "ProtocolName",
+        "StudyDescription",
+        "SeriesDescription",
+        "RequestedProcedureDescription",
+    ):
         if FLUOROGRAPHY_PATTERN.search(_text(attrs, key)):
             return True
     return False
@@ -166,7 +172,7 @@ class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str = Field(min_length=1)
     rules: list[Rule]
-    #: filled in by load_rules: a digest of the file, so results say which rules routed them
+    #: filled in by parse_rules: a digest of the text, logged at start-up and in /health
     digest: str = ""
 
 
@@ -189,6 +195,8 @@ def load_rules(path: Path | None = None, known_algorithms: set[str] | None = Non
 def parse_rules(
     text: str, source: str = "<rules>", known_algorithms: set[str] | None = None
 ) -> RuleSet:
+    """Parse rules text. ``known_algorithms``: the registered names and ``name@version``
+    references (``Registry.refs``); a rule naming anything else is refused."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -205,7 +213,7 @@ def parse_rules(
     if known_algorithms is not None:
         for rule in rules.rules:
             for ref in rule.algorithms:
-                if ref.split("@")[0] not in known_algorithms:
+                if ref not in known_algorithms:
                     raise RoutingRulesError(
                         f"{source}: rule {rule.name!r} names algorithm {ref!r}, which is not "
                         f"registered (registered: {sorted(known_algorithms)})"

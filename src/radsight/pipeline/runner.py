@@ -24,7 +24,7 @@ from multiprocessing.sharedctypes import Synchronized
 from radsight.algorithms.registry import Registry
 from radsight.config import Settings
 from radsight.errors import AlgorithmTimeout, RadsightError
-from radsight.pipeline.analyse import run_analysis
+from radsight.pipeline.analyse import close_study_if_done, run_analysis
 from radsight.pipeline.deliver import run_delivery
 from radsight.pipeline.jobs import after_failure
 from radsight.runtime import Runtime
@@ -58,7 +58,9 @@ def fail(rt: Runtime, job: JobRow, exc: BaseException, owner: str | None = None)
         backoff_max_s=s_.job_backoff_max_s,
     )
     with rt.db.session() as s:
-        jobstore.fail_job(s, job.id, transition, code, message, owner)
+        changed = jobstore.fail_job(s, job.id, transition, code, message, owner)
+        if changed and job.kind == "analyse" and transition.state in ("failed", "dead"):
+            close_study_if_done(s, job.study_id, job.id)
     log.warning(
         "job %d (%s) attempt %d/%d failed: %s: %s -> %s",
         job.id,

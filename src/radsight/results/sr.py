@@ -428,11 +428,13 @@ def _coding_schemes(
         for f in report.findings
         if f.spec.code.scheme_designator.startswith("99")
     }
+    # Radsight owns 99RADSIGHT; any other private scheme belongs to the algorithm's maker
+    owner = {RADSIGHT_SCHEME: "Radsight"}
     return [
         hd.coding_schemes.CodingSchemeIdentificationItem(
             designator=designator,
-            name=f"{report.manufacturer} private codes"[:64],
-            responsible_organization=report.manufacturer,
+            name=f"{owner.get(designator, report.manufacturer)} private codes"[:64],
+            responsible_organization=owner.get(designator, report.manufacturer),
         )
         for designator in sorted(designators)
     ]

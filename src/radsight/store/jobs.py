@@ -74,8 +74,14 @@ def finish_job(s: Session, job_id: int, owner: str | None = None) -> bool:
     if owner is not None:
         q = q.where(JobRow.lease_owner == owner)
     res = s.execute(
-        q.values(state="done", finished_at=utcnow(), lease_owner="", lease_expires_at=None,
-                 error_code="", error="")
+        q.values(
+            state="done",
+            finished_at=utcnow(),
+            lease_owner="",
+            lease_expires_at=None,
+            error_code="",
+            error="",
+        )
     )
     return res.rowcount == 1  # type: ignore[attr-defined]
 

@@ -209,7 +209,9 @@ def studies_due(s: Session, limit: int = 100) -> Sequence[StudyRow]:
     return list(s.scalars(q))
 
 
-def set_study_state(s: Session, study_id: int, state: str, reason: str = "", **extra: object) -> None:
+def set_study_state(
+    s: Session, study_id: int, state: str, reason: str = "", **extra: object
+) -> None:
     s.execute(
         update(StudyRow)
         .where(StudyRow.id == study_id)

@@ -79,7 +79,8 @@ class StudyRow(Base):
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64))
     study_type: Mapped[str] = mapped_column(String(16), default="")
-    #: receiving -> ready -> routed (jobs made) | not_analysed; analysed when all jobs end
+    #: receiving -> routed (jobs made) -> analysed | not_analysed | failed (all jobs ended);
+    #: receiving -> not_analysed when no routing rule matches
     state: Mapped[str] = mapped_column(String(16), default="receiving")
     state_reason: Mapped[str] = mapped_column(Text, default="")
     modality: Mapped[str] = mapped_column(String(16), default="")
@@ -159,9 +160,7 @@ class JobRow(Base):
     algorithm_name: Mapped[str] = mapped_column(String(64), default="")
     algorithm_version: Mapped[str] = mapped_column(String(32), default="")
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"), nullable=True)
-    destination_id: Mapped[int | None] = mapped_column(
-        ForeignKey("destinations.id"), nullable=True
-    )
+    destination_id: Mapped[int | None] = mapped_column(ForeignKey("destinations.id"), nullable=True)
     #: what the job needs beyond its keys (routed instances, thresholds, rule)
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
     #: queued -> running -> done | failed | dead (dead-letter); running -> queued on retry
@@ -171,9 +170,7 @@ class JobRow(Base):
     time_limit_s: Mapped[float] = mapped_column(Float, default=120.0)
     run_after: Mapped[datetime] = _ts()
     lease_owner: Mapped[str] = mapped_column(String(128), default="")
-    lease_expires_at: Mapped[datetime | None] = mapped_column(
-        DateTime(), nullable=True
-    )
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     error_code: Mapped[str] = mapped_column(String(64), default="")
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = _ts()

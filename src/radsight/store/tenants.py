@@ -118,6 +118,21 @@ def list_destinations(
     return list(s.scalars(q))
 
 
+def set_destination_enabled(
+    s: Session, organisation_id: int, name: str, enabled: bool
+) -> DestinationRow:
+    row = s.scalar(
+        select(DestinationRow).where(
+            DestinationRow.organisation_id == organisation_id, DestinationRow.name == name
+        )
+    )
+    if row is None:
+        raise NotFound(f"destination {name!r} does not exist for this organisation")
+    row.enabled = enabled
+    s.flush()
+    return row
+
+
 def validate_ae_title(ae_title: str) -> str:
     """PS3.5 AE VR: 1-16 characters, no backslash or control characters, not all spaces."""
     value = ae_title.strip()

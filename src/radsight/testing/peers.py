@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 
-
 #: dcmtk's tools; pynetdicom installs its own storescu/storescp/echoscu into the venv,
 #: which would shadow them on PATH
 DCMTK_BIN = Path(os.environ.get("RADSIGHT_DCMTK_BIN", "/usr/bin"))
@@ -60,8 +59,15 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class RadsightProcess:
     """``radsight serve`` as a child process with its own data directory."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None,
-                 dicom_port: int | None = None, http_port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        dicom_port: int | None = None,
+        http_port: int | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.dicom_port = dicom_port or free_port()
         self.http_port = http_port or free_port()
@@ -107,8 +113,12 @@ class RadsightProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait(lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,
-              timeout, "radsight serve", self.proc)
+        _wait(
+            lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,
+            timeout,
+            "radsight serve",
+            self.proc,
+        )
         _wait(lambda: port_open(self.dicom_port), timeout, "radsight DICOM port", self.proc)
         return self
 
@@ -150,8 +160,16 @@ class Storescp:
     def start(self) -> Storescp:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [dcmtk("storescp"), "--aetitle", self.ae_title, "--output-directory", str(self.out_dir),
-             "--sort-on-study-uid", "st", str(self.port)],
+            [
+                dcmtk("storescp"),
+                "--aetitle",
+                self.ae_title,
+                "--output-directory",
+                str(self.out_dir),
+                "--sort-on-study-uid",
+                "st",
+                str(self.port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -202,8 +220,12 @@ class Orthanc:
         path.write_text(json.dumps(cfg, indent=2))
         log = open(self.work_dir / "orthanc.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen([binary, str(path)], stdout=log, stderr=subprocess.STDOUT)
-        _wait(lambda: httpx.get(self.url + "/system", timeout=1).status_code == 200,
-              30, "Orthanc", self.proc)
+        _wait(
+            lambda: httpx.get(self.url + "/system", timeout=1).status_code == 200,
+            30,
+            "Orthanc",
+            self.proc,
+        )
         _wait(lambda: port_open(self.dicom_port), 30, "Orthanc DICOM port", self.proc)
         return self
 
@@ -222,12 +244,30 @@ class Orthanc:
                 self.proc.kill()
 
 
-def storescu(port: int, files: list[Path] | Path, *, calling: str, called: str = "RADSIGHT",
-             extra: list[str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def storescu(
+    port: int,
+    files: list[Path] | Path,
+    *,
+    calling: str,
+    called: str = "RADSIGHT",
+    extra: list[str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
     """dcmtk ``storescu`` sending files (or a folder, recursively) in one association."""
     paths = [files] if isinstance(files, Path) else list(files)
-    args = [dcmtk("storescu"), "-aet", calling, "-aec", called, "--scan-directories", "--recurse",
-            *(extra or []), "127.0.0.1", str(port), *map(str, paths)]
+    args = [
+        dcmtk("storescu"),
+        "-aet",
+        calling,
+        "-aec",
+        called,
+        "--scan-directories",
+        "--recurse",
+        *(extra or []),
+        "127.0.0.1",
+        str(port),
+        *map(str, paths),
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 

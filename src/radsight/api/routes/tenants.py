@@ -10,6 +10,7 @@ from radsight.api.schemas import (
     ApplicationEntityRead,
     DestinationCreate,
     DestinationRead,
+    DestinationUpdate,
     OrganisationCreate,
     OrganisationRead,
 )
@@ -52,3 +53,9 @@ def list_destinations(org: str, s: SessionDep) -> list:
 def add_destination(org: str, body: DestinationCreate, s: SessionDep) -> object:
     o = tenants.get_organisation(s, org)
     return tenants.create_destination(s, o.id, body.name, body.ae_title, body.host, body.port)
+
+
+@router.patch("/{org}/destinations/{name}", response_model=DestinationRead)
+def update_destination(org: str, name: str, body: DestinationUpdate, s: SessionDep) -> object:
+    o = tenants.get_organisation(s, org)
+    return tenants.set_destination_enabled(s, o.id, name, body.enabled)
