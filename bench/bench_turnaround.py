@@ -1,8 +1,9 @@
 """Turnaround benchmark: one-image chest studies in at a steady rate, SR + SC out.
 
 ``--studies`` (default 100) one-image chest radiograph studies (synthetic DX, CHEST, PA,
-``--size`` x ``--size`` 16-bit) are sent to ``radsight serve`` (default workers, default
-routing rules: the built-in test algorithm ``radsight-bright-region``) at a steady
+``--size`` x ``--size`` 16-bit) are sent to ``radsight serve`` (default workers, routing
+rules that send them to ``--algorithm``, by default the deterministic test algorithm
+``radsight-bright-region``, as issue 2 asks) at a steady
 ``--rate`` (default 1 study/s), one dcmtk ``storescu`` association per study. A dcmtk
 ``storescp`` is the organisation's destination. For each study the turnaround is the time
 from the end of its ``storescu`` association (the process has exited) to the moment both
@@ -193,6 +194,11 @@ def main() -> int:
     )
     ap.add_argument("--wait", type=float, default=120, help="seconds to wait after the last send")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    ap.add_argument(
+        "--algorithm",
+        default="radsight-bright-region",
+        help="algorithm the studies are routed to (generated images: the test algorithm)",
+    )
     args = ap.parse_args()
     dcmtk("storescu")
     dcmtk("storescp")
@@ -215,6 +221,12 @@ def main() -> int:
         studies = generate(work / "in", args.studies, args.size)
         scp = Storescp(work / "storescp").start()
         env = {"RADSIGHT_QUIET_PERIODS": quiet_env} if quiet_env else {}
+        rules = work / "rules.yaml"
+        rules.write_text(
+            f'version: "bench"\nrules:\n  - name: all\n    match: {{}}\n'
+            f"    algorithms: [{args.algorithm}]\n"
+        )
+        env["RADSIGHT_ROUTING_RULES"] = str(rules)
         # radsight's own default number of workers unless --workers says otherwise
         workers = (
             args.workers if args.workers is not None else Settings.model_fields["workers"].default

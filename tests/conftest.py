@@ -112,7 +112,9 @@ def make_server(tmp_path: Path) -> Iterator:
 
     def make(name: str = "radsight", **kwargs: object) -> RadsightProcess:
         env = dict(kwargs.pop("env", None) or {})  # type: ignore[call-overload]
-        if "RADSIGHT_ROUTING_RULES" not in env:
+        if env.get("RADSIGHT_ROUTING_RULES") == "builtin":
+            del env["RADSIGHT_ROUTING_RULES"]  # the built-in rules and models
+        elif "RADSIGHT_ROUTING_RULES" not in env:
             # platform tests use generated images: route them to the deterministic algorithm
             rules = write_rules(tmp_path / f"{name}-rules.yaml", ["radsight-bright-region"])
             env["RADSIGHT_ROUTING_RULES"] = str(rules)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -89,6 +90,9 @@ class Server:
     def run_http(self) -> None:
         """Serve HTTP in the calling thread until SIGINT/SIGTERM, then stop everything."""
         assert self._uvicorn is not None
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler that was
+        # there before; make that handler unwind the stack so the finally below runs
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self._uvicorn.run()
         finally:
@@ -133,3 +137,7 @@ def _check_port_free(host: str, port: int, setting: str) -> None:
             raise ConfigError(
                 f"cannot listen for HTTP on {host}:{port}: {exc.strerror} (set {setting})"
             ) from exc
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)

@@ -146,8 +146,12 @@ def worker_main(
     rt = Runtime.open(settings, run_migrations=False)
     registry = Registry.from_entry_points()
     owner = f"{os.uname().nodename}:{os.getpid()}:w{index}"
+    parent = os.getppid()
     log.info("worker %s started", owner)
     while True:
+        if os.getppid() != parent:  # the server died without stopping us: do not linger
+            log.warning("worker %s: the server process is gone, stopping", owner)
+            return
         try:
             if not run_one(rt, registry, owner, queues, current, started):
                 time.sleep(settings.poll_interval_s)
