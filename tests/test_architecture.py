@@ -17,6 +17,7 @@ PURE = [
     "algorithms/bright_region.py",
     "pipeline/routing.py",
     "pipeline/jobs.py",
+    "pipeline/inputs.py",
     "errors.py",
 ]
 IO_LIBRARIES = {

@@ -29,8 +29,7 @@ from pydicom.uid import (
 )
 
 from radsight.algorithms.bright_region import BrightRegionAlgorithm
-from radsight.algorithms.contract import ImageInput, StudyInput
-from radsight.dicom.pixels import frames_for_analysis
+from radsight.pipeline.inputs import study_input_from
 from radsight.results.report import AnalysisReport
 
 #: ../shared/data next to the repository, as tests/conftest.py finds it
@@ -209,24 +208,24 @@ def make_source(
     return ds
 
 
+def real_cq500(n: int) -> list[pydicom.Dataset]:
+    files = sorted((REAL_CT_JPEG_LOSSLESS / "series6_thin_0.625mm_every8th").glob("*.dcm"))[:n]
+    if not files:
+        pytest.skip(f"real CQ500 JPEG lossless CT absent under {REAL_CT_JPEG_LOSSLESS}")
+    return [pydicom.dcmread(f) for f in files]
+
+
+def real_orthanc_jpegls() -> list[pydicom.Dataset]:
+    path = ORTHANC_TESTS / "CT2_JLSN_JPEGLSNearLossless_1.2.840.10008.1.2.4.81.dcm"
+    if not path.exists():
+        pytest.skip(f"real JPEG-LS CT absent: {path}")
+    return [pydicom.dcmread(path)]
+
+
 def analyse(sources: list[pydicom.Dataset], thresholds: dict[str, float] | None = None):
     """Run the deterministic test algorithm on the sources, as the pipeline would."""
-    images = []
-    for ds in sources:
-        for frame_number, pixels in frames_for_analysis(ds):
-            images.append(
-                ImageInput(
-                    study_instance_uid=str(ds.StudyInstanceUID),
-                    series_instance_uid=str(ds.SeriesInstanceUID),
-                    sop_instance_uid=str(ds.SOPInstanceUID),
-                    sop_class_uid=str(ds.SOPClassUID),
-                    pixels=pixels,
-                    modality=str(ds.get("Modality", "")),
-                    frame_number=frame_number,
-                )
-            )
     algorithm = BrightRegionAlgorithm()
-    study = StudyInput(str(sources[0].StudyInstanceUID), "cxr", tuple(images))
+    study = study_input_from(sources, "cxr")
     algorithm.check(study)
     return AnalysisReport.from_analysis(algorithm, algorithm.analyse(study), thresholds)
 

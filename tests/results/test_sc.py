@@ -14,31 +14,17 @@ from radsight.errors import MissingPixelData
 from radsight.results import AnalysisReport, ReportedFinding, build_secondary_captures
 from radsight.results.sc import BELOW_THRESHOLD_COLOUR, POSITIVE_COLOUR
 from tests.results._sources import (
-    ORTHANC_TESTS,
-    REAL_CT_JPEG_LOSSLESS,
     analyse,
     assert_valid_iod,
     make_source,
     read_strict,
+    real_cq500,
+    real_orthanc_jpegls,
     to_bytes,
 )
 
 CAPTION = "AI marks, not a diagnosis - radsight-bright-region 1.0.0"
 SPEC = FindingSpec("bright-region", BRIGHT_REGION, threshold=0.5)
-
-
-def _real_cq500() -> list[pydicom.Dataset]:
-    files = sorted((REAL_CT_JPEG_LOSSLESS / "series6_thin_0.625mm_every8th").glob("*.dcm"))[:2]
-    if not files:
-        pytest.skip(f"real CQ500 JPEG lossless CT absent under {REAL_CT_JPEG_LOSSLESS}")
-    return [pydicom.dcmread(f) for f in files]
-
-
-def _real_orthanc_jpegls() -> list[pydicom.Dataset]:
-    path = ORTHANC_TESTS / "CT2_JLSN_JPEGLSNearLossless_1.2.840.10008.1.2.4.81.dcm"
-    if not path.exists():
-        pytest.skip(f"real JPEG-LS CT absent: {path}")
-    return [pydicom.dcmread(path)]
 
 
 SOURCE_SETS = {
@@ -48,8 +34,8 @@ SOURCE_SETS = {
     "multiframe": lambda: [make_source("multiframe")],
     "us-rgb": lambda: [make_source("us-rgb")],
     "three-images": lambda: [make_source(n) for n in ("ct-signed", "multiframe", "dx8")],
-    "real-ct-jpeg-lossless": _real_cq500,
-    "real-ct-jpeg-ls": _real_orthanc_jpegls,
+    "real-ct-jpeg-lossless": lambda: real_cq500(2),
+    "real-ct-jpeg-ls": real_orthanc_jpegls,
 }
 
 

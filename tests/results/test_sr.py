@@ -18,32 +18,18 @@ from radsight.errors import EncodingError
 from radsight.results import AnalysisReport, ReportedFinding, build_measurement_report
 from radsight.results.sr import OPERATING_THRESHOLD, PROBABILITY, STUDY_SCORE
 from tests.results._sources import (
-    ORTHANC_TESTS,
     REAL_CT_JPEG2000,
-    REAL_CT_JPEG_LOSSLESS,
     analyse,
     assert_valid_iod,
     dsrdump,
     make_source,
     read_strict,
+    real_cq500,
+    real_orthanc_jpegls,
     to_bytes,
 )
 
 SPEC = FindingSpec("bright-region", BRIGHT_REGION, threshold=0.5)
-
-
-def _real_cq500() -> list[pydicom.Dataset]:
-    files = sorted((REAL_CT_JPEG_LOSSLESS / "series6_thin_0.625mm_every8th").glob("*.dcm"))[:3]
-    if not files:
-        pytest.skip(f"real CQ500 JPEG lossless CT absent under {REAL_CT_JPEG_LOSSLESS}")
-    return [pydicom.dcmread(f) for f in files]
-
-
-def _real_orthanc_jpegls() -> list[pydicom.Dataset]:
-    path = ORTHANC_TESTS / "CT2_JLSN_JPEGLSNearLossless_1.2.840.10008.1.2.4.81.dcm"
-    if not path.exists():
-        pytest.skip(f"real JPEG-LS CT absent: {path}")
-    return [pydicom.dcmread(path)]
 
 
 def _one_study(*names: str) -> list[pydicom.Dataset]:
@@ -57,8 +43,8 @@ SOURCE_SETS = {
     "multiframe": lambda: _one_study("multiframe"),
     "us-rgb": lambda: _one_study("us-rgb"),
     "dx-and-cr-two-series": lambda: _one_study("dx16-mono2", "cr-mono1", "ct-signed"),
-    "real-ct-jpeg-lossless": _real_cq500,
-    "real-ct-jpeg-ls": _real_orthanc_jpegls,
+    "real-ct-jpeg-lossless": lambda: real_cq500(3),
+    "real-ct-jpeg-ls": real_orthanc_jpegls,
 }
 
 

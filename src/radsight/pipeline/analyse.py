@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import pydicom
 
-from radsight.algorithms.contract import Algorithm, ImageInput, StudyInput
+from radsight.algorithms.contract import Algorithm
 from radsight.algorithms.registry import Registry
-from radsight.dicom.pixels import frames_for_analysis
 from radsight.dicom.uids import result_uid
 from radsight.errors import (
     AlgorithmError,
@@ -28,6 +27,7 @@ from radsight.errors import (
     NotAnalysable,
     RadsightError,
 )
+from radsight.pipeline.inputs import study_input_from
 from radsight.pipeline.jobs import deliver_key
 from radsight.results import AnalysisReport, build_measurement_report, build_secondary_captures
 from radsight.runtime import Runtime
@@ -67,7 +67,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
                 datasets.append(pydicom.dcmread(io.BytesIO(rt.files.get(inst.storage_key))))
     t0 = time.perf_counter()
     try:
-        study_input = build_study_input(study, datasets)
+        study_input = study_input_from(datasets, study.study_type)
         algorithm.check(study_input)
     except (NotAnalysable, InstanceRejected) as exc:
         return _save_not_analysed(rt, job, study, algorithm, exc.message)
@@ -115,50 +115,6 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         seconds,
     )
     return Outcome("analysed" if new else "existing", row.id)
-
-
-def build_study_input(study: StudyRow, datasets: Sequence[pydicom.Dataset]) -> StudyInput:
-    images = []
-    for ds in datasets:
-        for frame_number, pixels in frames_for_analysis(ds):
-            spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-            images.append(
-                ImageInput(
-                    study_instance_uid=str(ds.StudyInstanceUID),
-                    series_instance_uid=str(ds.SeriesInstanceUID),
-                    sop_instance_uid=str(ds.SOPInstanceUID),
-                    sop_class_uid=str(ds.SOPClassUID),
-                    pixels=pixels,
-                    modality=str(ds.get("Modality", "") or ""),
-                    body_part_examined=str(ds.get("BodyPartExamined", "") or "").upper(),
-                    view_position=str(ds.get("ViewPosition", "") or "").upper(),
-                    image_laterality=str(
-                        ds.get("ImageLaterality", "") or ds.get("Laterality", "") or ""
-                    ),
-                    pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
-                    frame_number=frame_number,
-                    attributes={
-                        kw: ds.get(kw)
-                        for kw in (
-                            "PhotometricInterpretation",
-                            "BitsStored",
-                            "ImageType",
-                            "Manufacturer",
-                            "PatientAge",
-                            "PatientSex",
-                            "SliceThickness",
-                            "ImagePositionPatient",
-                            "ImageOrientationPatient",
-                            "ConvolutionKernel",
-                            "PresentationIntentType",
-                        )
-                        if kw in ds
-                    },
-                )
-            )
-    if not images:
-        raise NotAnalysable("the study has no images with pixel data")
-    return StudyInput(study.study_instance_uid, study.study_type, tuple(images))
 
 
 def _encode_and_store(
