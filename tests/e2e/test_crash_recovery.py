@@ -248,3 +248,36 @@ def test_failed_destination_retries_without_blocking_others(tmp_path, make_serve
     # the operator fixes the network and retries: nothing was dropped
     with server.http() as http:
         assert http.post(f"/api/jobs/{dead['id']}/retry").json()["state"] == "queued"
+
+
+def children_of(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_serve_stops_cleanly_with_its_workers(make_server, signal_name):
+    import os
+    import signal
+
+    server = make_server(workers=2)
+    server.start()
+    pid = server.proc.pid
+    workers = wait_for(
+        lambda: children_of(pid) if len(children_of(pid)) >= 2 else None, 30, "two worker processes"
+    )
+    os.kill(pid, getattr(signal, signal_name))
+    assert server.proc.wait(30) == 0
+    server.proc = None
+    wait_for(
+        lambda: not any(Path(f"/proc/{w}").exists() for w in workers), 15, "the workers to exit"
+    )
+    log = server.log()
+    assert "radsight stopped" in log and "Traceback" not in log
