@@ -177,6 +177,12 @@ def test_storescu_study_reaches_storescp_and_orthanc(tmp_path, make_server, stor
         sr_bytes = http.get(f"/api/results/{detail['results'][0]['id']}/files/0").content
         assert pydicom.dcmread(pydicom.filebase.DicomBytesIO(sr_bytes)).Modality == "SR"
     assert echoscu(server.dicom_port, calling="MODALITY1").returncode == 0
+    # one summary line per association and per job, and no patient data in the log
+    log = server.log()
+    assert "association from MODALITY1@127.0.0.1: 2 stored, 0 failed" in log
+    assert f"analysed study {study_uid}" in log
+    for value in (str(sent[0].PatientName), str(sent[0].PatientID), sent[0].PatientBirthDate):
+        assert value not in log, f"patient data {value!r} in the log"
 
 
 def test_resent_instance_is_idempotent(tmp_path, make_server, storescp):

@@ -133,7 +133,8 @@ def handle_echo(event: Event) -> int:
 
 def handle_requested(event: Event, rt: Runtime, callers: CallerDirectory) -> None:
     """Record associations that will be rejected for an unknown calling AE title."""
-    calling = event.assoc.requestor.primitive.calling_ae_title.strip()
+    primitive = event.assoc.requestor.primitive
+    calling = primitive.calling_ae_title.strip() if primitive is not None else ""
     try:
         known = callers.organisation_for(calling) is not None
     except Exception:
@@ -189,10 +190,13 @@ def handle_closed(event: Event) -> None:
 
 
 def _stats(event: Event) -> dict:
+    """Per-association counters for the one summary line logged when it closes."""
     assoc = event.assoc
-    if not hasattr(assoc, "_radsight_stats"):
-        assoc._radsight_stats = {"stored": 0, "failed": 0, "t0": time.monotonic()}
-    return assoc._radsight_stats  # type: ignore[no-any-return]
+    stats = getattr(assoc, "_radsight_stats", None)
+    if stats is None:
+        stats = {"stored": 0, "failed": 0, "t0": time.monotonic()}
+        setattr(assoc, "_radsight_stats", stats)  # noqa: B010 - pynetdicom has no slot for it
+    return stats
 
 
 def build_ae(rt: Runtime, callers: CallerDirectory | None = None) -> RadsightAE:

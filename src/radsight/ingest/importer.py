@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import zipfile
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ def iter_sources(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
             if info.file_size > MAX_MEMBER_BYTES:
                 yield info.filename, _too_big(info.filename, info.file_size)
                 continue
-            yield info.filename, (lambda i=info: zf.read(i))
+            yield info.filename, functools.partial(zf.read, info)
     elif path.is_file():
         yield path.name, path.read_bytes
     else:
