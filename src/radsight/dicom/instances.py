@@ -18,7 +18,12 @@ import pydicom
 from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from radsight.errors import (
     InstanceRejected,
@@ -116,12 +121,17 @@ def parse_part10(data: bytes, negotiated_sop_class_uid: str | None = None) -> Pa
         raise MalformedDicom(f"truncated or malformed DICOM ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # pydicom raises many kinds on garbage input
         raise MalformedDicom(f"undecodable DICOM ({type(exc).__name__}: {exc})") from exc
-    if not has_preamble:
-        if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
-            raise NotDicom("no DICM preamble and no SOP Class/Instance UID: not a DICOM file")
-        parsed = check_dataset(ds, b"", negotiated_sop_class_uid)
-        return dataclasses.replace(parsed, part10=_with_file_meta(ds))
-    return check_dataset(ds, data, negotiated_sop_class_uid)
+    try:
+        if not has_preamble:
+            if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
+                raise NotDicom("no DICM preamble and no SOP Class/Instance UID: not a DICOM file")
+            parsed = check_dataset(ds, b"", negotiated_sop_class_uid)
+            return dataclasses.replace(parsed, part10=_with_file_meta(ds))
+        return check_dataset(ds, data, negotiated_sop_class_uid)
+    except InstanceRejected:
+        raise
+    except Exception as exc:  # a value pydicom could parse but not interpret
+        raise MalformedDicom(f"undecodable DICOM ({type(exc).__name__}: {exc})") from exc
 
 
 def check_dataset(
@@ -149,11 +159,13 @@ def check_dataset(
         )
     if sop_class not in storage_sop_classes():
         raise UnsupportedSopClass(f"SOP Class {sop_class} is not a storage SOP class we accept")
+    tsyntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)
+    if not UID(tsyntax).is_transfer_syntax:
+        raise MalformedDicom(f"Transfer Syntax UID {tsyntax[:80]!r} is not a transfer syntax")
     if is_image_storage(sop_class):
         if not any(kw in ds for kw in _PIXEL_KEYWORDS):
             raise MissingPixelData(f"{UID(sop_class).name} instance has no Pixel Data (7FE0,0010)")
         _check_pixel_length(ds)
-    tsyntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)
     return ParsedInstance(
         dataset=ds,
         part10=part10,
@@ -220,6 +232,8 @@ def _force_full_parse(ds: Dataset) -> None:
     """pydicom parses lazily: touch every element so bad lengths fail here, not later."""
     for elem in ds.iterall():
         _ = elem.value
+    for elem in getattr(ds, "file_meta", None) or []:
+        _ = elem.value
 
 
 def _check_pixel_length(ds: Dataset) -> None:
@@ -253,9 +267,15 @@ def _with_file_meta(ds: Dataset) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "")
     meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
-    implicit, _little = getattr(ds, "original_encoding", (False, True))
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    implicit, little = getattr(ds, "original_encoding", (False, True))
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
     ds.file_meta = meta
     buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except (ValueError, TypeError, OverflowError, struct.error) as exc:
+        raise MalformedDicom(f"the data set cannot be stored as a DICOM file: {exc}") from exc
     return buf.getvalue()
