@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +36,34 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+#: the PostgreSQL server tests use (running on the machine and in CI; .ci/run starts it)
+POSTGRES = os.environ.get("RADSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: SQLite in a temporary folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'radsight.db'}"
+        return
+    import psycopg
+
+    name = f"radsight_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES} is not reachable ({exc}); .ci/run starts it")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{POSTGRES.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    """An embedded store (SQLite + directory) in a temporary folder, migrated."""
-    settings = load_settings(None, data_dir=tmp_path / "data")
+def runtime(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    """The store, migrated: SQLite (the embedded default) and PostgreSQL (scaled out)."""
+    settings = load_settings(None, data_dir=tmp_path / "data", database_url=database_url)
     rt = Runtime.open(settings)
     yield rt
     rt.close()

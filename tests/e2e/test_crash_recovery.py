@@ -119,7 +119,7 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(tmp_path, make_se
 
 
 def test_kill_9_while_analysing_gives_exactly_one_result(
-    tmp_path, make_server, storescp, plugin_dir
+    tmp_path, make_server, storescp, plugin_dir, database_url
 ):
     rules = write_rules(tmp_path / "rules.yaml", ["test-slow"])
     server = make_server(
@@ -128,6 +128,7 @@ def test_kill_9_while_analysing_gives_exactly_one_result(
             "PYTHONPATH": str(plugin_dir),
             "RADSIGHT_ROUTING_RULES": str(rules),
             "RADSIGHT_JOB_LEASE_S": "3",
+            "RADSIGHT_DATABASE_URL": database_url,
             "RADSIGHT_JOB_BACKOFF_S": "0.5",
         },
     )

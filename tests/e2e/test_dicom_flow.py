@@ -85,11 +85,13 @@ def register(server, destinations: list[tuple[str, str, int]], ae: str = "MODALI
         )
 
 
-def test_storescu_study_reaches_storescp_and_orthanc(tmp_path, make_server, storescp, orthanc):
+def test_storescu_study_reaches_storescp_and_orthanc(
+    tmp_path, make_server, storescp, orthanc, database_url
+):
     require_tool("storescu")
     require_tool("dciodvfy")
     require_tool("dsrdump")
-    server = make_server(workers=1)
+    server = make_server(workers=1, env={"RADSIGHT_DATABASE_URL": database_url})
     register(
         server,
         [

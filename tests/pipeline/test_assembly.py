@@ -26,16 +26,18 @@ def part10(ds: pydicom.Dataset) -> bytes:
     return buf.getvalue()
 
 
-def setup(tmp_path, quiet: float) -> tuple[Runtime, int]:  # type: ignore[no-untyped-def]
-    settings = load_settings(None, data_dir=tmp_path / "d", quiet_periods={"cxr": quiet})
+def setup(tmp_path, database_url, quiet: float) -> tuple[Runtime, int]:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        None, data_dir=tmp_path / "d", quiet_periods={"cxr": quiet}, database_url=database_url
+    )
     rt = Runtime.open(settings)
     with rt.db.session() as s:
         org_id = tenants.create_organisation(s, "Org", "Region").id
     return rt, org_id
 
 
-def test_study_waits_for_its_quiet_period(tmp_path):
-    rt, org = setup(tmp_path, quiet=0.6)
+def test_study_waits_for_its_quiet_period(tmp_path, database_url):
+    rt, org = setup(tmp_path, database_url, quiet=0.6)
     registry = Registry.from_entry_points()
     rules = load_rules(known_algorithms=registry.refs())
     study = generate_uid()
@@ -60,8 +62,8 @@ def test_study_waits_for_its_quiet_period(tmp_path):
     assert assemble_once(rt, registry, rules) == 0
 
 
-def test_unroutable_study_is_recorded_not_analysed_with_reason(tmp_path):
-    rt, org = setup(tmp_path, quiet=0.01)
+def test_unroutable_study_is_recorded_not_analysed_with_reason(tmp_path, database_url):
+    rt, org = setup(tmp_path, database_url, quiet=0.01)
     registry = Registry.from_entry_points()
     rules = parse_rules(
         'version: "1"\nrules: [{name: ct only, match: {modality: [CT]},'
@@ -77,8 +79,8 @@ def test_unroutable_study_is_recorded_not_analysed_with_reason(tmp_path):
         assert jobstore.list_jobs(s) == []
 
 
-def test_resent_instance_is_stored_once(tmp_path):
-    rt, org = setup(tmp_path, quiet=1)
+def test_resent_instance_is_stored_once(tmp_path, database_url):
+    rt, org = setup(tmp_path, database_url, quiet=1)
     data = part10(make_radiograph())
     first = accept_instance(rt, data, organisation_id=org)
     again = accept_instance(rt, data, organisation_id=org)
