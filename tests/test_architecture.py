@@ -40,6 +40,7 @@ HOMES = {
     "fastapi": ["api/"],
     "pynetdicom": ["ingest/", "delivery/", "cli/demo.py"],  # the demo plays modality and PACS
     "uvicorn": ["server.py"],
+    "celery": ["pipeline/celery_runner.py"],
 }
 
 

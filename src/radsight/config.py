@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     #: worker processes started by ``radsight serve`` (0: none, e.g. for gateways)
     workers: int = Field(2, ge=0, le=64)
+    #: embedded: serve's own worker processes poll the database; celery: gateways send
+    #: due jobs over the broker to ``radsight worker`` processes (docs/operations.md)
+    job_runner: str = Field("embedded", pattern="^(embedded|celery)$")
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    #: a queued job whose message was sent this long ago is sent again (lost messages)
+    redispatch_s: float = Field(60.0, gt=0)
     #: seconds of silence after the last instance before a study is ready, per study type
     quiet_periods: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_QUIET_PERIODS))
     default_quiet_period: float = Field(3.0, gt=0)

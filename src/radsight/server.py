@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 
@@ -36,6 +37,7 @@ class Server:
     _threads: list[threading.Thread] = field(default_factory=list)
     _dicom: object = None
     _pool: WorkerPool | None = None
+    _dispatcher: Any = None
     _uvicorn: uvicorn.Server | None = None
 
     @classmethod
@@ -60,7 +62,11 @@ class Server:
                 f"{self.settings.dicom_port}: {exc.strerror} (set RADSIGHT_DICOM_PORT)"
             ) from exc
         self.dicom_port = self._dicom.server_address[1]  # type: ignore[attr-defined]
-        if self.settings.workers:
+        if self.settings.job_runner == "celery":
+            from radsight.pipeline.celery_runner import Dispatcher
+
+            self._dispatcher = Dispatcher(self.settings)
+        elif self.settings.workers:
             self._pool = WorkerPool(self.settings, self.rt, self.settings.workers)
             self._pool.start()
         t = threading.Thread(target=self._scheduler, name="radsight-scheduler", daemon=True)
@@ -103,6 +109,8 @@ class Server:
         while not self._stop.wait(self.settings.poll_interval_s):
             try:
                 assemble_once(self.rt, self.registry, self.rules)
+                if self._dispatcher is not None:
+                    self._dispatcher.dispatch(self.rt)
                 if self._pool is not None:
                     self._pool.supervise()
                 if time.monotonic() - last_reap > 2.0:

@@ -99,6 +99,24 @@ def serve(
 
 
 @cli.command()
+@click.option("--queues", help="comma-separated queues (default: all analyse.* and delivery)")
+@click.option("--concurrency", type=int, default=2, show_default=True, help="processes")
+@pass_ctx
+@_fail_cleanly
+def worker(c: _Ctx, queues: str | None, concurrency: int) -> None:
+    """Run a Celery worker that analyses and delivers (job_runner = "celery")."""
+    from radsight.logs import configure_logging
+    from radsight.pipeline.celery_runner import QUEUES, run_worker
+
+    configure_logging(c.settings)
+    chosen = [q.strip() for q in queues.split(",")] if queues else QUEUES
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if unknown:
+        raise click.BadParameter(f"unknown queues {unknown}; known: {', '.join(QUEUES)}")
+    run_worker(c.settings, chosen, concurrency)
+
+
+@cli.command()
 @pass_ctx
 @_fail_cleanly
 def migrate(c: _Ctx) -> None:

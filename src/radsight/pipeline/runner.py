@@ -82,7 +82,7 @@ def run_one(
     current: Synchronized | None = None,
     started: Synchronized | None = None,
 ) -> bool:
-    """Claim and run one job; return False when the queue was empty."""
+    """Claim the oldest runnable job and run it; return False when the queue was empty."""
     with rt.db.session() as s:
         job = jobstore.claim_job(s, owner, rt.settings.job_lease_s, queues)
     if job is None:
@@ -90,33 +90,54 @@ def run_one(
     if current is not None and started is not None:
         started.value = time.time()
         current.value = job.id
+    try:
+        run_claimed(rt, registry, job, owner)
+    finally:
+        if current is not None:
+            current.value = 0
+    return True
+
+
+def run_claimed(
+    rt: Runtime,
+    registry: Registry,
+    job: JobRow,
+    owner: str,
+    interruptions: tuple[type[BaseException], ...] = (),
+) -> str:
+    """Run a job this worker has claimed, keep its lease alive, record how it ended.
+
+    Shared by the embedded workers and the Celery task. ``interruptions`` are exceptions
+    a runner raises into the job to stop it (Celery's soft time limit): they fail the job
+    with ``time_limit_exceeded``.
+    """
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(rt, job.id, owner, stop), daemon=True)
     beat.start()
     t0 = time.perf_counter()
     try:
         outcome = execute_job(rt, registry, job)
+    except interruptions:
+        stop.set()
+        timeout = AlgorithmTimeout(f"ran past its {job.time_limit_s:.0f} s limit")
+        return fail(rt, job, timeout, owner)
     except Exception as exc:  # the job loop's one catch-all: record and go on
         stop.set()
-        fail(rt, job, exc, owner)
-    else:
-        stop.set()
-        with rt.db.session() as s:
-            jobstore.finish_job(s, job.id, owner)
-        log.info(
-            "job %d %s study=%d %s%s done in %.2f s: %s",
-            job.id,
-            job.kind,
-            job.study_id,
-            job.algorithm_name,
-            f" dest={job.destination_id}" if job.destination_id else "",
-            time.perf_counter() - t0,
-            outcome,
-        )
-    finally:
-        if current is not None:
-            current.value = 0
-    return True
+        return fail(rt, job, exc, owner)
+    stop.set()
+    with rt.db.session() as s:
+        jobstore.finish_job(s, job.id, owner)
+    log.info(
+        "job %d %s study=%d %s%s done in %.2f s: %s",
+        job.id,
+        job.kind,
+        job.study_id,
+        job.algorithm_name,
+        f" dest={job.destination_id}" if job.destination_id else "",
+        time.perf_counter() - t0,
+        outcome,
+    )
+    return "done"
 
 
 def _heartbeat(rt: Runtime, job_id: int, owner: str, stop: threading.Event) -> None:

@@ -60,6 +60,49 @@ def claim_job(
     return row
 
 
+def claim_job_by_id(s: Session, job_id: int, owner: str, lease_s: float) -> JobRow | None:
+    """Take one named job if it is still queued and due (a runner was told to run it)."""
+    now = utcnow()
+    res = s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.state == "queued", JobRow.run_after <= now)
+        .values(
+            state="running",
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=JobRow.attempts + 1,
+            started_at=now,
+        )
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = s.get(JobRow, job_id)
+    s.refresh(row)
+    return row
+
+
+def jobs_to_dispatch(s: Session, redispatch_s: float, limit: int = 500) -> list[JobRow]:
+    """Queued, due jobs that no runner has been told about since they became due."""
+    now = utcnow()
+    q = (
+        select(JobRow)
+        .where(JobRow.state == "queued", JobRow.run_after <= now)
+        .where(
+            (JobRow.dispatched_at.is_(None))
+            | (JobRow.dispatched_at < JobRow.run_after)
+            | (JobRow.dispatched_at < now - timedelta(seconds=redispatch_s))
+        )
+        .order_by(JobRow.run_after, JobRow.id)
+        .limit(limit)
+    )
+    return list(s.scalars(q))
+
+
+def mark_dispatched(s: Session, job_ids: list[int]) -> None:
+    if job_ids:
+        s.execute(update(JobRow).where(JobRow.id.in_(job_ids)).values(dispatched_at=utcnow()))
+
+
 def renew_lease(s: Session, job_id: int, owner: str, lease_s: float) -> bool:
     res = s.execute(
         update(JobRow)

@@ -170,6 +170,8 @@ class JobRow(Base):
     time_limit_s: Mapped[float] = mapped_column(Float, default=120.0)
     run_after: Mapped[datetime] = _ts()
     lease_owner: Mapped[str] = mapped_column(String(128), default="")
+    #: when a message-queue runner (Celery) was last told to run it
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     error_code: Mapped[str] = mapped_column(String(64), default="")
     error: Mapped[str] = mapped_column(Text, default="")

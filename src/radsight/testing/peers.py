@@ -74,6 +74,7 @@ class RadsightProcess:
         self.workers = workers
         self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
+        self.celery_workers: list[subprocess.Popen] = []
         self.log_path = self.data_dir / "serve.log"
 
     @property
@@ -94,14 +95,16 @@ class RadsightProcess:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``radsight ARGS`` against this server's data directory."""
-        return subprocess.run(
+        res = subprocess.run(
             [sys.executable, "-m", "radsight.cli.main", *args],
             env=self.env(),
             capture_output=True,
             text=True,
-            check=check,
             timeout=120,
         )
+        if check and res.returncode != 0:
+            raise RuntimeError(f"radsight {' '.join(args)} failed: {res.stderr.strip()}")
+        return res
 
     def start(self, timeout: float = 60) -> RadsightProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,27 @@ class RadsightProcess:
         _wait(lambda: port_open(self.dicom_port), timeout, "radsight DICOM port", self.proc)
         return self
 
+    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
+        """A ``radsight worker`` (Celery) on the same database, files and broker."""
+        log = open(self.data_dir / "worker.log", "a")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "radsight.cli.main", "worker", f"--concurrency={concurrency}"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.celery_workers.append(proc)
+        return proc
+
     def stop(self) -> None:
+        for worker in self.celery_workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                try:
+                    worker.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:

@@ -1,0 +1,122 @@
+"""Scale-out: gateways dispatch jobs over RabbitMQ to Celery workers, on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import uuid
+
+import pytest
+
+from radsight.testing.peers import storescu
+from tests.conftest import write_rules
+from tests.e2e.test_crash_recovery import sr_uids_at, write_series
+from tests.e2e.test_dicom_flow import register, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def broker_url():  # type: ignore[no-untyped-def]
+    """A RabbitMQ virtual host of its own for each test (RabbitMQ runs on the machine)."""
+    vhost = f"radsight-test-{uuid.uuid4().hex[:8]}"
+    try:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.fail(f"RabbitMQ is not usable ({exc}); .ci/run starts it")
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    rabbitmqctl("delete_vhost", vhost)
+
+
+def celery_server(make_server, tmp_path, plugin_dir, broker_url, database_url, algorithms):  # type: ignore[no-untyped-def]
+    rules = write_rules(tmp_path / "rules.yaml", algorithms)
+    return make_server(
+        workers=0,
+        env={
+            "PYTHONPATH": str(plugin_dir),
+            "RADSIGHT_ROUTING_RULES": str(rules),
+            "RADSIGHT_JOB_RUNNER": "celery",
+            "RADSIGHT_BROKER_URL": broker_url,
+            "RADSIGHT_DATABASE_URL": database_url,
+            "RADSIGHT_JOB_LEASE_S": "3",
+            "RADSIGHT_JOB_BACKOFF_S": "0.5",
+            "RADSIGHT_JOB_MAX_ATTEMPTS": "2",
+        },
+    )
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_celery_worker_analyses_and_delivers(
+    tmp_path, make_server, storescp, plugin_dir, broker_url, database_url
+):
+    server = celery_server(
+        make_server,
+        tmp_path,
+        plugin_dir,
+        broker_url,
+        database_url,
+        ["radsight-bright-region", "test-poison"],
+    )
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    server.start_worker(concurrency=1)
+    write_series(tmp_path / "study", 2)
+    assert storescu(server.dicom_port, tmp_path / "study", calling="MODALITY1").returncode == 0
+    wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 1, 120, "the SR via a Celery worker")
+
+    def settled() -> dict | None:
+        with server.http() as http:
+            jobs = {j["algorithm_name"] or "deliver": j for j in http.get("/api/jobs").json()}
+        ended = all(j["state"] in ("done", "dead", "failed") for j in jobs.values())
+        return jobs if len(jobs) == 3 and ended else None
+
+    jobs = wait_for(settled, 120, "every job ended")
+    assert jobs["radsight-bright-region"]["state"] == "done"
+    assert jobs["deliver"]["state"] == "done"
+    poison = jobs["test-poison"]
+    assert poison["state"] == "dead" and poison["attempts"] == 2
+    assert "always crashes" in poison["error"]
+    assert "celery" in (server.data_dir / "worker.log").read_text().lower()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_kill_9_of_a_celery_worker_mid_job_runs_it_exactly_once(
+    tmp_path, make_server, storescp, plugin_dir, broker_url, database_url
+):
+    server = celery_server(
+        make_server, tmp_path, plugin_dir, broker_url, database_url, ["test-slow"]
+    )
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    first = server.start_worker(concurrency=1)
+    write_series(tmp_path / "study", 1)
+    assert storescu(server.dicom_port, tmp_path / "study", calling="MODALITY1").returncode == 0
+
+    def running() -> bool:
+        with server.http() as http:
+            return bool(http.get("/api/jobs", params={"state": "running"}).json())
+
+    wait_for(running, 60, "the analysis running on the worker")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    server.start_worker(concurrency=1)
+
+    def delivered() -> bool:
+        with server.http() as http:
+            jobs = http.get("/api/jobs").json()
+        return any(j["kind"] == "deliver" and j["state"] == "done" for j in jobs)
+
+    wait_for(delivered, 120, "the result delivered by the second worker")
+    with server.http() as http:
+        jobs = http.get("/api/jobs").json()
+        results = http.get("/api/results").json()
+    (analysis,) = [j for j in jobs if j["kind"] == "analyse"]
+    assert analysis["state"] == "done" and analysis["attempts"] == 2
+    assert len(results) == 1
+    assert len(sr_uids_at(storescp.out_dir)) == 1
