@@ -120,3 +120,56 @@ def test_kill_9_of_a_celery_worker_mid_job_runs_it_exactly_once(
     assert analysis["state"] == "done" and analysis["attempts"] == 2
     assert len(results) == 1
     assert len(sr_uids_at(storescp.out_dir)) == 1
+
+
+def pg_restart() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_broker_and_database_restarts_lose_nothing(
+    tmp_path, make_server, storescp, plugin_dir, broker_url, database_url
+):
+    server = celery_server(
+        make_server, tmp_path, plugin_dir, broker_url, database_url, ["radsight-bright-region"]
+    )
+    server.extra_env["RADSIGHT_REDISPATCH_S"] = "3"
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    server.start_worker(concurrency=1)
+    studies = {name: write_series(tmp_path / name, 3) for name in ("before", "rabbit", "pg")}
+    assert storescu(server.dicom_port, tmp_path / "before", calling="MODALITY1").returncode == 0
+    wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 1, 120, "the first SR")
+
+    # RabbitMQ goes away: studies are still received and stored; analysed once it is back
+    rabbitmqctl("stop_app")
+    try:
+        res = storescu(server.dicom_port, tmp_path / "rabbit", calling="MODALITY1")
+        assert res.returncode == 0, res.stderr
+    finally:
+        rabbitmqctl("start_app")
+    wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 2, 180, "the SR after RabbitMQ came back")
+
+    # PostgreSQL restarts while a study arrives: what was not acknowledged is sent again
+    pg_restart()
+    for _attempt in range(10):
+        if storescu(server.dicom_port, tmp_path / "pg", calling="MODALITY1").returncode == 0:
+            break
+    wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 3, 180, "the SR after PostgreSQL")
+
+    with server.http() as http:
+        stored = {
+            inst["sop_instance_uid"]
+            for st in http.get("/api/studies").json()
+            for inst in http.get(f"/api/studies/{st['id']}").json()["instances"]
+        }
+        results = http.get("/api/results").json()
+    sent = {str(ds.SOPInstanceUID) for series in studies.values() for ds in series}
+    assert stored == sent
+    assert len(results) == 3 and all(r["status"] == "analysed" for r in results)
