@@ -42,22 +42,7 @@ def claim_job(
     job_id = s.scalar(q)
     if job_id is None:
         return None
-    res = s.execute(
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.state == "queued")
-        .values(
-            state="running",
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=JobRow.attempts + 1,
-            started_at=now,
-        )
-    )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    row = s.get(JobRow, job_id)
-    s.refresh(row)
-    return row
+    return claim_job_by_id(s, job_id, owner, lease_s)
 
 
 def claim_job_by_id(s: Session, job_id: int, owner: str, lease_s: float) -> JobRow | None:
