@@ -300,20 +300,9 @@ def _finding_groups(
     | hd.sr.MeasurementsAndQualitativeEvaluations
 ]:
     finding_type = _coded(finding.spec.code)
-    measurements = [
-        hd.sr.Measurement(
-            name=PROBABILITY,
-            value=float(finding.probability),
-            unit=NO_UNITS,
-            algorithm_id=algorithm_id,
-        ),
-        hd.sr.Measurement(
-            name=OPERATING_THRESHOLD,
-            value=float(finding.threshold),
-            unit=NO_UNITS,
-            algorithm_id=algorithm_id,
-        ),
-    ]
+    measurements = _score_and_threshold(
+        PROBABILITY, finding.probability, finding.threshold, algorithm_id
+    )
     call = hd.sr.QualitativeEvaluation(
         name=finding_type, value=PRESENT if finding.positive else ABSENT
     )
@@ -358,6 +347,21 @@ def _finding_groups(
     return groups
 
 
+def _score_and_threshold(
+    name: hd.sr.CodedConcept,
+    score: float,
+    threshold: float,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> list[hd.sr.Measurement]:
+    """A score (unitless, TID 300) and the operating threshold in force beside it."""
+    return [
+        hd.sr.Measurement(
+            name=concept, value=float(value), unit=NO_UNITS, algorithm_id=algorithm_id
+        )
+        for concept, value in ((name, score), (OPERATING_THRESHOLD, threshold))
+    ]
+
+
 def _study_group(
     report: AnalysisReport,
     algorithm_id: hd.sr.AlgorithmIdentification,
@@ -366,20 +370,9 @@ def _study_group(
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(sop_instance_uid, "study", 0),
         algorithm_id=algorithm_id,
-        measurements=[
-            hd.sr.Measurement(
-                name=STUDY_SCORE,
-                value=float(report.study_score),
-                unit=NO_UNITS,
-                algorithm_id=algorithm_id,
-            ),
-            hd.sr.Measurement(
-                name=OPERATING_THRESHOLD,
-                value=float(report.study_threshold),
-                unit=NO_UNITS,
-                algorithm_id=algorithm_id,
-            ),
-        ],
+        measurements=_score_and_threshold(
+            STUDY_SCORE, report.study_score, report.study_threshold, algorithm_id
+        ),
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 name=OVERALL_ASSESSMENT,
