@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     ae_title: str = Field("RADSIGHT", min_length=1, max_length=16)
     http_port: int = Field(8042, ge=0, le=65535)
     http_host: str = "127.0.0.1"
+    #: a web session ends this long after sign-in, or after this long without a request
+    session_lifetime_s: float = Field(12 * 3600.0, gt=0)
+    session_idle_s: float = Field(30 * 60.0, gt=0)
+    #: send session cookies only over HTTPS (turn on behind a TLS-terminating proxy)
+    secure_cookies: bool = False
     #: worker processes started by ``radsight serve`` (0: none, e.g. for gateways)
     workers: int = Field(2, ge=0, le=64)
     #: embedded: serve's own worker processes poll the database; celery: gateways send

@@ -21,6 +21,8 @@ that the edges map to their protocol in exactly one place each:
     │   ├── SopClassMismatch         data set SOP class differs from the negotiated one
     │   └── MissingPixelData         an image SOP class without pixel data
     ├── UnknownCaller                calling AE title not registered to any organisation
+    ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one
+    ├── Forbidden                    signed in, but the role may not do this (or bad CSRF)
     ├── NotFound                     an entity that does not exist (or is another tenant's)
     ├── Conflict                     an entity that already exists
     ├── StorageError                 the file or database write failed (out of resources)
@@ -85,6 +87,14 @@ class MissingPixelData(InstanceRejected):
 
 class UnknownCaller(RadsightError):
     code = "unknown_calling_ae_title"
+
+
+class NotAuthenticated(RadsightError):
+    code = "not_authenticated"
+
+
+class Forbidden(RadsightError):
+    code = "forbidden"
 
 
 class NotFound(RadsightError):

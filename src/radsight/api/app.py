@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: HTTP status per error code; anything else is a 400 (client) or 500 (ours)
 HTTP_STATUS = {
+    "not_authenticated": 401,
+    "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
     "config_error": 422,

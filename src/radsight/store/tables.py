@@ -74,6 +74,11 @@ class StudyRow(Base):
     __table_args__ = (
         UniqueConstraint("organisation_id", "study_instance_uid"),
         Index("ix_studies_state_ready", "state", "ready_at"),
+        Index("ix_studies_worklist", "organisation_id", "urgent", "ai_score", "id"),
+        Index("ix_studies_received", "organisation_id", "first_received_at"),
+        Index("ix_studies_patient_id", "organisation_id", "patient_id"),
+        Index("ix_studies_study_date", "organisation_id", "study_date"),
+        Index("ix_studies_accession", "organisation_id", "accession_number"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
@@ -94,6 +99,29 @@ class StudyRow(Base):
     ready_at: Mapped[datetime] = _ts()
     routed_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     rules_version: Mapped[str] = mapped_column(String(64), default="")
+    # --- what the worklist and QIDO-RS search on (copied from the first instance) ---
+    patient_name: Mapped[str] = mapped_column(String(256), default="")
+    #: upper-case, '^' as space: what fuzzy name matching compares against
+    patient_name_search: Mapped[str] = mapped_column(String(256), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    #: the DICOM StudyID (0020,0010), not this row's id
+    dicom_study_id: Mapped[str] = mapped_column(String(16), default="")
+    study_time: Mapped[str] = mapped_column(String(32), default="")
+    referring_physician_name: Mapped[str] = mapped_column(String(256), default="")
+    #: every modality of the study, backslash-separated (ModalitiesInStudy)
+    modalities_in_study: Mapped[str] = mapped_column(String(64), default="")
+    num_series: Mapped[int] = mapped_column(Integer, default=0)
+    # --- worklist priority (denormalised from results and verdicts for fast paging) ---
+    #: highest study score over the study's analysed results; NULL until analysed
+    ai_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: an urgent finding (e.g. intracranial haemorrhage) is over its threshold
+    urgent: Mapped[bool] = mapped_column(default=False)
+    #: "" -> reviewed | repeat_requested, set by the radiologist's verdicts
+    review_state: Mapped[str] = mapped_column(String(16), default="")
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
 
 
 class SeriesRow(Base):
@@ -106,6 +134,8 @@ class SeriesRow(Base):
     modality: Mapped[str] = mapped_column(String(16), default="")
     body_part_examined: Mapped[str] = mapped_column(String(16), default="")
     series_description: Mapped[str] = mapped_column(String(64), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    num_instances: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class InstanceRow(Base):
@@ -126,6 +156,8 @@ class InstanceRow(Base):
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = _ts()
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    number_of_frames: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class RejectionRow(Base):
@@ -202,3 +234,181 @@ class ResultRow(Base):
     output_keys: Mapped[list] = mapped_column(JSON, default=list)
     analysis_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = _ts()
+
+
+# --------------------------------------------------------------------------------------
+# People, credentials and what they did (the review issue)
+
+
+class UserRow(Base):
+    """A person who signs in to the web app. Roles: radiologist, org_admin, supervisor."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    #: a supervisor with a region sees every organisation of that region (dashboards)
+    region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id"), nullable=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    role: Mapped[str] = mapped_column(String(32))
+    #: argon2id, never the password itself
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = _ts()
+    password_changed_at: Mapped[datetime] = _ts()
+
+
+class ApiTokenRow(Base):
+    """A bearer token for a user or for a system (a PACS, a script); only its hash is kept."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id"), nullable=True, index=True
+    )
+    #: NULL for a system token
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    name: Mapped[str] = mapped_column(String(64))
+    #: the first characters of the token, to tell tokens apart in listings
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: radiologist | org_admin | supervisor | admin (platform-wide, organisation NULL)
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = _ts()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+
+class WebSessionRow(Base):
+    """A signed-in browser: the cookie holds a random id whose hash is kept here."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _ts()
+    expires_at: Mapped[datetime] = _ts()
+    last_seen_at: Mapped[datetime] = _ts()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+
+class VerdictRow(Base):
+    """A physician's verdict. Never updated: a change is a new row that supersedes the old.
+
+    kind: ``finding`` (value agree | disagree | unsure, finding_key set), ``study`` (value
+    normal | abnormal), ``conclusion`` (text), ``repeat`` (request a repeat scan; text is the
+    reason).
+    """
+
+    __tablename__ = "verdicts"
+    __table_args__ = (Index("ix_verdicts_org_created", "organisation_id", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id"), nullable=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    algorithm_name: Mapped[str] = mapped_column(String(64), default="")
+    algorithm_version: Mapped[str] = mapped_column(String(32), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    finding_key: Mapped[str] = mapped_column(String(64), default="")
+    value: Mapped[str] = mapped_column(String(16), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("verdicts.id"), nullable=True)
+    created_at: Mapped[datetime] = _ts()
+
+
+class AuditEventRow(Base):
+    """Who did what, when: opened a study, gave a verdict, signed in, changed a threshold."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_org_created", "organisation_id", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id"), nullable=True
+    )
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    #: username or token name, kept even if the user is removed
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), nullable=True)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = _ts()
+
+
+# --------------------------------------------------------------------------------------
+# Quality (the quality monitoring issue)
+
+
+class EvaluationRow(Base):
+    """A calibration test of one algorithm version on a labelled reference set."""
+
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    algorithm_name: Mapped[str] = mapped_column(String(64))
+    algorithm_version: Mapped[str] = mapped_column(String(32))
+    reference_name: Mapped[str] = mapped_column(String(256))
+    #: running -> done | failed
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    num_studies: Mapped[int] = mapped_column(Integer, default=0)
+    passed: Mapped[bool | None] = mapped_column(nullable=True)
+    #: headline figures, per-subgroup table, warnings (JSON)
+    summary: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: object-store key of the HTML report
+    report_key: Mapped[str] = mapped_column(String(512), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = _ts()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+
+class ThresholdRow(Base):
+    """An operating threshold. Append-only: the newest row for a key is in force."""
+
+    __tablename__ = "thresholds"
+    __table_args__ = (
+        Index("ix_thresholds_key", "algorithm_name", "algorithm_version", "organisation_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    algorithm_name: Mapped[str] = mapped_column(String(64))
+    algorithm_version: Mapped[str] = mapped_column(String(32))
+    #: NULL: every organisation without its own
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id"), nullable=True
+    )
+    #: "" for the study-level threshold
+    finding_key: Mapped[str] = mapped_column(String(64), default="")
+    value: Mapped[float] = mapped_column(Float)
+    #: default | youden | target_sensitivity | target_specificity | manual
+    method: Mapped[str] = mapped_column(String(32))
+    target: Mapped[float | None] = mapped_column(Float, nullable=True)
+    evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id"), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = _ts()
+
+
+class AlertRow(Base):
+    """A quality alert (clinical, technical, drift, calibration), raised once per key."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_open", "resolved_at", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: clinical | technical | drift | calibration
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16), default="warning")
+    #: what makes two alerts the same alert (no new row while one is open)
+    key: Mapped[str] = mapped_column(String(255), index=True)
+    algorithm_name: Mapped[str] = mapped_column(String(64), default="")
+    algorithm_version: Mapped[str] = mapped_column(String(32), default="")
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id"), nullable=True
+    )
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = _ts()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    #: webhook delivery: "" (none configured) | pending | sent | failed
+    webhook_state: Mapped[str] = mapped_column(String(16), default="")

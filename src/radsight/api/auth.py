@@ -1,0 +1,78 @@
+"""Who is calling: a bearer token (systems, scripts, DICOMweb clients) or a web session.
+
+Every route except ``/health`` and the sign-in page depends on :data:`PrincipalDep`.
+
+- ``Authorization: Bearer rst_...``: a token made with ``radsight token add`` or by an
+  organisation admin; no cookie, so no CSRF check.
+- the ``radsight_session`` cookie set at sign-in: a state-changing request (POST, PUT,
+  PATCH, DELETE) must also carry the session's CSRF token, in the ``X-CSRF-Token`` header
+  or a ``csrf_token`` form field.
+
+Failures are :class:`NotAuthenticated` (401) or :class:`Forbidden` (403), turned into
+problem+json by the one handler in :mod:`radsight.api.app`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from radsight.api.deps import RuntimeDep
+from radsight.errors import Forbidden, NotAuthenticated
+from radsight.store import people
+from radsight.store.people import Principal
+
+SESSION_COOKIE = "radsight_session"
+CSRF_HEADER = "X-CSRF-Token"
+_UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise NotAuthenticated("use 'Authorization: Bearer <token>'")
+        with rt.db.session() as s:
+            principal = people.resolve_token(s, credentials.strip())
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        with rt.db.session() as s:
+            web = people.resolve_session(s, cookie, rt.settings.session_idle_s)
+        if request.method in _UNSAFE:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not sent and "form" in request.headers.get("content-type", ""):
+                sent = str((await request.form()).get("csrf_token", ""))
+            if not sent or not secrets.compare_digest(sent, web.csrf_token):
+                raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+        request.state.csrf_token = web.csrf_token
+        request.state.display_name = web.display_name
+        principal = web.principal
+    else:
+        raise NotAuthenticated("sign in, or send 'Authorization: Bearer <token>'")
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_role(*roles: str) -> Callable[..., Principal]:
+    """A dependency that lets through only these roles (``admin`` always passes)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role != "admin" and principal.role not in roles:
+            raise Forbidden(f"this needs the role {' or '.join(roles)}; you are {principal.role}")
+        return principal
+
+    return check
+
+
+AdminDep = Annotated[Principal, Depends(require_role())]
+OrgAdminDep = Annotated[Principal, Depends(require_role("org_admin"))]
+SupervisorDep = Annotated[Principal, Depends(require_role("supervisor", "org_admin"))]
