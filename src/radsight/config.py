@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from radsight.errors import ConfigError
 
 #: RADSIGHT_* variables that are not settings: the config file path, and tools' own
-NOT_SETTINGS = {"config", "dcmtk_bin", "shared_data"}
+NOT_SETTINGS = {"config", "dcmtk_bin", "shared_data", "xrv_model_dir"}
 DEFAULT_QUIET_PERIODS = {"cxr": 2.0, "flg": 2.0, "mmg": 3.0, "ct-chest": 5.0, "ct-brain": 5.0}
 
 

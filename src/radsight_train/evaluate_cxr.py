@@ -249,6 +249,7 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
         for r in res[n]
     ]
     nonchest = res["nonchest-test"]
+    m["subgroups"] = _subgroups(data_root, res, sub, thresholds, n_boot)
     m["input_checks"] = {
         "chest_images_refused": wilson(sum(bool(r.refused) for r in chest), len(chest)),
         "nonchest_images_refused": wilson(sum(bool(r.refused) for r in nonchest), len(nonchest)),
@@ -283,6 +284,78 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
     (out / "metrics.json").write_text(json.dumps(m, indent=2, default=float) + "\n")
     _print(m)
     return m
+
+
+#: why there is no per-view figure (issue 7 asks for PA vs AP where the data tells)
+NO_VIEW_LABELS = (
+    "not measurable: none of the staged sets records the view. COVID-QU-Ex and Kermany "
+    "ship PNG/JPEG without DICOM headers or a view column, and COVID-QU-Ex file names "
+    "cannot be traced to RSNA patientIds (whose DICOM headers carry ViewPosition); "
+    "TBX11K has no view field either. The sets are described as frontal (PA or AP)."
+)
+
+
+def _covid_sources(data_root: Path) -> dict[str, str]:
+    """COVID-QU-Ex file -> the collection its perceptual hash matched (SOURCE.md)."""
+    import csv
+
+    base = data_root / "cxr" / "covid-qu-ex-adult"
+    with open(base / "labels.csv", newline="") as f:
+        return {str(base / r["file"]): r["matched_source"] for r in csv.DictReader(f)}
+
+
+def _tb_splits(data_root: Path) -> dict[str, str]:
+    import csv
+
+    base = data_root / "cxr" / "tbx11k-tb-boxes-256"
+    with open(base / "labels.csv", newline="") as f:
+        return {str(base / r["file"]): r["official_split"] for r in csv.DictReader(f)}
+
+
+def _subgroups(data_root: Path, res: dict, sub, thresholds: dict, n_boot: int) -> dict:
+    """Figures per source (and per view, which the data does not tell)."""
+    covid_src = _covid_sources(data_root)
+    tb_split = _tb_splits(data_root)
+    normal = sub("adult-test", "Normal")
+    covid = sub("adult-test", "COVID-19")
+    by_db = [r for r in covid if covid_src.get(str(r.item.path)) == "COVID-19_Radiography_DB_COVID"]
+    other = [r for r in covid if r not in by_db]
+    tb = [r for r in res["tb-external"] if not r.refused]
+    ped_normal = sub("pediatric-test", "normal")
+    return {
+        "view (PA vs AP)": NO_VIEW_LABELS,
+        "source": {
+            "RSNA / NIH ChestX-ray14 (USA; adult test Non-COVID vs Normal)": {
+                "abnormal_vs_normal": _auc_entry(sub("adult-test", "Non-COVID"), normal, n_boot),
+                "operating_points": _operating(sub("adult-test", "Non-COVID"), normal, thresholds),
+            },
+            "COVID-19 Radiography Database (BIMCV/PadChest, SIRM, GitHub; adult test COVID-19,"
+            " positives only)": {"sensitivity": _operating(by_db, [], thresholds)},
+            "COVID-19 of unknown collection (no hash match; adult test, positives only)": {
+                "sensitivity": _operating(other, [], thresholds)
+            },
+            "Kermany, Guangzhou (pediatric test)": {
+                "abnormal_vs_normal": _auc_entry(
+                    sub("pediatric-test", "bacteria", "virus"), ped_normal, n_boot
+                ),
+                "operating_points": _operating(
+                    sub("pediatric-test", "bacteria", "virus"), ped_normal, thresholds
+                ),
+            },
+            "TBX11K, Chinese hospitals (external, TB-positive only)": {
+                f"official {split} split": _operating(
+                    [r for r in tb if tb_split.get(str(r.item.path)) == split], [], thresholds
+                )
+                for split in ("train", "val")
+            }
+            | {
+                f"subtype {kind}": _operating(
+                    [r for r in tb if r.item.subgroup == kind], [], thresholds
+                )
+                for kind in ("active", "both", "obsolete")
+            },
+        },
+    }
 
 
 def _print(m: dict, indent: int = 0) -> None:

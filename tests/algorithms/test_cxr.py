@@ -7,6 +7,7 @@ Needs the shared data (``../shared/data`` beside the repository, or
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -258,3 +259,37 @@ def test_empty_study_is_refused() -> None:
 )
 def test_is_fluorography(attributes: dict, expected: bool) -> None:
     assert is_fluorography(attributes) is expected
+
+
+@needs_data
+def test_evaluation_reports_tb_external_localisation_and_subgroups(tmp_path, capsys) -> None:
+    """A smoke run of ``radsight-train evaluate cxr`` (every set thinned to ~12 images)."""
+    pytest.importorskip("matplotlib", reason="the evaluation draws PNGs (train extra)")
+    if not (CXR / "tbx11k-tb-boxes-256").is_dir():
+        pytest.skip("TBX11K not found under the shared data")
+    from radsight_train.__main__ import main
+
+    assert (
+        main(["evaluate", "cxr", "--out", str(tmp_path), "--bootstrap", "50", "--limit", "12"]) == 0
+    )
+    printed = capsys.readouterr().out
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    tb = m["tb_external (TBX11K, never trained on; TB-positive only)"]["sensitivity"]
+    for name in ("cxr", "flg"):
+        p, lo, hi = tb[name]["sensitivity"]
+        assert 0 <= lo <= p <= hi <= 1 and tb[name]["specificity"] is None
+    loc = m["localisation"]["tb_boxes_all"]
+    assert loc["images"] > 0 and 0 <= loc["iou_top_box"] <= 1
+    assert 0 <= loc["pointing_game"][0] <= 1
+    groups = m["subgroups"]
+    assert groups["view (PA vs AP)"].startswith("not measurable")
+    sources = groups["source"]
+    assert any(k.startswith("TBX11K") for k in sources) and any(
+        k.startswith("RSNA") for k in sources
+    )
+    assert "subgroups:" in printed and "official val split" in printed
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "roc.png",
+        "calibration.png",
+        "examples.png",
+    }

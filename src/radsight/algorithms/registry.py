@@ -5,7 +5,8 @@ A package registers an algorithm with, in its pyproject.toml::
     [project.entry-points."radsight.algorithms"]
     my-algorithm = "my_package.module:MyAlgorithm"
 
-The entry point names a class (instantiated without arguments) or a zero-argument factory.
+The entry point names a class (instantiated without arguments) or a zero-argument factory;
+a factory that returns None registers nothing (e.g. a plug-in that is not configured).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ class Registry:
         for ep in entry_points(group=GROUP):
             try:
                 obj = ep.load()
-                reg.add(obj())
+                algorithm = obj()
+                if algorithm is None:  # a factory with nothing configured registers nothing
+                    continue
+                reg.add(algorithm)
             except Exception as exc:  # one broken plug-in must not stop the platform
                 log.error("algorithm entry point %s failed to load: %s", ep.name, exc)
         return reg
