@@ -23,6 +23,25 @@ EXTRA_ATTRIBUTES = (
     "ImageOrientationPatient",
     "ConvolutionKernel",
     "PresentationIntentType",
+    # mammography laterality and view (radsight.algorithms.mmg.views)
+    "ImageLaterality",
+    "Laterality",
+    "ViewCodeSequence",
+    "AnatomicRegionSequence",
+    "PatientOrientation",
+    # CT volume assembly (radsight.algorithms.ct_volume)
+    "SeriesNumber",
+    "InstanceNumber",
+    "SeriesDescription",
+    "StudyDescription",
+    "ProtocolName",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "GantryDetectorTilt",
+    "SpacingBetweenSlices",
+    "NumberOfFrames",
 )
 
 
