@@ -72,6 +72,11 @@ def inst(sop_class: str = DX, **attrs: object) -> InstanceInfo:
         ({"Modality": "CT", "StudyDescription": "CT BRAIN NON-CONTRAST"}, CT, "ct-brain"),
         ({"Modality": "CT", "BodyPartExamined": "CHEST"}, CT, "ct-chest"),
         ({"Modality": "CT", "BodyPartExamined": "ABDOMEN"}, CT, ""),
+        # unlabelled CT: a head-sized field of view (CQ500's 512 x 0.443 mm = 227 mm)
+        ({"Modality": "CT", "Columns": 512, "PixelSpacing": [0.443359, 0.443359]}, CT, "ct-brain"),
+        ({"Modality": "CT", "Columns": 512, "PixelSpacing": [0.78, 0.78]}, CT, ""),
+        ({"Modality": "CT", "Columns": 512, "PixelSpacing": "bad"}, CT, ""),
+        ({"Modality": "CT", "Columns": 512}, CT, ""),
         ({"Modality": "MR", "BodyPartExamined": "HEAD"}, "1.2.840.10008.5.1.4.1.1.4", ""),
         ({"Modality": "RF", "ProtocolName": "fluoroscopy"}, DX, ""),
     ],

@@ -68,6 +68,20 @@ def is_fluorography(attrs: dict[str, Any]) -> bool:
     return False
 
 
+#: an unlabelled CT reconstructed on a field this small is a head (chest: 320-500 mm)
+HEAD_FOV_MM = 300.0
+
+
+def _field_of_view_mm(attrs: dict[str, Any]) -> float:
+    """Columns x column spacing (PixelSpacing), or 0 when either is missing or unreadable."""
+    spacing = attrs.get("PixelSpacing")
+    try:
+        column_spacing = float(spacing[1] if isinstance(spacing, list) else spacing)
+        return column_spacing * int(attrs.get("Columns", 0))
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+
+
 def classify_study_type(attrs: dict[str, Any], sop_class_uid: str = "") -> str:
     """The study type key of DESIGN.md for one instance, or "" when none applies."""
     modality = _text(attrs, "Modality").upper()
@@ -82,6 +96,10 @@ def classify_study_type(attrs: dict[str, Any], sop_class_uid: str = "") -> str:
             return "ct-brain"
         if body in _CHEST or re.search(r"CHEST|THORAX|LUNG", words):
             return "ct-chest"
+        if not body and not words.strip() and 0 < _field_of_view_mm(attrs) <= HEAD_FOV_MM:
+            # unlabelled (CQ500's files name no body part): only a head fits this field;
+            # the brain CT input checks still refuse what is not a head
+            return "ct-brain"
         return ""
     if modality in {"CR", "DX", "DR", "RG"}:
         if is_fluorography(attrs):
