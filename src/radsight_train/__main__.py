@@ -1,4 +1,6 @@
-"""``python -m radsight_train cxr`` trains; ``python -m radsight_train evaluate cxr`` evaluates."""
+"""``python -m radsight_train <model>`` trains; ``python -m radsight_train evaluate <model>``
+evaluates (cxr, ct-chest, mmg, ...); ``python -m radsight_train export-xrv`` exports
+torchxrayvision weights for the ``radsight-xrv`` adapter."""
 
 from __future__ import annotations
 
@@ -37,14 +39,76 @@ def main(argv: list[str] | None = None) -> int:
         help="no training: calibrate and export the last checkpoint in --work again",
     )
     tr.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "cxr-train")
+    ct = sub.add_parser(
+        "ct-chest", parents=[common], help="train the chest CT lesion model and export it to ONNX"
+    )
+    ct.add_argument("--steps", type=int, default=3000)
+    ct.add_argument("--threads", type=int, default=2)
+    ct.add_argument("--max-minutes", type=float, default=18.0, help="wall-clock budget")
+    ct.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "ct-chest-train")
+    mg = sub.add_parser(
+        "mmg", parents=[common], help="fit the mammography model (patient-pair CV), export it"
+    )
+    mg.add_argument("--folds", type=int, default=5)
+    mg.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "mmg-train")
+    cb = sub.add_parser(
+        "ct-brain",
+        parents=[common],
+        help="cross-validate and train the brain CT haemorrhage model, export it to ONNX",
+    )
+    cb.add_argument("--epochs", type=int, default=18)
+    cb.add_argument("--folds", type=int, default=5)
+    # one thread: on the shared 2-core machine two threads ran 10x slower (oversubscribed)
+    cb.add_argument("--threads", type=int, default=1)
+    cb.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "ct-brain-train")
     ev = sub.add_parser("evaluate", parents=[common], help="evaluate an exported model")
-    ev.add_argument("model", choices=["cxr"])
-    ev.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "models" / "cxr")
+    ev.add_argument("model", choices=["cxr", "ct-chest", "mmg", "ct-brain"])
+    ev.add_argument(
+        "--mmg-work", type=Path, default=REPO_ROOT / "build" / "mmg-train", help="fold models"
+    )
+    ev.add_argument("--out", type=Path, default=None, help="default: docs/models/<model>")
     ev.add_argument("--bootstrap", type=int, default=2000)
     ev.add_argument("--limit", type=int, default=0, help="about this many images per set (smoke)")
+    xr = sub.add_parser(
+        "export-xrv",
+        help="export torchxrayvision DenseNet-121 weights to ONNX for radsight-xrv",
+    )
+    xr.add_argument("--weights", default="densenet121-res224-all", help="torchxrayvision name")
+    xr.add_argument(
+        "--weights-file", type=Path, default=None, help="a local .pt instead of downloading"
+    )
+    xr.add_argument("--out", type=Path, required=True, help="model directory to write")
+    xr.add_argument("--version", default="1.0.0", help="algorithm version to register")
+    xr.add_argument("--study-types", default="cxr", help="comma-separated, e.g. cxr,flg")
+    xr.add_argument("--cache-dir", type=Path, default=None, help="default ~/.torchxrayvision")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.command == "export-xrv":
+        from radsight_train.export_xrv import ExportError, export
+
+        try:
+            config = export(
+                args.out,
+                args.weights,
+                args.weights_file,
+                args.version,
+                tuple(t.strip() for t in args.study_types.split(",") if t.strip()),
+                args.cache_dir,
+            )
+        except ExportError as exc:
+            parser.exit(2, f"radsight-train export-xrv: error: {exc}\n")
+        print(
+            f"exported {config['name']} {config['version']} to {args.out}; run it with "
+            f"RADSIGHT_XRV_MODEL_DIR={args.out.resolve()}"
+        )
+        return 0
     data = args.data or default_data_root()
+    if "ct-chest" in (args.command, getattr(args, "model", None)):
+        return _ct_chest(parser, args, data)
+    if "mmg" in (args.command, getattr(args, "model", None)):
+        return _mmg(parser, args, data)
+    if "ct-brain" in (args.command, getattr(args, "model", None)):
+        return _ct_brain(parser, args, data)
     if not (data / "cxr").is_dir():
         parser.error(f"no chest radiograph data under {data} (set --data or RADSIGHT_SHARED_DATA)")
     if args.command == "cxr":
@@ -61,7 +125,53 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from radsight_train.evaluate_cxr import evaluate
 
-        evaluate(data, args.out, args.bootstrap, args.limit)
+        out = args.out or REPO_ROOT / "docs" / "models" / "cxr"
+        evaluate(data, out, args.bootstrap, args.limit)
+    return 0
+
+
+def _ct_chest(parser: argparse.ArgumentParser, args: argparse.Namespace, data: Path) -> int:
+    if not (data / "ct-chest" / "covid-semiseg-infnet").is_dir():
+        parser.error(f"no chest CT data under {data} (set --data or RADSIGHT_SHARED_DATA)")
+    if args.command == "ct-chest":
+        from radsight_train.train_ct_chest import train
+
+        train(data, args.work, args.steps, args.threads, args.max_minutes)
+    else:
+        from radsight_train.evaluate_ct_chest import evaluate
+
+        out = args.out or REPO_ROOT / "docs" / "models" / "ct-chest"
+        evaluate(data, out, args.bootstrap, args.limit)
+    return 0
+
+
+def _mmg(parser: argparse.ArgumentParser, args: argparse.Namespace, data: Path) -> int:
+    if not (data / "mmg" / "mini-mias-train").is_dir():
+        parser.error(f"no mammography data under {data} (set --data or RADSIGHT_SHARED_DATA)")
+    if args.command == "mmg":
+        from radsight_train.train_mmg import train
+
+        train(data, args.work, args.folds)
+    else:
+        from radsight_train.evaluate_mmg import evaluate
+
+        out = args.out or REPO_ROOT / "docs" / "models" / "mmg"
+        evaluate(data, out, args.mmg_work, args.bootstrap)
+    return 0
+
+
+def _ct_brain(parser: argparse.ArgumentParser, args: argparse.Namespace, data: Path) -> int:
+    if not (data / "ct-brain" / "head-ct-hemorrhage-256").is_dir():
+        parser.error(f"no head CT data under {data} (set --data or RADSIGHT_SHARED_DATA)")
+    if args.command == "ct-brain":
+        from radsight_train.train_ct_brain import train
+
+        train(data, args.work, args.epochs, args.folds, args.threads)
+    else:
+        from radsight_train.evaluate_ct_brain import evaluate
+
+        out = args.out or REPO_ROOT / "docs" / "models" / "ct-brain"
+        evaluate(data, out, args.bootstrap)
     return 0
 
 

@@ -1,0 +1,382 @@
+"""Built-in mammography algorithm (docs/models/mmg.md).
+
+A screening study has four views: left and right breast, CC and MLO. Each image's
+laterality and view are read from its header (:mod:`radsight.algorithms.mmg.views`). Each
+image is prepared (:mod:`radsight.algorithms.mmg.preprocess`: breast found, chest wall put
+on the left) and run through ``mmg.onnx``, a fixed difference-of-Gaussian filter bank that
+gives blob features and response maps; logistic regressions in ``mmg.json`` (fitted by
+``python -m radsight_train mmg``) turn the image's features and their difference to the
+other breast (same view) into probabilities:
+
+- per image: a suspicion probability (head ``abnormal``) and one per kind of finding
+  (mass, calcification cluster, architectural distortion / asymmetry), with up to three
+  marks (CIRCLE SCOORD) at the strongest blob responses;
+- per breast: the highest image probability over that breast's views (findings
+  ``suspicion-left`` and ``suspicion-right``, marked with each positive image's top mark);
+- per study: the highest breast probability (the worklist score and verdict).
+
+Input checks refuse, with a reason, what the model cannot read: not MG, for-processing
+(raw detector) images, tomosynthesis, unknown laterality or view, unusable pixels, no breast
+in the image. Images of the study that pass are still read when others are refused.
+
+Measured accuracy is modest (image AUROC 0.65 in patient-pair cross-validation on
+mini-MIAS film mammograms): read the model card before relying on it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radsight.algorithms.contract import (
+    Algorithm,
+    Analysis,
+    Code,
+    Finding,
+    FindingSpec,
+    ImageInput,
+    NotAnalysable,
+    Region,
+    StudyInput,
+)
+from radsight.algorithms.mmg.preprocess import BreastFrame, prepare_with_breast
+from radsight.algorithms.mmg.views import (
+    TOMOSYNTHESIS_SOP_CLASSES,
+    VIEWS,
+    laterality,
+    presentation_intent,
+    view,
+)
+
+__all__ = [
+    "CALCIFICATION",
+    "DISTORTION",
+    "MASS",
+    "ImagePrediction",
+    "MammographyAlgorithm",
+    "check_image",
+    "predict_image",
+    "predict_images",
+]
+
+MODEL_DIR = Path(__file__).resolve().parent
+CONFIG: dict[str, Any] = json.loads((MODEL_DIR / "mmg.json").read_text())
+
+MASS = Code("4147007", "SCT", "Mass")
+CALCIFICATION = Code("129769006", "SCT", "Calcification Cluster")
+DISTORTION = Code("129792006", "SCT", "Architectural distortion of breast")
+SUSPICION_LEFT = Code("RS-MMG-L", "99RADSIGHT", "Suspicious abnormality, left breast")
+SUSPICION_RIGHT = Code("RS-MMG-R", "99RADSIGHT", "Suspicious abnormality, right breast")
+KIND_CODES = {"mass": MASS, "calcification": CALCIFICATION, "distortion-asymmetry": DISTORTION}
+
+MIN_SIDE = 256
+BREAST_BODY_PARTS = frozenset({"BREAST", "MAMMA", "MAMMO"})
+#: share of the image the breast must cover: less is a marker, a phantom or an empty field
+MIN_BREAST_FRACTION = 0.05
+
+_session_lock = threading.Lock()
+_sessions: dict[str, Any] = {}
+
+
+def _get_session(model_path: Path) -> Any:
+    """One ONNX Runtime session per model file and process, created on first use."""
+    key = str(model_path)
+    if key not in _sessions:
+        with _session_lock:
+            if key not in _sessions:
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = 1
+                options.inter_op_num_threads = 1
+                _sessions[key] = ort.InferenceSession(
+                    key, options, providers=["CPUExecutionProvider"]
+                )
+    return _sessions[key]
+
+
+def check_image(image: ImageInput) -> str | None:
+    """The reason this image cannot be analysed, or None if it can."""
+    uid = image.sop_instance_uid
+    modality = (image.modality or "").upper()
+    if modality != "MG":
+        return f"image {uid}: modality {modality or 'missing'} is not mammography (MG expected)"
+    body_part = (image.body_part_examined or "").strip().upper()
+    if body_part and body_part not in BREAST_BODY_PARTS:
+        return f"image {uid}: body part examined is {body_part}, not the breast"
+    if image.sop_class_uid in TOMOSYNTHESIS_SOP_CLASSES:
+        return f"image {uid} is breast tomosynthesis; the model reads 2-D mammograms only"
+    if presentation_intent(image.sop_class_uid, image.attributes) == "FOR PROCESSING":
+        return (
+            f"image {uid} is a FOR PROCESSING (raw detector) image; send the FOR "
+            "PRESENTATION image the unit makes from it"
+        )
+    side = laterality(image.image_laterality, image.attributes)
+    if side not in ("L", "R"):
+        what = "both breasts (B)" if side == "B" else "missing"
+        return f"image {uid}: laterality is {what}; one breast per image (L or R) is needed"
+    v = view(image.view_position, image.attributes)
+    if v not in VIEWS:
+        return f"image {uid}: view {v or 'missing'} is not a mammography view (CC, MLO, ...)"
+    pixels = image.pixels
+    if pixels.ndim != 2:
+        return f"image {uid} is not a single grey frame (shape {pixels.shape})"
+    if min(pixels.shape) < MIN_SIDE:
+        return (
+            f"image {uid} is too small ({pixels.shape[1]}x{pixels.shape[0]} pixels, "
+            f"at least {MIN_SIDE} needed)"
+        )
+    step = max(1, max(pixels.shape) // 512)
+    sample = np.asarray(pixels[::step, ::step], dtype=np.float64)
+    if not np.isfinite(sample).all():
+        return f"image {uid} has pixel values that are not finite"
+    lo, p1, p99, hi = np.percentile(sample, [0, 1, 99, 100])
+    if hi - lo == 0 or p99 - p1 <= 1e-6 * max(1.0, abs(hi)):
+        return f"image {uid} is blank (no contrast)"
+    return None
+
+
+@dataclass(frozen=True)
+class Mark:
+    #: the filter scale that found it (canvas pixels)
+    sigma: float
+    #: the blob response (normalised DoG), for ordering
+    response: float
+    #: centre (column, row) and radius in source pixels
+    x: float
+    y: float
+    radius: float
+
+    def region(self, image: ImageInput) -> Region:
+        return Region(
+            image.sop_instance_uid,
+            "CIRCLE",
+            ((self.x, self.y), (self.x + self.radius, self.y)),
+            image.frame_number,
+        )
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """What the ONNX model says about one image, before the contralateral comparison."""
+
+    image: ImageInput
+    laterality: str
+    view: str
+    features: np.ndarray
+    #: candidate marks per scale group, best first: "all", "mass", "calcification"
+    marks: dict[str, tuple[Mark, ...]]
+    frame: BreastFrame
+    breast_fraction: float
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """One image's probabilities (with its contralateral breast) and marks."""
+
+    laterality: str
+    view: str
+    #: suspicion probability of the image (the ``abnormal`` head)
+    probability: float
+    #: per kind (mass, calcification, distortion-asymmetry): its head's probability
+    kinds: dict[str, float]
+    #: marks per kind, best first
+    marks: dict[str, tuple[Mark, ...]]
+    frame: BreastFrame
+    breast_fraction: float
+
+    @property
+    def top_mark(self) -> Mark | None:
+        return self.marks["all"][0] if self.marks.get("all") else None
+
+
+#: which filter scales each kind's marks come from (indices into CONFIG["sigmas"])
+_MARK_SCALES = {"all": (0, 1, 2, 3), "mass": (2, 3), "calcification": (0,)}
+_KIND_MARKS = {"mass": "mass", "calcification": "calcification", "distortion-asymmetry": "all"}
+
+
+def _marks(maps: np.ndarray, frame: BreastFrame, scales: tuple[int, ...]) -> tuple[Mark, ...]:
+    """Strongest blob responses (non-maximum suppression on the 1/4 maps) as source circles."""
+    size = CONFIG["input"]["size"]
+    rc = CONFIG["region"]
+    sigmas = CONFIG["sigmas"]
+    chosen = maps[list(scales)]
+    best = chosen.max(axis=0)
+    scale_of = np.asarray(scales)[chosen.argmax(axis=0)]
+    cell = size / best.shape[-1]
+    rows, cols = np.mgrid[0 : best.shape[0], 0 : best.shape[1]]
+    work = best.copy()
+    out: list[Mark] = []
+    top = float(best.max())
+    for _ in range(rc["max_regions"]):
+        r, c = np.unravel_index(int(np.argmax(work)), work.shape)
+        value = float(work[r, c])
+        if value <= 0 or (out and value < rc["relative_level"] * top):
+            break
+        sigma = float(sigmas[int(scale_of[r, c])])
+        radius = rc["radius_per_sigma"] * sigma
+        x, y = frame.to_source((c + 0.5) * cell, (r + 0.5) * cell)
+        out.append(Mark(sigma, value, float(x), float(y), float(radius * frame.scale())))
+        work[(rows - r) ** 2 + (cols - c) ** 2 <= (2 * radius / cell + 1) ** 2] = -np.inf
+    return tuple(out)
+
+
+def image_features(image: ImageInput) -> ImageFeatures:
+    """Preprocess one image and run the ONNX model: features and candidate marks."""
+    size = CONFIG["input"]["size"]
+    pixels = image.pixels
+    canvas, breast, frame = prepare_with_breast(
+        pixels, size, CONFIG["input"]["percentile_low"], CONFIG["input"]["percentile_high"]
+    )
+    features, maps = _get_session(MODEL_DIR / CONFIG["model"]).run(
+        None, {"image": canvas[None, None], "breast": breast[None, None]}
+    )
+    maps = maps[0].astype(np.float64)
+    return ImageFeatures(
+        image=image,
+        laterality=laterality(image.image_laterality, image.attributes),
+        view=view(image.view_position, image.attributes),
+        features=features[0].astype(np.float64),
+        marks={group: _marks(maps, frame, scales) for group, scales in _MARK_SCALES.items()},
+        frame=frame,
+        breast_fraction=frame.breast_fraction,
+    )
+
+
+def _head(name: str, x: np.ndarray, heads: dict[str, Any]) -> float:
+    h = heads[name]
+    z = float(((x - np.array(h["mean"])) / np.array(h["scale"])) @ np.array(h["coef"]))
+    return float(1.0 / (1.0 + np.exp(-(z + h["intercept"]))))
+
+
+def contralateral(own: ImageFeatures, others: list[ImageFeatures]) -> ImageFeatures:
+    """The other breast's image to compare with: the same view if there is one, else any
+    view of the other breast, else the image itself (no comparison: differences 0)."""
+    other = [o for o in others if o.laterality != own.laterality]
+    same_view = [o for o in other if o.view == own.view]
+    return (same_view or other or [own])[0]
+
+
+def predict_images(
+    images: list[ImageInput], heads: dict[str, Any] | None = None
+) -> list[tuple[ImageInput, ImagePrediction]]:
+    """Probabilities and marks for images of one study (compared with the other breast)."""
+    heads = heads or CONFIG["heads"]
+    feats = [image_features(image) for image in images]
+    cols = [CONFIG["outputs"]["features"].index(name) for name in CONFIG["design"]]
+    out = []
+    # an image with no breast in it is refused later: it cannot stand for the other breast
+    with_breast = [f for f in feats if f.breast_fraction >= MIN_BREAST_FRACTION]
+    for f in feats:
+        other = contralateral(f, with_breast)
+        x = np.r_[f.features[cols], f.features[cols] - other.features[cols]]
+        kinds = {kind: round(_head(kind, x, heads), 6) for kind in CONFIG["kinds"]}
+        prediction = ImagePrediction(
+            laterality=f.laterality,
+            view=f.view,
+            probability=round(_head("abnormal", x, heads), 6),
+            kinds=kinds,
+            marks={"all": f.marks["all"]}
+            | {kind: f.marks[_KIND_MARKS[kind]] for kind in CONFIG["kinds"]},
+            frame=f.frame,
+            breast_fraction=f.breast_fraction,
+        )
+        out.append((f.image, prediction))
+    return out
+
+
+def predict_image(image: ImageInput) -> ImagePrediction:
+    """One image on its own (no other breast to compare with)."""
+    return predict_images([image])[0][1]
+
+
+class MammographyAlgorithm(Algorithm):
+    """Screening mammography: suspicion per breast and per study, lesions marked as circles."""
+
+    name = "radsight-mmg"
+    version = "1.0.0"
+    study_types: tuple[str, ...] = ("mmg",)
+    time_limit_s = 60.0
+    description = (
+        "Blob filter bank + bilateral logistic regressions: suspicion per breast and study, "
+        "mass, calcification cluster, distortion / asymmetry on 2-D for-presentation "
+        "mammograms, marked as circles. Weak baseline (mini-MIAS film, AUROC 0.65): see "
+        "docs/models/mmg.md. Not a diagnosis."
+    )
+
+    def __init__(self, heads: dict[str, Any] | None = None) -> None:
+        t = CONFIG["thresholds"]
+        #: logistic heads (default: the shipped ones in mmg.json; evaluation passes a fold's)
+        self.heads = heads
+        self.study_threshold = float(t["study"])
+        self.findings = (
+            FindingSpec("suspicion-left", SUSPICION_LEFT, threshold=self.study_threshold),
+            FindingSpec("suspicion-right", SUSPICION_RIGHT, threshold=self.study_threshold),
+            *(FindingSpec(k, KIND_CODES[k], threshold=float(t[k])) for k in CONFIG["kinds"]),
+        )
+
+    def _analysable(self, study: StudyInput) -> list[ImageInput]:
+        if not study.images:
+            raise NotAnalysable("the study has no images with pixel data")
+        reasons, usable = [], []
+        for image in study.images:
+            reason = check_image(image)
+            if reason is None:
+                usable.append(image)
+            else:
+                reasons.append(reason)
+        if not usable:
+            raise NotAnalysable("; ".join(dict.fromkeys(reasons)))
+        return usable
+
+    def check(self, study: StudyInput) -> None:
+        self._analysable(study)
+
+    def predictions(self, study: StudyInput) -> list[tuple[ImageInput, ImagePrediction]]:
+        """Each usable image with its prediction (images with no breast found are dropped)."""
+        out, reasons = [], []
+        for image, prediction in predict_images(self._analysable(study), self.heads):
+            if prediction.breast_fraction < MIN_BREAST_FRACTION:
+                reasons.append(
+                    f"image {image.sop_instance_uid}: no breast found "
+                    f"({prediction.breast_fraction:.0%} of the image)"
+                )
+                continue
+            out.append((image, prediction))
+        if not out:
+            raise NotAnalysable("; ".join(reasons))
+        return out
+
+    def analyse(self, study: StudyInput) -> Analysis:
+        predictions = self.predictions(study)
+        findings = []
+        breast_scores = {}
+        for side, key in (("L", "suspicion-left"), ("R", "suspicion-right")):
+            mine = [(im, p) for im, p in predictions if p.laterality == side]
+            if not mine:
+                continue
+            score = max(p.probability for _, p in mine)
+            breast_scores[side] = score
+            regions = tuple(
+                p.top_mark.region(im)
+                for im, p in mine
+                if p.top_mark is not None and p.probability >= self.study_threshold
+            )
+            findings.append(Finding(key, round(score, 6), regions))
+        for spec in self.findings[2:]:
+            score = max(p.kinds[spec.key] for _, p in predictions)
+            regions = tuple(
+                m.region(im)
+                for im, p in predictions
+                if p.kinds[spec.key] >= spec.threshold
+                # the kind's top mark only: the SC draws and labels every region, and one
+                # per kind and image keeps the capture readable (and its encoding fast)
+                for m in p.marks[spec.key][:1]
+            )
+            findings.append(Finding(spec.key, round(score, 6), regions))
+        return Analysis(findings=tuple(findings), study_score=round(max(breast_scores.values()), 6))

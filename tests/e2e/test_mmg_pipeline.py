@@ -1,0 +1,109 @@
+"""A four-view screening mammogram through the whole platform with the built-in rules.
+
+Real GE Senographe headers (../shared/data/dicom-samples) carry real mini-MIAS pixels
+(one woman: a malignant mass in the right breast, a normal left breast), sent by dcmtk
+``storescu``, routed by the built-in rules to radsight-mmg; an SR and one SC per image come
+back to the registered destination.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.uid import generate_uid
+
+from radsight.testing.peers import storescu
+from tests.algorithms.test_mmg import mg_dataset
+from tests.e2e.test_dicom_flow import register, wait_for
+
+pytestmark = pytest.mark.slow
+
+#: mini-MIAS pair 12: mdb023 right breast, malignant circumscribed mass; mdb024 left, normal
+RIGHT, LEFT = "mdb023", "mdb024"
+
+
+def test_four_view_mammogram_gets_per_breast_results(tmp_path, make_server, storescp, shared_data):
+    images = shared_data / "mmg" / "mini-mias-train" / "images"
+    headers = shared_data / "dicom-samples" / "openrem-mg-dx-headers"
+    if not headers.is_dir():
+        pytest.skip(f"real MG headers not found under {headers}")
+    server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    study, series = generate_uid(), generate_uid()
+    folder = tmp_path / "study"
+    folder.mkdir()
+    sent = {}
+    for i, (side, view_name) in enumerate((("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))):
+        png = images / f"{RIGHT if side == 'R' else LEFT}.png"
+        pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+        values = np.round(pixels / 255.0 * 4095.0).astype(np.uint16)
+        ds = mg_dataset(
+            "MG-Im-GE_Seno_1_ForPresentation.dcm",
+            values,
+            side=side,
+            view_name=view_name,
+            photometric="MONOCHROME1" if i == 0 else "MONOCHROME2",
+            study=study,
+            series=series,
+        )
+        ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
+        sent[str(ds.SOPInstanceUID)] = side
+    assert storescu(server.dicom_port, folder, calling="MODALITY1").returncode == 0
+
+    def sr() -> pydicom.Dataset | None:
+        for p in storescp.files():
+            d = pydicom.dcmread(p)
+            if d.Modality == "SR" and str(d.StudyInstanceUID) == study:
+                return d
+        return None
+
+    report = hd.sr.srread(pydicom.filebase.DicomBytesIO(_bytes(wait_for(sr, 180, "an SR"))))
+    text = str(report)
+    assert "radsight-mmg" in text and "RS-MMG-R" in text and "RS-MMG-L" in text
+    with server.http() as http:
+        (result,) = [
+            r
+            for r in http.get("/api/results").json()
+            if r["algorithm_name"] == "radsight-mmg" and r["status"] == "analysed"
+        ]
+    findings = {f["key"]: f for f in result["report"]["findings"]}
+    assert set(findings) == {
+        "suspicion-left",
+        "suspicion-right",
+        "mass",
+        "calcification",
+        "distortion-asymmetry",
+    }
+    right, left = findings["suspicion-right"], findings["suspicion-left"]
+    assert right["probability"] > left["probability"], (right, left)
+    assert result["study_score"] == pytest.approx(right["probability"], abs=1e-6)
+    for region in right["regions"]:
+        assert sent[region["sop_instance_uid"]] == "R"
+        assert region["graphic_type"] == "CIRCLE"
+    sc_sources = wait_for(
+        lambda: (
+            found
+            if len(
+                found := [
+                    d
+                    for p in storescp.files()
+                    if (d := pydicom.dcmread(p, stop_before_pixels=True)).Modality == "OT"
+                ]
+            )
+            == 4
+            else None
+        ),
+        60,
+        "one SC per image",
+    )
+    assert {str(d.StudyInstanceUID) for d in sc_sources} == {study}
+
+
+def _bytes(ds: pydicom.Dataset) -> bytes:
+    buf = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
