@@ -74,7 +74,7 @@ HEAD_FOV_MM = 300.0
 
 def _field_of_view_mm(attrs: dict[str, Any]) -> float:
     """Columns x column spacing (PixelSpacing), or 0 when either is missing or unreadable."""
-    spacing = attrs.get("PixelSpacing")
+    spacing: Any = attrs.get("PixelSpacing")
     try:
         column_spacing = float(spacing[1] if isinstance(spacing, list) else spacing)
         return column_spacing * int(attrs.get("Columns", 0))
