@@ -6,14 +6,15 @@ from dataclasses import dataclass
 
 from radsight.config import Settings
 from radsight.store.db import Database, migrate
-from radsight.store.files import DirectoryStore
+from radsight.store.files import ObjectStore, open_object_store
 
 
 @dataclass
 class Runtime:
     settings: Settings
     db: Database
-    files: DirectoryStore
+    #: instance files and results: a directory or S3 (``object_store`` setting)
+    files: ObjectStore
 
     @classmethod
     def open(cls, settings: Settings, *, run_migrations: bool = True) -> Runtime:
@@ -21,11 +22,9 @@ class Runtime:
         url = settings.resolved_database_url
         if run_migrations:
             migrate(url)
-        return cls(
-            settings=settings,
-            db=Database(url),
-            files=DirectoryStore(settings.data_dir / "objects", fsync=not settings.unsafe_no_fsync),
-        )
+        files = open_object_store(settings)
+        files.check()  # fail fast: a missing bucket or unmounted share is a set-up error
+        return cls(settings=settings, db=Database(url), files=files)
 
     def close(self) -> None:
         self.db.dispose()
