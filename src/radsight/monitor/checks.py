@@ -1,0 +1,266 @@
+"""Monitoring against the store: technical, clinical and drift reports, and the alerts
+they raise (:func:`run_checks`). Monitoring reads the store; it never blocks the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from radsight.algorithms.registry import Registry
+from radsight.errors import RadsightError
+from radsight.monitor import alerting, clinical, drift, technical
+from radsight.runtime import Runtime
+from radsight.store import monitoring, quality
+from radsight.store.clock import utcnow
+from radsight.store.scope import OrgScope
+
+log = logging.getLogger(__name__)
+
+
+def output_defects(rt: Runtime, s: Any, results: list[dict[str, Any]]) -> dict[int, list[str]]:
+    """Read back each result's SR (and SC headers) and count what is wrong."""
+    frames = monitoring.analysed_frames(s, sorted({r["study_id"] for r in results}))
+    defects: dict[int, list[str]] = {}
+    for row in results:
+        found: list[str] = []
+        keys = row["output_keys"]
+        if not keys:
+            found.append("sr_invalid")
+        else:
+            try:
+                found += technical.check_sr(rt.files.get(keys[0]), row["study_instance_uid"])
+            except RadsightError:  # the object is gone from the store
+                found.append("sr_invalid")
+            for key in keys[1:]:
+                try:
+                    bad = technical.check_sc_header(rt.files.get(key), row["study_instance_uid"])
+                except RadsightError:
+                    bad = ["sc_invalid"]
+                found += [d for d in bad if d not in found]
+            expected = frames.get(
+                (row["study_id"], row["algorithm_name"], row["algorithm_version"])
+            )
+            if expected is not None and len(keys) - 1 != expected:
+                found.append("sc_count_mismatch")
+        if found:
+            defects[row["result_id"]] = found
+    return defects
+
+
+def technical_report(
+    rt: Runtime, scope: OrgScope = None, days: float = 1.0, check_outputs: bool = True
+) -> dict[str, Any]:
+    since = utcnow() - timedelta(days=days)
+    with rt.db.session() as s:
+        results = monitoring.analysed_results(s, scope, since)
+        defects = output_defects(rt, s, results) if check_outputs else {}
+        report = technical.summarise(
+            results,
+            defects,
+            monitoring.job_counts(s, scope, since),
+            monitoring.delivery_failures(s, scope, since),
+            rt.settings.turnaround_budget_s,
+            monitoring.organisation_names(s, scope),
+        )
+    report["window_days"] = days
+    report["defective_results"] = {str(k): v for k, v in sorted(defects.items())}
+    return report
+
+
+def clinical_report(
+    rt: Runtime,
+    scope: OrgScope = None,
+    days: float | None = None,
+    group_by: Sequence[str] = ("algorithm_name", "algorithm_version", "organisation_id"),
+    period: str = "all",
+) -> dict[str, Any]:
+    days = days or rt.settings.clinical_window_days
+    with rt.db.session() as s:
+        verdicts = monitoring.current_verdicts(s, scope, utcnow() - timedelta(days=days))
+    rows = clinical.figures(verdicts, group_by, period)
+    for row in rows:
+        row["below_bar"] = [
+            name for name, _, _ in clinical.below_bar(row, rt.settings.clinical_bars)
+        ]
+    return {
+        "window_days": days,
+        "bars": rt.settings.clinical_bars,
+        "group_by": list(group_by),
+        "period": period,
+        "groups": rows,
+    }
+
+
+def drift_report(rt: Runtime, algorithm_name: str, algorithm_version: str) -> dict[str, Any]:
+    st = rt.settings
+    with rt.db.session() as s:
+        ev = quality.latest_evaluation(s, algorithm_name, algorithm_version)
+        live = monitoring.drift_inputs(
+            s, algorithm_name, algorithm_version, utcnow() - timedelta(days=st.drift_window_days)
+        )
+        ev_id, cases = (ev.id, list(ev.summary.get("cases", []))) if ev else (None, [])
+    out: dict[str, Any] = {
+        "algorithm_name": algorithm_name,
+        "algorithm_version": algorithm_version,
+        "baseline_evaluation_id": ev_id,
+        "current_studies": len(live),
+        "features": [],
+        "status": "",
+    }
+    if ev_id is None:
+        out["status"] = "no baseline: run a calibration test of this version"
+        return out
+    if len(live) < st.drift_min_studies:
+        out["status"] = f"too few studies ({len(live)} < {st.drift_min_studies}) to compare"
+        return out
+    base = [drift.baseline_features(c) for c in cases if c.get("score") is not None]
+    out["features"] = drift.compare(
+        base, [drift.live_features(r) for r in live], st.drift_psi_alert, st.drift_ks_p
+    )
+    out["status"] = "drift" if any(f["drift"] for f in out["features"]) else "stable"
+    return out
+
+
+def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
+    """One monitoring pass over every organisation: raise new alerts, resolve cleared ones."""
+    summary: dict[str, Any] = {"raised": [], "resolved": 0}
+    keys: dict[str, set[str]] = {"technical": set(), "clinical": set(), "drift": set()}
+
+    def alert(kind: str, key: str, **fields: Any) -> None:
+        keys[kind].add(key)
+        with rt.db.session() as s:
+            row, new = alerting.raise_alert(rt, s, kind=kind, key=key, **fields)
+            if new:
+                summary["raised"].append({"id": row.id, "kind": kind, "message": row.message})
+
+    tech = technical_report(rt)
+    for g in tech["groups"]:
+        for figure in (*technical.DEFECTS, "failed", "dead", "time_limit"):
+            if g[figure]:
+                alert(
+                    "technical",
+                    f"technical:{figure}:{g['algorithm_name']}:{g['algorithm_version']}:"
+                    f"{g['organisation_id']}",
+                    severity="critical" if figure in ("wrong_study", "sr_invalid") else "warning",
+                    algorithm_name=g["algorithm_name"],
+                    algorithm_version=g["algorithm_version"],
+                    organisation_id=g["organisation_id"],
+                    message=f"{g[figure]} {figure.replace('_', ' ')} in the last "
+                    f"{tech['window_days']:g} day(s) ({g['rates'][figure]:.1%})",
+                    detail={"figure": figure, "count": g[figure], "rate": g["rates"][figure]},
+                )
+    clin = clinical_report(rt)
+    for g in clin["groups"]:
+        for name, bar, est in clinical.below_bar(g, rt.settings.clinical_bars):
+            alert(
+                "clinical",
+                f"clinical:{name}:{g['algorithm_name']}:{g['algorithm_version']}:"
+                f"{g['organisation_id']}",
+                severity="critical",
+                algorithm_name=g["algorithm_name"],
+                algorithm_version=g["algorithm_version"],
+                organisation_id=g["organisation_id"],
+                message=f"{name} {est['value']:.3f} (95% CI {est['lower']:.3f}-{est['upper']:.3f},"
+                f" n={est['n']}) is below its bar {bar:.2f}",
+                detail={"figure": name, "bar": bar, "estimate": est},
+            )
+    since = utcnow() - timedelta(days=rt.settings.drift_window_days)
+    with rt.db.session() as s:
+        versions = monitoring.versions_in_use(s, since)
+    summary["drift"] = []
+    for name, version in versions:
+        rep = drift_report(rt, name, version)
+        summary["drift"].append({"algorithm": f"{name}@{version}", "status": rep["status"]})
+        for f in rep["features"]:
+            if f["drift"]:
+                alert(
+                    "drift",
+                    f"drift:{f['feature']}:{name}:{version}",
+                    algorithm_name=name,
+                    algorithm_version=version,
+                    message=f"{f['feature']} has shifted from the calibration baseline "
+                    f"(PSI {f['psi']:.2f}"
+                    + (f", KS p {f['ks_p']:.2g})" if f["ks_p"] is not None else ")"),
+                    detail=f,
+                )
+    with rt.db.session() as s:
+        for kind, open_keys in keys.items():
+            summary["resolved"] += quality.resolve_alerts_except(s, kind, open_keys)
+    summary["webhook"] = alerting.send_pending_webhooks(rt)
+    summary["technical_totals"] = tech["totals"]
+    log.info(
+        "monitoring pass: %d alerts raised, %d resolved",
+        len(summary["raised"]),
+        summary["resolved"],
+    )
+    return summary
+
+
+def dashboard_data(
+    rt: Runtime, scope: OrgScope, since: Any = None, until: Any = None, period: str = "month"
+) -> dict[str, Any]:
+    """Everything the supervisors' dashboard shows, for the organisations in ``scope``."""
+    from radsight.monitor import dashboard
+
+    with rt.db.session() as s:
+        names = monitoring.organisation_names(s, scope)
+        rows = monitoring.activity(s, scope, since, until, period)
+        alerts = quality.list_alerts(s, scope, open_only=True, limit=200)
+        versions = monitoring.versions_in_use(s, since, scope)
+        evaluations = {}
+        for name, version in versions:
+            ev = quality.latest_evaluation(s, name, version)
+            if ev is not None:
+                evaluations[(name, version)] = {
+                    "id": ev.id,
+                    "passed": ev.passed,
+                    "auroc": ev.summary.get("auroc"),
+                }
+        alert_rows = [
+            {
+                "created_at": f"{a.created_at:%Y-%m-%d %H:%M}",
+                "kind": a.kind,
+                "severity": a.severity,
+                "algorithm": f"{a.algorithm_name} {a.algorithm_version}".strip(),
+                "organisation_id": a.organisation_id,
+                "message": a.message,
+            }
+            for a in alerts
+        ]
+        open_by_version: dict[tuple[str, str], int] = {}
+        for a in alerts:
+            k = (a.algorithm_name, a.algorithm_version)
+            open_by_version[k] = open_by_version.get(k, 0) + 1
+    clin = {
+        (g["algorithm_name"], g["algorithm_version"]): g
+        for g in clinical_report(rt, scope, group_by=("algorithm_name", "algorithm_version"))[
+            "groups"
+        ]
+    }
+    days = max(1.0, (utcnow() - since).total_seconds() / 86400) if since else 30.0
+    tech = technical_report(rt, scope, days=days, check_outputs=False)
+    quality_rows = [
+        dashboard.quality_row(
+            n,
+            v,
+            evaluations.get((n, v)),
+            clin.get((n, v)),
+            drift_report(rt, n, v)["status"],
+            open_by_version.get((n, v), 0),
+        )
+        for n, v in versions
+    ]
+    return {
+        "since": since.isoformat() if since else "",
+        "until": until.isoformat() if until else "",
+        "period": period,
+        "organisations": sorted(o for o, _ in names.values()),
+        "activity": dashboard.aggregate(rows, names),
+        "turnaround_s": tech["turnaround_s"],
+        "turnaround_days": round(days, 1),
+        "quality": quality_rows,
+        "alerts": alert_rows,
+    }

@@ -1,0 +1,224 @@
+"""Labelled reference sets for calibration tests (pure: pydicom, numpy, Pillow).
+
+A reference set is a folder with a ``labels.csv`` and either
+
+- DICOM studies (any layout, any file names): columns ``study_instance_uid,label``;
+- images (PNG or JPEG): columns ``path,label`` with ``path`` relative to the folder.
+
+``label`` is 1/0 (also positive/negative, abnormal/normal, true/false, yes/no). Optional
+columns become subgroups: ``sex``, ``age`` (years, or a DICOM age string like ``045Y``),
+``manufacturer``, ``organisation``, ``view`` and any other column with few values. For
+DICOM studies sex, age, manufacturer and view are read from the headers when the CSV lacks
+them. Images are wrapped in a DX data set so that they take the same decoding path
+(:func:`radsight.dicom.pixels.frames_for_analysis`) as a study received from a modality.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image, UnidentifiedImageError
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
+
+from radsight.dicom.uids import PREFIX
+from radsight.errors import ConfigError
+
+KNOWN_SUBGROUPS = ("sex", "age_band", "manufacturer", "organisation", "view")
+_TRUE = {"1", "positive", "abnormal", "true", "yes", "pos"}
+_FALSE = {"0", "negative", "normal", "false", "no", "neg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+#: another CSV column becomes a subgroup when it has at most this many values
+MAX_SUBGROUP_VALUES = 12
+
+
+@dataclass
+class ReferenceCase:
+    case_id: str
+    label: int
+    #: subgroup name -> value ("" when unknown)
+    subgroups: dict[str, str] = field(default_factory=dict)
+    #: DICOM files of the study, or the one image file
+    files: tuple[Path, ...] = ()
+    kind: str = "dicom"  # dicom | image
+
+    def datasets(self, study_type: str = "cxr") -> list[Dataset]:
+        if self.kind == "image":
+            return [dataset_from_image(self.files[0], self.case_id, self.subgroups.get("view", ""))]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [pydicom.dcmread(p) for p in self.files]
+
+
+@dataclass
+class ReferenceSet:
+    name: str
+    root: Path
+    kind: str
+    cases: list[ReferenceCase]
+
+    @property
+    def subgroup_names(self) -> list[str]:
+        names: list[str] = []
+        for case in self.cases:
+            for k in case.subgroups:
+                if k not in names:
+                    names.append(k)
+        return names
+
+
+def parse_label(value: str, where: str) -> int:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return 1
+    if v in _FALSE:
+        return 0
+    raise ConfigError(f"{where}: label {value!r} is not 1/0, positive/negative or abnormal/normal")
+
+
+def age_band(value: str | float | None) -> str:
+    """``045Y`` / ``45`` -> ``40-59``; PS3.5 AS strings in days, weeks, months count as < 18."""
+    if value is None or value == "":
+        return ""
+    text = str(value).strip().upper()
+    try:
+        if text[-1:] in ("D", "W", "M"):
+            years = 0.0
+        else:
+            years = float(text.rstrip("Y"))
+    except ValueError:
+        return ""
+    for upper, band in ((18, "<18"), (40, "18-39"), (60, "40-59"), (80, "60-79")):
+        if years < upper:
+            return band
+    return "80+"
+
+
+def read_reference(
+    root: Path | str, *, progress: Callable[[str], None] | None = None
+) -> ReferenceSet:
+    root = Path(root)
+    labels_csv = root / "labels.csv"
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder")
+    if not labels_csv.is_file():
+        raise ConfigError(f"{root} has no labels.csv (study_instance_uid,label or path,label)")
+    with labels_csv.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    if "label" not in columns:
+        raise ConfigError(f"{labels_csv} has no 'label' column (columns: {columns})")
+    if "path" in columns:
+        kind, id_col = "image", "path"
+    elif "study_instance_uid" in columns:
+        kind, id_col = "dicom", "study_instance_uid"
+    else:
+        raise ConfigError(f"{labels_csv} needs a 'path' or a 'study_instance_uid' column")
+    if not rows:
+        raise ConfigError(f"{labels_csv} lists no cases")
+    extra = [c for c in columns if c not in (id_col, "label")]
+    groups = [c for c in extra if c in ("sex", "age", "manufacturer", "organisation", "view")]
+    groups += [
+        c
+        for c in extra
+        if c not in groups and len({r.get(c, "") for r in rows}) <= MAX_SUBGROUP_VALUES
+    ]
+    studies = _index_dicom(root) if kind == "dicom" else {}
+    cases = []
+    for i, row in enumerate(rows, start=2):
+        where = f"{labels_csv.name} line {i}"
+        case_id = row.get(id_col, "")
+        if not case_id:
+            raise ConfigError(f"{where}: empty {id_col}")
+        label = parse_label(row["label"], where)
+        sub = {("age_band" if c == "age" else c): row.get(c, "") for c in groups}
+        if "age_band" in sub:
+            sub["age_band"] = age_band(sub["age_band"])
+        if kind == "image":
+            path = (root / case_id).resolve()
+            if not path.is_file():
+                raise ConfigError(f"{where}: image {case_id} does not exist")
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ConfigError(f"{where}: {case_id} is not a PNG or JPEG image")
+            files: tuple[Path, ...] = (path,)
+        else:
+            if case_id not in studies:
+                raise ConfigError(f"{where}: no DICOM files of study {case_id} under {root}")
+            files, headers = studies[case_id]
+            for key, value in headers.items():
+                if not sub.get(key):
+                    sub[key] = value
+        cases.append(ReferenceCase(case_id, label, sub, files, kind))
+    return ReferenceSet(root.name, root, kind, cases)
+
+
+def _index_dicom(root: Path) -> dict[str, tuple[tuple[Path, ...], dict[str, str]]]:
+    by_study: dict[str, list[Path]] = {}
+    headers: dict[str, dict[str, str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "labels.csv"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
+            continue  # not DICOM: a README, a thumbnail
+        uid = str(ds.get("StudyInstanceUID", "") or "")
+        if not uid:
+            continue
+        by_study.setdefault(uid, []).append(path)
+        headers.setdefault(
+            uid,
+            {
+                "sex": str(ds.get("PatientSex", "") or ""),
+                "age_band": age_band(str(ds.get("PatientAge", "") or "")),
+                "manufacturer": str(ds.get("Manufacturer", "") or ""),
+                "view": str(ds.get("ViewPosition", "") or ""),
+            },
+        )
+    return {uid: (tuple(paths), headers[uid]) for uid, paths in by_study.items()}
+
+
+def dataset_from_image(path: Path, case_id: str, view: str = "") -> Dataset:
+    """A greyscale PNG/JPEG as a DX For Presentation instance (8 bits, MONOCHROME2)."""
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ConfigError(f"cannot read image {path}: {exc}") from exc
+
+    def uid(part: str) -> str:
+        return str(
+            pydicom.uid.generate_uid(prefix=PREFIX, entropy_srcs=["reference", case_id, part])
+        )
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = uid("sop")
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid("series")
+    ds.Modality = "DX"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = (view or "PA").upper()
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.PatientID = "REFERENCE"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
+    return ds

@@ -1,0 +1,228 @@
+"""Calibration tests and thresholds against the store (the I/O side of ``monitor``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from radsight.algorithms.contract import Algorithm
+from radsight.errors import ConfigError, NotFound
+from radsight.monitor import alerting, calibration, metrics
+from radsight.monitor.html import evaluation_report
+from radsight.monitor.reference import read_reference
+from radsight.runtime import Runtime
+from radsight.store import quality, tenants
+from radsight.store.tables import EvaluationRow, ThresholdRow
+
+log = logging.getLogger(__name__)
+
+METHOD_NAMES = {
+    "youden": "youden",
+    "sensitivity": "target_sensitivity",
+    "specificity": "target_specificity",
+}
+
+
+def report_key(evaluation_id: int) -> str:
+    return f"quality/evaluations/{evaluation_id}/report.html"
+
+
+def effective_thresholds(algorithm: Algorithm, stored: dict[str, float]) -> dict[str, float]:
+    """Declared thresholds overridden by the store's: what a job would use."""
+    out = {"study": stored.get("study", algorithm.study_threshold)}
+    out.update({f.key: stored.get(f.key, f.threshold) for f in algorithm.findings})
+    return out
+
+
+def run_evaluation(
+    rt: Runtime,
+    algorithm: Algorithm,
+    reference: Path,
+    *,
+    created_by: str,
+    organisation: str | None = None,
+    study_type: str | None = None,
+    min_auroc: float | None = None,
+    progress: bool = True,
+) -> tuple[EvaluationRow, dict, str]:
+    """Run, summarise, store (row + HTML report in the object store); raise an alert on fail."""
+    ref = read_reference(reference)
+    with rt.db.session() as s:
+        org_id = tenants.get_organisation(s, organisation).id if organisation else None
+        stored = quality.thresholds_in_force(s, algorithm.name, algorithm.version, org_id)
+        row = quality.create_evaluation(s, algorithm.name, algorithm.version, ref.name, created_by)
+        evaluation_id = row.id
+    bars = calibration.Bars(
+        min_auroc=rt.settings.acceptance_min_auroc if min_auroc is None else min_auroc,
+        min_studies=rt.settings.acceptance_min_studies,
+        min_class_fraction=rt.settings.acceptance_min_class_fraction,
+    )
+    try:
+        results = calibration.run_cases(
+            algorithm,
+            ref.cases,
+            stored,
+            study_type=study_type,
+            progress=progress,
+            total=len(ref.cases),
+        )
+        summary = calibration.summarise(
+            algorithm.name,
+            algorithm.version,
+            ref.name,
+            results,
+            effective_thresholds(algorithm, stored),
+            bars,
+        )
+        html = evaluation_report(summary, evaluation_id)
+        key = report_key(evaluation_id)
+        rt.files.put(key, html.encode())
+    except Exception as exc:
+        with rt.db.session() as s:
+            quality.finish_evaluation(
+                s,
+                evaluation_id,
+                summary={},
+                passed=None,
+                num_studies=0,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        raise
+    with rt.db.session() as s:
+        row = quality.finish_evaluation(
+            s,
+            evaluation_id,
+            summary=summary,
+            passed=summary["passed"],
+            num_studies=summary["num_studies"],
+            report_key=key,
+        )
+        if not summary["passed"]:
+            alerting.raise_alert(
+                rt,
+                s,
+                kind="calibration",
+                severity="critical",
+                key=f"calibration:{algorithm.name}:{algorithm.version}:{evaluation_id}",
+                algorithm_name=algorithm.name,
+                algorithm_version=algorithm.version,
+                message=f"calibration test {evaluation_id} on {ref.name} failed: "
+                + "; ".join(summary["failures"]),
+                detail={"evaluation_id": evaluation_id, "auroc": summary.get("auroc")},
+            )
+    alerting.send_pending_webhooks(rt)
+    log.info(
+        "evaluation %d of %s %s on %s: %s",
+        evaluation_id,
+        algorithm.name,
+        algorithm.version,
+        ref.name,
+        "passed" if summary["passed"] else "failed",
+    )
+    return row, summary, html
+
+
+def _evaluation_of(s: Any, name: str, version: str, evaluation_id: int) -> EvaluationRow:
+    ev = quality.get_evaluation(s, evaluation_id)
+    if ev.state != "done":
+        raise ConfigError(f"evaluation {evaluation_id} is {ev.state}, not done")
+    if (ev.algorithm_name, ev.algorithm_version) != (name, version):
+        raise ConfigError(
+            f"evaluation {evaluation_id} tested {ev.algorithm_name} {ev.algorithm_version}, "
+            f"not {name} {version}"
+        )
+    return ev
+
+
+def pick_and_set_threshold(
+    s: Any,
+    name: str,
+    version: str,
+    method_text: str,
+    evaluation_id: int,
+    organisation_id: int | None,
+    reason: str,
+    created_by: str,
+    *,
+    dry_run: bool = False,
+    finding_keys: tuple[str, ...] = ("",),
+) -> tuple[float, dict, list[ThresholdRow]]:
+    """Pick a threshold on an evaluation's study scores; record it (for the study score
+    and the given findings) unless ``dry_run``."""
+    method, target = metrics.parse_method(method_text)
+    ev = _evaluation_of(s, name, version, evaluation_id)
+    labels, scores = calibration.labels_and_scores(ev.summary)
+    value = metrics.pick_threshold(labels, scores, method, target)
+    perf = calibration.threshold_performance(ev.summary, value)
+    rows = []
+    for key in () if dry_run else finding_keys:
+        rows.append(
+            quality.set_threshold(
+                s,
+                algorithm_name=name,
+                algorithm_version=version,
+                value=value,
+                method=METHOD_NAMES[method],
+                target=target,
+                evaluation_id=evaluation_id,
+                organisation_id=organisation_id,
+                created_by=created_by,
+                finding_key=key,
+                reason=reason or f"picked by {method_text} on evaluation {evaluation_id}",
+            )
+        )
+    return value, perf, rows
+
+
+def finding_keys(algorithm: Algorithm, names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``()`` / ``study`` -> the study score (""); ``all`` -> it and every finding."""
+    declared = [f.key for f in algorithm.findings]
+    keys: list[str] = []
+    for name in names or ("study",):
+        if name == "all":
+            keys += ["", *declared]
+        elif name == "study":
+            keys.append("")
+        elif name in declared:
+            keys.append(name)
+        else:
+            raise NotFound(f"{algorithm.name} {algorithm.version} declares no finding {name!r}")
+    return tuple(dict.fromkeys(keys))
+
+
+def recalibration_report(
+    s: Any, old: Algorithm, new: Algorithm, evaluation_id: int, method_text: str = "youden"
+) -> dict:
+    """The old version's study threshold on the new version's calibration test."""
+    ev = _evaluation_of(s, new.name, new.version, evaluation_id)
+    old_t = effective_thresholds(old, quality.thresholds_in_force(s, old.name, old.version))[
+        "study"
+    ]
+    method, target = metrics.parse_method(method_text)
+    labels, scores = calibration.labels_and_scores(ev.summary)
+    picked_t = metrics.pick_threshold(labels, scores, method, target)
+    old_perf = calibration.threshold_performance(ev.summary, old_t)
+    new_perf = calibration.threshold_performance(ev.summary, picked_t)
+    verdict = []
+    for k in ("sensitivity", "specificity"):
+        o, n = old_perf[k], new_perf[k]
+        if o["value"] is None or n["value"] is None:
+            continue
+        if o["upper"] < n["lower"]:
+            verdict.append(
+                f"the old threshold is significantly worse in {k} "
+                f"({o['value']:.3f} vs {n['value']:.3f}): do not reuse it"
+            )
+    if not verdict:
+        verdict.append("the old threshold performs within the confidence intervals of a fresh pick")
+    return {
+        "algorithm": new.name,
+        "old_version": old.version,
+        "new_version": new.version,
+        "evaluation_id": evaluation_id,
+        "method": method_text,
+        "old": old_perf,
+        "picked": new_perf,
+        "verdict": verdict,
+    }

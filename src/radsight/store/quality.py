@@ -1,0 +1,302 @@
+"""Quality records: calibration tests (evaluations), operating thresholds, alerts.
+
+Thresholds are append-only: every change is a new row (who, when, why, how it was picked)
+and the newest row for (algorithm, version, organisation, finding) is in force; an
+organisation's own row beats the default (``organisation_id`` NULL).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from radsight.errors import NotFound
+from radsight.store.clock import utcnow
+from radsight.store.scope import OrgScope, org_filter
+from radsight.store.tables import AlertRow, EvaluationRow, ThresholdRow
+
+THRESHOLD_METHODS = ("default", "youden", "target_sensitivity", "target_specificity", "manual")
+ALERT_KINDS = ("clinical", "technical", "drift", "calibration")
+
+# --- evaluations -----------------------------------------------------------------------
+
+
+def create_evaluation(
+    s: Session, algorithm_name: str, algorithm_version: str, reference_name: str, created_by: str
+) -> EvaluationRow:
+    row = EvaluationRow(
+        algorithm_name=algorithm_name,
+        algorithm_version=algorithm_version,
+        reference_name=reference_name[:256],
+        state="running",
+        summary={},
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def finish_evaluation(
+    s: Session,
+    evaluation_id: int,
+    *,
+    summary: dict,
+    passed: bool | None,
+    num_studies: int,
+    report_key: str = "",
+    error: str = "",
+) -> EvaluationRow:
+    row = get_evaluation(s, evaluation_id)
+    row.state = "failed" if error else "done"
+    row.summary = summary
+    row.passed = passed
+    row.num_studies = num_studies
+    row.report_key = report_key
+    row.error = error
+    row.finished_at = utcnow()
+    return row
+
+
+def get_evaluation(s: Session, evaluation_id: int) -> EvaluationRow:
+    row = s.get(EvaluationRow, evaluation_id)
+    if row is None:
+        raise NotFound(f"evaluation {evaluation_id} does not exist")
+    return row
+
+
+def list_evaluations(
+    s: Session, algorithm_name: str | None = None, algorithm_version: str | None = None
+) -> list[EvaluationRow]:
+    q = select(EvaluationRow).order_by(EvaluationRow.id.desc())
+    if algorithm_name:
+        q = q.where(EvaluationRow.algorithm_name == algorithm_name)
+    if algorithm_version:
+        q = q.where(EvaluationRow.algorithm_version == algorithm_version)
+    return list(s.scalars(q))
+
+
+def latest_evaluation(
+    s: Session, algorithm_name: str, algorithm_version: str
+) -> EvaluationRow | None:
+    """The newest finished calibration test of this version (the drift baseline)."""
+    return s.scalar(
+        select(EvaluationRow)
+        .where(
+            EvaluationRow.algorithm_name == algorithm_name,
+            EvaluationRow.algorithm_version == algorithm_version,
+            EvaluationRow.state == "done",
+        )
+        .order_by(EvaluationRow.id.desc())
+        .limit(1)
+    )
+
+
+# --- thresholds ------------------------------------------------------------------------
+
+
+def set_threshold(
+    s: Session,
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    value: float,
+    method: str,
+    created_by: str,
+    reason: str = "",
+    finding_key: str = "",
+    organisation_id: int | None = None,
+    target: float | None = None,
+    evaluation_id: int | None = None,
+) -> ThresholdRow:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"a threshold must lie in [0, 1], got {value}")
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"method must be one of {', '.join(THRESHOLD_METHODS)}, not {method!r}")
+    if evaluation_id is not None:
+        get_evaluation(s, evaluation_id)
+    row = ThresholdRow(
+        algorithm_name=algorithm_name,
+        algorithm_version=algorithm_version,
+        organisation_id=organisation_id,
+        finding_key=finding_key,
+        value=float(value),
+        method=method,
+        target=target,
+        evaluation_id=evaluation_id,
+        reason=reason,
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def list_thresholds(
+    s: Session,
+    algorithm_name: str | None = None,
+    algorithm_version: str | None = None,
+    organisation_id: int | None = None,
+) -> list[ThresholdRow]:
+    """Every change, newest first (the history)."""
+    q = select(ThresholdRow).order_by(ThresholdRow.id.desc())
+    if algorithm_name:
+        q = q.where(ThresholdRow.algorithm_name == algorithm_name)
+    if algorithm_version:
+        q = q.where(ThresholdRow.algorithm_version == algorithm_version)
+    if organisation_id is not None:
+        q = q.where(
+            or_(
+                ThresholdRow.organisation_id == organisation_id,
+                ThresholdRow.organisation_id.is_(None),
+            )
+        )
+    return list(s.scalars(q))
+
+
+def thresholds_in_force(
+    s: Session, algorithm_name: str, algorithm_version: str, organisation_id: int | None = None
+) -> dict[str, float]:
+    """finding key -> threshold (``"study"`` for the study score) set in the store.
+
+    Only keys someone set are returned; the caller falls back to the algorithm's own
+    declared thresholds for the rest.
+    """
+    rows = s.scalars(
+        select(ThresholdRow)
+        .where(
+            ThresholdRow.algorithm_name == algorithm_name,
+            ThresholdRow.algorithm_version == algorithm_version,
+            or_(
+                ThresholdRow.organisation_id.is_(None),
+                ThresholdRow.organisation_id == organisation_id,
+            )
+            if organisation_id is not None
+            else ThresholdRow.organisation_id.is_(None),
+        )
+        .order_by(ThresholdRow.id)
+    )
+    default: dict[str, float] = {}
+    own: dict[str, float] = {}
+    for row in rows:  # oldest first: the newest row of a key wins
+        key = row.finding_key or "study"
+        (default if row.organisation_id is None else own)[key] = row.value
+    return {**default, **own}
+
+
+# --- alerts ----------------------------------------------------------------------------
+
+
+def raise_alert(
+    s: Session,
+    *,
+    kind: str,
+    key: str,
+    message: str,
+    severity: str = "warning",
+    algorithm_name: str = "",
+    algorithm_version: str = "",
+    organisation_id: int | None = None,
+    detail: dict | None = None,
+    webhook: bool = False,
+) -> tuple[AlertRow, bool]:
+    """Open an alert unless one with this key is open already; return (row, new)."""
+    if kind not in ALERT_KINDS:
+        raise ValueError(f"alert kind must be one of {', '.join(ALERT_KINDS)}, not {kind!r}")
+    existing = s.scalar(
+        select(AlertRow).where(AlertRow.key == key, AlertRow.resolved_at.is_(None)).limit(1)
+    )
+    if existing is not None:
+        return existing, False
+    row = AlertRow(
+        kind=kind,
+        severity=severity,
+        key=key[:255],
+        algorithm_name=algorithm_name,
+        algorithm_version=algorithm_version,
+        organisation_id=organisation_id,
+        message=message,
+        detail=detail or {},
+        created_at=utcnow(),
+        webhook_state="pending" if webhook else "",
+    )
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def resolve_alert(s: Session, alert_id: int, scope: OrgScope = None) -> AlertRow:
+    row = get_alert(s, alert_id, scope)
+    if row.resolved_at is None:
+        row.resolved_at = utcnow()
+    return row
+
+
+def resolve_alerts_except(s: Session, kind: str, open_keys: set[str]) -> int:
+    """Resolve open alerts of ``kind`` whose condition no longer holds."""
+    n = 0
+    for row in s.scalars(
+        select(AlertRow).where(AlertRow.kind == kind, AlertRow.resolved_at.is_(None))
+    ):
+        if row.key not in open_keys:
+            row.resolved_at = utcnow()
+            n += 1
+    return n
+
+
+def get_alert(s: Session, alert_id: int, scope: OrgScope = None) -> AlertRow:
+    row = s.get(AlertRow, alert_id)
+    # alerts without an organisation (a version's calibration) are visible to every scope
+    if row is None or (
+        scope is not None
+        and row.organisation_id is not None
+        and row.organisation_id not in ([scope] if isinstance(scope, int) else list(scope))
+    ):
+        raise NotFound(f"alert {alert_id} does not exist")
+    return row
+
+
+def list_alerts(
+    s: Session,
+    scope: OrgScope = None,
+    *,
+    open_only: bool = False,
+    kind: str | None = None,
+    since: datetime | None = None,
+    limit: int = 200,
+) -> list[AlertRow]:
+    q = select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
+    cond = org_filter(AlertRow.organisation_id, scope)
+    if cond is not None:
+        q = q.where(or_(cond, AlertRow.organisation_id.is_(None)))
+    if open_only:
+        q = q.where(AlertRow.resolved_at.is_(None))
+    if kind:
+        q = q.where(AlertRow.kind == kind)
+    if since is not None:
+        q = q.where(AlertRow.created_at >= since)
+    return list(s.scalars(q))
+
+
+def alerts_for_webhook(s: Session, limit: int = 100) -> list[AlertRow]:
+    return list(
+        s.scalars(
+            select(AlertRow)
+            .where(AlertRow.webhook_state == "pending")
+            .order_by(AlertRow.id)
+            .limit(limit)
+        )
+    )
+
+
+def set_webhook_state(s: Session, alert_id: int, state: str, error: str = "") -> None:
+    row = s.get(AlertRow, alert_id)
+    if row is None:
+        raise NotFound(f"alert {alert_id} does not exist")
+    row.webhook_state = state
+    if error:
+        row.detail = {**(row.detail or {}), "webhook_error": error[:500]}

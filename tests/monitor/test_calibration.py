@@ -1,0 +1,163 @@
+"""``radsight evaluate``: a calibration test on a real reference set, stored and served."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import roc_auc_score
+
+from radsight.cli.main import cli
+from radsight.dicom.synthetic import make_radiograph
+
+from .conftest import dicom_bytes, make_org, token
+
+
+def run_cli(data_dir, *args):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["--data-dir", str(data_dir), *args], catch_exceptions=False)
+
+
+def test_calibration_test_on_a_real_reference_set(tmp_path, cxr_reference, rt, client_for):
+    out = tmp_path / "out"
+    res = run_cli(
+        rt.settings.data_dir,
+        "evaluate",
+        "--algorithm",
+        "radsight-cxr",
+        "--reference",
+        str(cxr_reference),
+        "--out",
+        str(out),
+        "--no-progress",
+    )
+    assert res.exit_code == 0, res.output
+    assert "AUROC" in res.output and "PASSED" in res.output
+    assert "at least 400 are needed" in res.output  # 75 studies: the Moscow warning
+    summary = json.loads((out / "summary.json").read_text())
+    cases = [c for c in summary["cases"] if c["score"] is not None]
+    y = np.array([c["label"] for c in cases])
+    x = np.array([c["score"] for c in cases])
+    assert summary["num_studies"] == 75 and len(cases) >= 70
+    # the figures equal scikit-learn's on the same scores
+    assert summary["auroc"]["value"] == pytest.approx(roc_auc_score(y, x), abs=1e-4)
+    assert summary["auroc"]["lower"] < summary["auroc"]["value"] < summary["auroc"]["upper"]
+    t = summary["thresholds"]["study"]
+    tp = int(((x >= t) & (y == 1)).sum())
+    assert summary["at_threshold"]["tp"] == tp
+    assert summary["at_threshold"]["sensitivity"]["value"] == pytest.approx(tp / y.sum(), abs=1e-4)
+    assert summary["auroc"]["value"] >= 0.81 and summary["passed"] is True
+    assert {r["group"] for r in summary["subgroups"]} >= {"view"}
+    assert summary["time_per_study_s"]["mean"] > 0
+    # the report and its plots
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "Subgroups" in html
+    for png in ("roc.png", "calibration.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # stored, and served by the API to a signed-in principal only
+    client = client_for(rt)
+    assert client.get("/api/evaluations").status_code == 401
+    h = token(rt, "radiologist", make_org(rt))
+    listed = client.get("/api/evaluations", headers=h).json()
+    assert listed[0]["algorithm_name"] == "radsight-cxr" and listed[0]["passed"] is True
+    detail = client.get(f"/api/evaluations/{listed[0]['id']}", headers=h).json()
+    assert detail["summary"]["auroc"] == summary["auroc"]
+    page = client.get(f"/api/evaluations/{listed[0]['id']}/report.html?download=true", headers=h)
+    assert page.status_code == 200 and "Calibration test: radsight-cxr" in page.text
+    assert "attachment" in page.headers["content-disposition"]
+
+
+def test_dicom_reference_set_with_subgroups_from_headers(tmp_path, rt):
+    ref = tmp_path / "dicom-ref"
+    (ref / "studies").mkdir(parents=True)
+    rows = ["study_instance_uid,label,organisation"]
+    for i in range(30):
+        positive = i % 3 == 0
+        ds = make_radiograph(bright_spot=(0.3, 0.5, 0.1) if positive else None, seed=i)
+        ds.PatientSex = "F" if i % 2 else "M"
+        ds.PatientAge = f"0{30 + i}Y"
+        (ref / "studies" / f"{i}.dcm").write_bytes(dicom_bytes(ds))
+        rows.append(f"{ds.StudyInstanceUID},{'positive' if positive else 'negative'},site{i % 2}")
+    (ref / "labels.csv").write_text("\n".join(rows) + "\n")
+    (ref / "README.txt").write_text("not DICOM: skipped")
+    res = run_cli(
+        rt.settings.data_dir,
+        "evaluate",
+        "--algorithm",
+        "radsight-bright-region",
+        "--reference",
+        str(ref),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["auroc"]["value"] == 1.0 and summary["positives"] == 10
+    groups = {(r["group"], r["value"]) for r in summary["subgroups"]}
+    assert {
+        ("sex", "F"),
+        ("sex", "M"),
+        ("organisation", "site0"),
+        ("age_band", "40-59"),
+        ("manufacturer", "Radsight synthetic"),
+    } <= groups
+    assert summary["cases"][0]["features"]["pixel_spacing"] == 0.15
+
+
+def test_failed_test_raises_a_calibration_alert(tmp_path, rt):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    rows = ["study_instance_uid,label"]
+    for i in range(12):  # labels unrelated to the bright spot: AUROC ~ 0.5
+        ds = make_radiograph(bright_spot=(0.3, 0.5, 0.1) if i % 2 else None, seed=i)
+        (ref / f"{i}.dcm").write_bytes(dicom_bytes(ds))
+        rows.append(f"{ds.StudyInstanceUID},{1 if i % 4 < 2 else 0}")
+    (ref / "labels.csv").write_text("\n".join(rows) + "\n")
+    res = run_cli(
+        rt.settings.data_dir,
+        "evaluate",
+        "--algorithm",
+        "radsight-bright-region",
+        "--reference",
+        str(ref),
+        "--no-progress",
+    )
+    assert res.exit_code == 2 and "FAILED" in res.output and "below the bar 0.81" in res.output
+    alerts = run_cli(rt.settings.data_dir, "monitor", "alerts")
+    assert "calibration" in alerts.output and "failed" in alerts.output
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (None, "has no labels.csv"),
+        ("path,label\nmissing.png,1\n", "image missing.png does not exist"),
+        ("path,outcome\nx.png,1\n", "no 'label' column"),
+        ("study_instance_uid,label\n1.2.3,maybe\n", "label 'maybe' is not"),
+        ("study_instance_uid,label\n1.2.3,1\n", "no DICOM files of study 1.2.3"),
+    ],
+)
+def test_bad_reference_sets_get_a_clear_error(tmp_path, rt, labels, message):
+    ref = tmp_path / "bad"
+    ref.mkdir()
+    if labels is not None:
+        (ref / "labels.csv").write_text(labels)
+    res = run_cli(
+        rt.settings.data_dir,
+        "evaluate",
+        "--algorithm",
+        "radsight-bright-region",
+        "--reference",
+        str(ref),
+        "--no-progress",
+    )
+    assert res.exit_code == 1 and message in res.output, res.output
+
+
+def test_unknown_algorithm(tmp_path, rt):
+    res = run_cli(
+        rt.settings.data_dir, "evaluate", "--algorithm", "nope@9", "--reference", str(tmp_path)
+    )
+    assert res.exit_code == 1 and "error[not_found]" in res.output
