@@ -1,0 +1,379 @@
+"""DICOMweb: STOW-RS and QIDO-RS here, WADO-RS in :mod:`.dicomweb_wado` (PS3.18).
+
+Base path ``/dicomweb``. Every route needs a token or a session (:data:`PrincipalDep`);
+a caller sees only its organisations' studies, and another tenant's study is "not found"
+(404), never "forbidden". STOW-RS ends in the same :func:`accept_instance` as C-STORE,
+into the caller's organisation. See docs/dicomweb.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from radsight.api.auth import PrincipalDep
+from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.api.routes import dicomweb_wado
+from radsight.api.routes.dicomweb_wado import DICOM_JSON, base_url, negotiate_json
+from radsight.dicom.dicomweb_json import QidoQuery, parse_qido, to_dicom_json
+from radsight.dicom.instances import parse_part10
+from radsight.dicom.multipart import parse_media_type, split_parts
+from radsight.errors import (
+    Forbidden,
+    InstanceRejected,
+    MissingAttribute,
+    NotDicom,
+    RadsightError,
+    UnsupportedMediaType,
+)
+from radsight.ingest.accept import accept_instance, record_rejection
+from radsight.ingest.statuses import status_for
+from radsight.runtime import Runtime
+from radsight.store import qido
+from radsight.store import studies as studystore
+from radsight.store.people import Principal
+from radsight.store.tables import InstanceRow, SeriesRow, StudyRow
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+
+QIDO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {DICOM_JSON: {}}, "description": "matches as DICOM JSON"}
+}
+
+
+# --- QIDO-RS -----------------------------------------------------------------------------
+
+
+def study_values(st: StudyRow, base: str) -> dict[str, Any]:
+    return {
+        "StudyDate": st.study_date,
+        "StudyTime": st.study_time,
+        "AccessionNumber": st.accession_number,
+        "InstanceAvailability": "ONLINE",
+        "ModalitiesInStudy": st.modalities_in_study or st.modality,
+        "ReferringPhysicianName": st.referring_physician_name,
+        "RetrieveURL": f"{base}/studies/{st.study_instance_uid}",
+        "PatientName": st.patient_name,
+        "PatientID": st.patient_id,
+        "PatientBirthDate": st.patient_birth_date,
+        "PatientSex": st.patient_sex,
+        "StudyInstanceUID": st.study_instance_uid,
+        "StudyID": st.dicom_study_id,
+        "NumberOfStudyRelatedSeries": st.num_series,
+        "NumberOfStudyRelatedInstances": st.num_instances,
+        "StudyDescription": st.study_description,
+    }
+
+
+def series_values(se: SeriesRow, st: StudyRow, base: str) -> dict[str, Any]:
+    return {
+        "StudyInstanceUID": st.study_instance_uid,
+        "Modality": se.modality,
+        "SeriesInstanceUID": se.series_instance_uid,
+        "SeriesNumber": se.series_number,
+        "SeriesDescription": se.series_description,
+        "BodyPartExamined": se.body_part_examined,
+        "NumberOfSeriesRelatedInstances": se.num_instances,
+        "RetrieveURL": f"{base}/studies/{st.study_instance_uid}/series/{se.series_instance_uid}",
+    }
+
+
+def instance_values(i: InstanceRow, se: SeriesRow, st: StudyRow, base: str) -> dict[str, Any]:
+    attrs = i.attributes or {}
+    return {
+        "StudyInstanceUID": st.study_instance_uid,
+        "SeriesInstanceUID": se.series_instance_uid,
+        "SOPClassUID": i.sop_class_uid,
+        "SOPInstanceUID": i.sop_instance_uid,
+        "InstanceAvailability": "ONLINE",
+        "InstanceNumber": i.instance_number,
+        "Rows": attrs.get("Rows"),
+        "Columns": attrs.get("Columns"),
+        "BitsAllocated": attrs.get("BitsAllocated"),
+        "NumberOfFrames": i.number_of_frames,
+        "TransferSyntaxUID": i.transfer_syntax_uid,
+        "RetrieveURL": (
+            f"{base}/studies/{st.study_instance_uid}/series/{se.series_instance_uid}"
+            f"/instances/{i.sop_instance_uid}"
+        ),
+    }
+
+
+def _query(request: Request, level: str) -> QidoQuery:
+    negotiate_json(request)
+    return parse_qido(request.query_params.multi_items(), level)
+
+
+def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, more: int) -> Response:
+    """The matches, with the Warning headers of PS3.18 8.3.4.4 and 8.3.4.5."""
+    response = JSONResponse(items, media_type=DICOM_JSON)
+    agent = request.url.netloc or "radsight"
+    if query.unsupported:
+        keys = ", ".join(dict.fromkeys(query.unsupported))
+        response.headers.append(
+            "Warning", f'299 {agent} "The following query keys are not supported: {keys}"'
+        )
+    if more:
+        count = f"more than {qido.COUNT_CAP}" if more > qido.COUNT_CAP else str(more)
+        response.headers.append(
+            "Warning", f'299 {agent} "There are {count} additional results that can be requested"'
+        )
+    return response
+
+
+@router.get("/studies", responses=QIDO_RESPONSES, summary="QIDO-RS: search for studies")
+def search_studies(request: Request, s: SessionDep, principal: PrincipalDep) -> Response:
+    query = _query(request, "study")
+    rows, more = qido.search_studies(s, principal.organisation_ids(s), query)
+    base, keys = base_url(request), query.attributes(["study"])
+    return _answer(request, [to_dicom_json(study_values(r, base), keys) for r in rows], query, more)
+
+
+def _series_answer(
+    request: Request, s: SessionDep, principal: Principal, study: str | None
+) -> Response:
+    query = _query(request, "series")
+    scope = principal.organisation_ids(s)
+    if study:
+        qido.ensure_study_visible(s, scope, study)
+    rows, more = qido.search_series(s, scope, query, study)
+    base = base_url(request)
+    levels = ["series"] if study else ["study", "series"]
+    keys = ["StudyInstanceUID", *query.attributes(levels)]
+    items = []
+    for se, st in rows:
+        values = {**study_values(st, base), **series_values(se, st, base)}
+        items.append(to_dicom_json(values, dict.fromkeys(keys)))
+    return _answer(request, items, query, more)
+
+
+@router.get(
+    "/studies/{study}/series", responses=QIDO_RESPONSES, summary="QIDO-RS: a study's series"
+)
+def search_study_series(
+    study: str, request: Request, s: SessionDep, principal: PrincipalDep
+) -> Response:
+    return _series_answer(request, s, principal, study)
+
+
+@router.get("/series", responses=QIDO_RESPONSES, summary="QIDO-RS: search for series")
+def search_all_series(request: Request, s: SessionDep, principal: PrincipalDep) -> Response:
+    return _series_answer(request, s, principal, None)
+
+
+def _instances_answer(
+    request: Request,
+    s: SessionDep,
+    principal: Principal,
+    study: str | None,
+    series: str | None,
+) -> Response:
+    query = _query(request, "instance")
+    scope = principal.organisation_ids(s)
+    if study:
+        qido.ensure_study_visible(s, scope, study, series)
+    rows, more = qido.search_instances(s, scope, query, study, series)
+    base = base_url(request)
+    levels = ["instance"] if series else ["series", "instance"] if study else list(LEVELS)
+    keys = ["StudyInstanceUID", "SeriesInstanceUID", *query.attributes(levels)]
+    items = []
+    for i, se, st in rows:
+        values = {
+            **study_values(st, base),
+            **series_values(se, st, base),
+            **instance_values(i, se, st, base),
+        }
+        items.append(to_dicom_json(values, dict.fromkeys(keys)))
+    return _answer(request, items, query, more)
+
+
+LEVELS = ("study", "series", "instance")
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances",
+    responses=QIDO_RESPONSES,
+    summary="QIDO-RS: a series' instances",
+)
+def search_series_instances(
+    study: str, series: str, request: Request, s: SessionDep, principal: PrincipalDep
+) -> Response:
+    return _instances_answer(request, s, principal, study, series)
+
+
+@router.get(
+    "/studies/{study}/instances", responses=QIDO_RESPONSES, summary="QIDO-RS: a study's instances"
+)
+def search_study_instances(
+    study: str, request: Request, s: SessionDep, principal: PrincipalDep
+) -> Response:
+    return _instances_answer(request, s, principal, study, None)
+
+
+@router.get("/instances", responses=QIDO_RESPONSES, summary="QIDO-RS: search for instances")
+def search_all_instances(request: Request, s: SessionDep, principal: PrincipalDep) -> Response:
+    return _instances_answer(request, s, principal, None, None)
+
+
+# --- STOW-RS -----------------------------------------------------------------------------
+
+STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {DICOM_JSON: {}}, "description": "every instance stored"},
+    202: {"description": "some instances stored, the others failed (FailedSOPSequence)"},
+    409: {"description": "no instance stored (FailedSOPSequence says why)"},
+}
+
+
+@router.post("/studies", responses=STOW_RESPONSES, summary="STOW-RS: store instances")
+async def store_instances(request: Request, rt: RuntimeDep, principal: PrincipalDep) -> Response:
+    return await _stow(request, rt, principal, None)
+
+
+@router.post(
+    "/studies/{study}", responses=STOW_RESPONSES, summary="STOW-RS: store instances of a study"
+)
+async def store_study_instances(
+    study: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> Response:
+    return await _stow(request, rt, principal, study)
+
+
+async def _stow(request: Request, rt: Runtime, principal: Principal, study: str | None) -> Response:
+    if principal.organisation_id is None:
+        raise Forbidden(
+            "a platform admin token belongs to no organisation: store with a token of the "
+            "organisation the studies belong to"
+        )
+    content_type = request.headers.get("content-type", "")
+    media = parse_media_type(content_type)
+    if media.media_type != "multipart/related" or media.type not in ("", "application/dicom"):
+        raise UnsupportedMediaType(
+            'STOW-RS takes multipart/related; type="application/dicom" '
+            f"(got {content_type or 'no Content-Type'})"
+        )
+    body = await request.body()
+    try:
+        parts = split_parts(body, content_type)
+    except ValueError as exc:
+        raise UnsupportedMediaType(f"cannot read the multipart body: {exc}") from exc
+    outcome = await run_in_threadpool(
+        _store_parts, rt, principal.organisation_id, parts, study, base_url(request)
+    )
+    return JSONResponse(outcome.body, status_code=outcome.status, media_type=DICOM_JSON)
+
+
+class _StowOutcome:
+    """What a STOW-RS request did, as its answer (PS3.18 10.5.3)."""
+
+    def __init__(self) -> None:
+        self.study_url = ""
+        self.stored: list[dict[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []
+        self.study_ids: set[int] = set()
+        self.study_uids: list[str] = []
+
+    @property
+    def status(self) -> int:
+        if not self.failed:
+            return 200
+        return 202 if self.stored else 409
+
+    @property
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if len(set(self.study_uids)) == 1:
+            out.update(to_dicom_json({"RetrieveURL": self.study_url}, ["RetrieveURL"]))
+        if self.failed:
+            out["00081198"] = {"vr": "SQ", "Value": self.failed}
+        if self.stored:
+            out["00081199"] = {"vr": "SQ", "Value": self.stored}
+        return out
+
+
+def _store_parts(
+    rt: Runtime,
+    organisation_id: int,
+    parts: list[tuple[dict[str, str], bytes]],
+    study: str | None,
+    base: str,
+) -> _StowOutcome:
+    """Each part through accept_instance; a failure is recorded and answered per instance."""
+    outcome = _StowOutcome()
+    for headers, content in parts:
+        part_type = parse_media_type(headers.get("content-type", "application/dicom"))
+        sop_class = sop_instance = ""
+        try:
+            if part_type.media_type != "application/dicom":
+                raise NotDicom(f"a part of type {part_type.media_type} is not application/dicom")
+            try:
+                parsed = parse_part10(content)
+            except InstanceRejected as exc:
+                record_rejection(rt, exc, source="stow", organisation_id=organisation_id)
+                raise
+            sop_class, sop_instance = parsed.sop_class_uid, parsed.sop_instance_uid
+            if study and parsed.study_instance_uid != study:
+                mismatch = MissingAttribute(
+                    f"instance {sop_instance} is of study {parsed.study_instance_uid}, "
+                    f"not of {study} that the request names"
+                )
+                record_rejection(
+                    rt,
+                    mismatch,
+                    source="stow",
+                    organisation_id=organisation_id,
+                    sop_instance_uid=sop_instance,
+                )
+                raise mismatch
+            accepted = accept_instance(rt, parsed, organisation_id=organisation_id, source="stow")
+        except RadsightError as exc:
+            item: dict[str, Any] = {}
+            if sop_class:
+                item.update(
+                    to_dicom_json(
+                        {
+                            "ReferencedSOPClassUID": sop_class,
+                            "ReferencedSOPInstanceUID": sop_instance,
+                        },
+                        ["ReferencedSOPClassUID", "ReferencedSOPInstanceUID"],
+                    )
+                )
+            # PS3.18 Table 10.5.3-1 and the C-STORE statuses of PS3.4 B.2.3
+            item["00081197"] = {"vr": "US", "Value": [status_for(exc.code)]}
+            outcome.failed.append(item)
+            continue
+        study_uid = accepted.study_instance_uid
+        outcome.study_ids.add(accepted.study_id)
+        outcome.study_uids.append(study_uid)
+        outcome.study_url = f"{base}/studies/{study_uid}"
+        series_uid = parsed.series_instance_uid
+        outcome.stored.append(
+            to_dicom_json(
+                {
+                    "ReferencedSOPClassUID": sop_class,
+                    "ReferencedSOPInstanceUID": sop_instance,
+                    "RetrieveURL": f"{base}/studies/{study_uid}/series/{series_uid}"
+                    f"/instances/{sop_instance}",
+                },
+                ["ReferencedSOPClassUID", "ReferencedSOPInstanceUID", "RetrieveURL"],
+            )
+        )
+    if outcome.study_ids:
+        # a STOW request is a whole delivery: its studies need not wait for a quiet period
+        with rt.db.session() as s:
+            studystore.mark_ready_now(s, sorted(outcome.study_ids))
+    log.info(
+        "STOW-RS: %d stored, %d failed for organisation %d",
+        len(outcome.stored),
+        len(outcome.failed),
+        organisation_id,
+    )
+    return outcome
+
+
+router.include_router(dicomweb_wado.router)

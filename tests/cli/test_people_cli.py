@@ -1,0 +1,106 @@
+"""``radsight user ...`` and ``radsight token ...`` as an operator uses them."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from radsight.cli.main import cli
+from radsight.config import load_settings
+from radsight.errors import NotAuthenticated
+from radsight.runtime import Runtime
+from radsight.store import people
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    for key in [k for k in __import__("os").environ if k.startswith("RADSIGHT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RADSIGHT_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+
+    def invoke(*args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
+        return runner.invoke(cli, list(args), input=stdin)
+
+    assert invoke("org", "add", "City", "--region", "North").exit_code == 0
+    return invoke
+
+
+def _runtime(tmp_path) -> Runtime:  # type: ignore[no-untyped-def]
+    return Runtime.open(load_settings(None, data_dir=tmp_path / "data"), run_migrations=False)
+
+
+def test_users(run, tmp_path):
+    res = run("user", "add", "alice", "--org", "City", "--role", "radiologist",
+              "--password-stdin", stdin="a long password\n")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "user 1 'alice' (radiologist) of 'City' added" in res.output
+    res = run("user", "add", "alice", "--org", "City", "--role", "radiologist",
+              "--password-stdin", stdin="a long password\n")  # fmt: skip
+    assert res.exit_code == 1 and "error[conflict]: user 'alice' already exists" in res.output
+    res = run("user", "add", "bob", "--org", "City", "--role", "radiologist",
+              "--password-stdin", stdin="short\n")  # fmt: skip
+    assert res.exit_code == 1 and "at least 10 characters" in res.output
+    res = run("user", "add", "carol", "--org", "Nowhere", "--role", "radiologist",
+              "--password-stdin", stdin="a long password\n")  # fmt: skip
+    assert res.exit_code == 1 and "organisation 'Nowhere' does not exist" in res.output
+    # the prompt asks twice and hides what is typed
+    res = run("user", "add", "dan", "--org", "City", "--role", "org_admin",
+              stdin="dans password\ndans password\n")  # fmt: skip
+    assert res.exit_code == 0 and "dans password" not in res.output
+    listing = run("user", "list").output
+    assert "alice" in listing and "org_admin" in listing and "password" not in listing
+    assert (
+        run("user", "passwd", "alice", "--password-stdin", stdin="another password\n").exit_code
+        == 0
+    )
+    assert run("user", "disable", "dan").exit_code == 0
+    rt = _runtime(tmp_path)
+    with rt.db.session() as s:
+        assert people.authenticate(s, "alice", "another password").username == "alice"
+        with pytest.raises(NotAuthenticated, match="disabled"):
+            people.authenticate(s, "dan", "dans password")
+        actions = [e.action for e in people.list_audit(s, None)]
+    rt.close()
+    assert {"user.create", "user.password", "user.disable"} <= set(actions)
+
+
+def test_tokens(run, tmp_path):
+    res = run("token", "add", "--name", "ohif", "--role", "radiologist", "--org", "City",
+              "--days", "30")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    token = res.stdout.strip().splitlines()[-1]
+    assert token.startswith("rst_") and len(token) > 40
+    admin = run("token", "add", "--name", "ops", "--role", "admin").stdout.strip().splitlines()[-1]
+    listing = run("token", "list").output
+    assert "ohif" in listing and token[:10] in listing and token not in listing
+    for args, message in [
+        (("--name", "x", "--role", "radiologist"), "belongs to an organisation"),
+        (("--name", "x", "--role", "admin", "--org", "City"), "platform-wide"),
+        (("--name", "x", "--role", "admin", "--days", "0"), "--days must be positive"),
+        (("--name", "x", "--role", "radiologist", "--user", "nobody"), "does not exist"),
+    ]:
+        res = run("token", "add", *args)
+        assert res.exit_code != 0 and message in res.output, (args, res.output)
+    rt = _runtime(tmp_path)
+    with rt.db.session() as s:
+        principal = people.resolve_token(s, token)
+        assert principal.role == "radiologist" and principal.organisation_ids(s) == [1]
+        assert people.resolve_token(s, admin).organisation_ids(s) is None
+    assert run("token", "revoke", "1").exit_code == 0
+    assert "error[not_found]" in run("token", "revoke", "99").output
+    with rt.db.session() as s:
+        with pytest.raises(NotAuthenticated, match="revoked"):
+            people.resolve_token(s, token)
+        audit = [(e.action, e.actor.startswith("cli:")) for e in people.list_audit(s, None)]
+    rt.close()
+    assert ("token.create", True) in audit and ("token.revoke", True) in audit
+
+
+def test_a_users_token_has_the_users_role(run):
+    run("user", "add", "erin", "--org", "City", "--role", "radiologist", "--password-stdin",
+        stdin="erins password\n")  # fmt: skip
+    res = run("token", "add", "--name", "e", "--role", "org_admin", "--user", "erin")
+    assert res.exit_code == 1 and "is a radiologist: their token has that role" in res.output
+    res = run("token", "add", "--name", "e", "--role", "radiologist", "--user", "erin")
+    assert res.exit_code == 0
