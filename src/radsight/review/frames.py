@@ -1,0 +1,90 @@
+"""One frame of an instance, packed for the viewer's canvas (pure: numpy and pydicom).
+
+The browser does window/level itself, so it needs the modality values, not an 8-bit
+picture: the frame goes out as 16-bit unsigned integers with a linear map back to
+modality values (``value = stored * slope + intercept``), plus a default window.
+Integer images up to 16 bits travel exactly; anything else is quantised to 65,536
+levels over its range, far finer than any display.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+
+from radsight.dicom.pixels import frames_for_analysis
+from radsight.errors import MalformedDicom, NotFound
+
+
+@dataclass(frozen=True)
+class DisplayFrame:
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    window_center: float
+    window_width: float
+    #: little-endian uint16, row by row
+    data: bytes
+
+
+def _default_window(ds: pydicom.Dataset, values: np.ndarray) -> tuple[float, float]:
+    """The data set's first window for MONOCHROME2 (PS3.3 C.11.2), else the 1-99 % range."""
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    try:
+        center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if photometric == "MONOCHROME2" and center is not None and width is not None:
+            c = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
+            w = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+            if w > 0:
+                return c, w
+    except (TypeError, ValueError):
+        pass  # an unusable window falls back to the image's own range
+    step = max(1, values.size // (512 * 512))
+    lo, hi = np.percentile(values.ravel()[::step], [1.0, 99.0])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max()) + 1.0
+    return float(lo + hi) / 2.0, float(hi - lo)
+
+
+def read_display_frame(dicom_bytes: bytes, frame_index: int) -> DisplayFrame:
+    """Decode frame ``frame_index`` (0-based) of a stored instance for the viewer.
+
+    Raises
+    ------
+    radsight.errors.NotFound
+        When the instance has no such frame.
+    radsight.errors.MalformedDicom, radsight.errors.MissingPixelData
+        When the pixel data cannot be decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values were reported at ingest
+        try:
+            ds = pydicom.dcmread(io.BytesIO(dicom_bytes))
+        except Exception as exc:
+            raise MalformedDicom(f"cannot read the stored instance: {exc}") from exc
+        frames = frames_for_analysis(ds)
+    if not 0 <= frame_index < len(frames):
+        raise NotFound(f"the instance has {len(frames)} frame(s); there is no frame {frame_index}")
+    values = np.nan_to_num(frames[frame_index][1].astype(np.float64))
+    lo, hi = float(values.min()), float(values.max())
+    integral = bool(np.all(values == np.round(values)))
+    if integral and hi - lo <= 65535:
+        slope = 1.0
+    else:
+        slope = (hi - lo) / 65535.0 if hi > lo else 1.0
+    stored = np.rint((values - lo) / slope).clip(0, 65535).astype("<u2")
+    center, width = _default_window(ds, values)
+    return DisplayFrame(
+        rows=int(values.shape[0]),
+        columns=int(values.shape[1]),
+        slope=slope,
+        intercept=lo,
+        window_center=center,
+        window_width=width,
+        data=stored.tobytes(),
+    )

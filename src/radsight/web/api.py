@@ -1,0 +1,202 @@
+"""JSON for the web app and for other readers: verdicts, audit, worklist, viewer frames.
+
+Every route is scoped to the caller's organisations; another tenant's study answers 404.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from radsight.api.auth import PrincipalDep, SupervisorDep
+from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.errors import NotFound
+from radsight.review.frames import read_display_frame
+from radsight.review.verdicts import VerdictRequest, give_verdict, visible_study
+from radsight.review.viewer import status_text
+from radsight.store import people
+from radsight.store import verdicts as verdictstore
+from radsight.store import worklist as worklist_store
+
+router = APIRouter(tags=["review"])
+
+
+class VerdictCreate(BaseModel):
+    kind: Literal["finding", "study", "conclusion", "repeat"]
+    value: str = Field("", max_length=16)
+    text: str = Field("", max_length=20_000)
+    finding_key: str = Field("", max_length=64)
+    result_id: int | None = None
+
+
+class VerdictRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    study_id: int
+    result_id: int | None
+    user_id: int
+    username: str = ""
+    algorithm_name: str
+    algorithm_version: str
+    kind: str
+    finding_key: str
+    value: str
+    text: str
+    supersedes_id: int | None
+    superseded_by: int | None = None
+    created_at: datetime
+
+
+class AuditRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    organisation_id: int | None
+    user_id: int | None
+    actor: str
+    action: str
+    study_id: int | None
+    detail: dict[str, Any]
+    remote_addr: str
+    created_at: datetime
+
+
+class WorklistItem(BaseModel):
+    id: int
+    study_instance_uid: str
+    study_type: str
+    status: str
+    status_text: str
+    urgent: bool
+    ai_score: float | None
+    patient_name: str
+    patient_id: str
+    accession_number: str
+    first_received_at: datetime
+
+
+class WorklistRead(BaseModel):
+    studies: list[WorklistItem]
+    next_cursor: str
+
+
+@router.get("/api/studies/{study_id}/verdicts", response_model=list[VerdictRead])
+def list_study_verdicts(study_id: int, s: SessionDep, principal: PrincipalDep) -> list:
+    visible_study(s, principal, study_id)
+    return [
+        VerdictRead.model_validate(e.row).model_copy(
+            update={"username": e.username, "superseded_by": e.superseded_by}
+        )
+        for e in verdictstore.verdict_history(s, study_id)
+    ]
+
+
+@router.post("/api/studies/{study_id}/verdicts", response_model=VerdictRead, status_code=201)
+def create_study_verdict(
+    study_id: int, body: VerdictCreate, request: Request, s: SessionDep, principal: PrincipalDep
+) -> VerdictRead:
+    row = give_verdict(
+        s,
+        principal,
+        study_id,
+        VerdictRequest(body.kind, body.value, body.text, body.finding_key, body.result_id),
+        request.client.host if request.client else "",
+    )
+    return VerdictRead.model_validate(row).model_copy(update={"username": principal.name})
+
+
+@router.get("/api/audit", response_model=list[AuditRead])
+def list_audit(
+    s: SessionDep,
+    principal: SupervisorDep,
+    study_id: int | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list:
+    return people.list_audit(
+        s, principal.organisation_ids(s), study_id, action, limit=limit, offset=offset
+    )
+
+
+@router.get("/api/worklist", response_model=WorklistRead)
+def worklist(
+    s: SessionDep,
+    principal: PrincipalDep,
+    study_type: Annotated[str, Query(max_length=16)] = "",
+    status: Annotated[str, Query(max_length=32)] = "",
+    received_from: datetime | None = None,
+    received_to: datetime | None = None,
+    q: Annotated[str, Query(max_length=64)] = "",
+    cursor: Annotated[str, Query(max_length=80)] = "",
+    limit: Annotated[int, Query(ge=1, le=worklist_store.PAGE_SIZE_MAX)] = 50,
+) -> WorklistRead:
+    page = worklist_store.list_worklist(
+        s,
+        worklist_store.WorklistQuery(
+            organisation_ids=principal.organisation_ids(s),
+            study_type=study_type,
+            status=status,
+            received_from=received_from,
+            received_to=received_to,
+            search=q,
+            cursor=cursor,
+            limit=limit,
+        ),
+    )
+    return WorklistRead(
+        studies=[
+            WorklistItem(
+                id=st.id,
+                study_instance_uid=st.study_instance_uid,
+                study_type=st.study_type,
+                status=worklist_store.study_status(st),
+                status_text=status_text(st),
+                urgent=st.urgent,
+                ai_score=st.ai_score,
+                patient_name=st.patient_name,
+                patient_id=st.patient_id,
+                accession_number=st.accession_number,
+                first_received_at=st.first_received_at,
+            )
+            for st in page.studies
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/web/frames/{instance_id}/{frame_index}",
+    include_in_schema=False,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def viewer_frame(
+    instance_id: int, frame_index: int, rt: RuntimeDep, principal: PrincipalDep
+) -> Response:
+    """A frame as 16-bit values for the viewer's canvas (see :mod:`radsight.review.frames`)."""
+    # a short unit of work: the database is not held while the frame is decoded
+    with rt.db.session() as s:
+        try:
+            inst = worklist_store.get_instance(s, instance_id)
+        except NotFound:
+            inst = None
+        if inst is None or not principal.may_see(s, inst.organisation_id):
+            raise NotFound(f"instance {instance_id} does not exist")
+        key = inst.storage_key
+    frame = read_display_frame(rt.files.get(key), frame_index)
+    return Response(
+        frame.data,
+        media_type="application/octet-stream",
+        headers={
+            "X-Rows": str(frame.rows),
+            "X-Columns": str(frame.columns),
+            "X-Slope": repr(frame.slope),
+            "X-Intercept": repr(frame.intercept),
+            "X-Window-Center": repr(frame.window_center),
+            "X-Window-Width": repr(frame.window_width),
+            "Cache-Control": "private, max-age=3600",
+        },
+    )

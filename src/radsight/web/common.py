@@ -1,0 +1,103 @@
+"""What every page shares: templates, the signed-in user, errors shown as pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import Response
+
+from radsight.api.auth import get_principal
+from radsight.api.deps import RuntimeDep
+from radsight.errors import Forbidden, NotAuthenticated
+from radsight.review.viewer import STATUS_LABELS, STUDY_TYPE_LABELS
+from radsight.store.people import Principal
+
+HERE = Path(__file__).parent
+#: autoescape is on for .html: DICOM text (patient names, descriptions) is never markup
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.globals.update(status_labels=STATUS_LABELS, study_type_labels=STUDY_TYPE_LABELS)
+assert templates.env.autoescape is True or callable(templates.env.autoescape)
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else ""
+
+
+def fmt_person_name(value: str) -> str:
+    """``FAMILY^GIVEN^MIDDLE`` as ``FAMILY, GIVEN MIDDLE`` (PS3.5 6.2.1); text stays text.
+
+    Component groups (alphabetic, ideographic, phonetic) are separated by `` = ``.
+    """
+
+    def group(text: str) -> str:
+        parts = text.split("^")
+        family, rest = parts[0], " ".join(p for p in parts[1:] if p)
+        return f"{family}, {rest}" if family and rest else (family or rest)
+
+    return " = ".join(g for g in (group(x) for x in value.split("=")) if g)
+
+
+def fmt_dicom_date(value: str) -> str:
+    """A DA value (YYYYMMDD) as YYYY-MM-DD; anything else as it is."""
+    return (
+        f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
+    )
+
+
+templates.env.filters.update(time=fmt_time, person_name=fmt_person_name, dicom_date=fmt_dicom_date)
+
+
+class SignInRequired(Exception):
+    """Shown as a redirect to the sign-in page."""
+
+    def __init__(self, next_url: str, reason: str = "") -> None:
+        super().__init__(reason)
+        self.next_url = next_url
+        self.reason = reason
+
+
+class PageError(Exception):
+    """Shown as an error page with this status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def page_principal(request: Request, rt: RuntimeDep) -> Principal:
+    """The caller of an HTML page: signed in (or a token), else off to the sign-in page."""
+    try:
+        return await get_principal(request, rt)
+    except NotAuthenticated as exc:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method != "GET":
+            target = "/worklist"
+        reason = "expired" if "expired" in exc.message else ""
+        raise SignInRequired(target, reason) from None
+    except Forbidden as exc:
+        raise PageError(403, exc.message) from None
+
+
+PagePrincipal = Annotated[Principal, Depends(page_principal)]
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> Response:
+    base = {
+        "csrf_token": getattr(request.state, "csrf_token", ""),
+        "display_name": getattr(request.state, "display_name", ""),
+        "principal": getattr(request.state, "principal", None),
+    }
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def signin_redirect_url(exc: SignInRequired) -> str:
+    url = "/signin?next=" + quote(exc.next_url, safe="")
+    return url + ("&reason=expired" if exc.reason else "")
