@@ -19,6 +19,15 @@ PURE = [
     "pipeline/jobs.py",
     "pipeline/inputs.py",
     "errors.py",
+    "monitor/metrics.py",
+    "monitor/reference.py",
+    "monitor/calibration.py",
+    "monitor/technical.py",
+    "monitor/clinical.py",
+    "monitor/drift.py",
+    "monitor/charts.py",
+    "monitor/html.py",
+    "monitor/dashboard.py",
 ]
 IO_LIBRARIES = {
     "sqlalchemy",
@@ -37,7 +46,7 @@ IO_LIBRARIES = {
 HOMES = {
     "sqlalchemy": ["store/", "api/deps.py"],  # the API only names the Session type
     "alembic": ["store/"],
-    "fastapi": ["api/"],
+    "fastapi": ["api/", "web/"],  # web: the radiologist's pages
     "pynetdicom": ["ingest/", "delivery/", "cli/demo.py"],  # the demo plays modality and PACS
     "uvicorn": ["server.py"],
     "celery": ["pipeline/celery_runner.py"],

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from radsight.errors import ConfigError
@@ -20,6 +20,8 @@ from radsight.errors import ConfigError
 #: RADSIGHT_* variables that are not settings: the config file path, and tools' own
 NOT_SETTINGS = {"config", "dcmtk_bin", "shared_data", "xrv_model_dir"}
 DEFAULT_QUIET_PERIODS = {"cxr": 2.0, "flg": 2.0, "mmg": 3.0, "ct-chest": 5.0, "ct-brain": 5.0}
+#: S3 bucket names (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 
 
 class Settings(BaseSettings):
@@ -37,6 +39,9 @@ class Settings(BaseSettings):
     session_idle_s: float = Field(30 * 60.0, gt=0)
     #: send session cookies only over HTTPS (turn on behind a TLS-terminating proxy)
     secure_cookies: bool = False
+    #: the URL clients reach the HTTP server at (behind a proxy: "https://pacs.example.org");
+    #: DICOMweb RetrieveURL and BulkDataURI values start with it. Empty: from each request
+    public_url: str = Field("", pattern=r"^(https?://[^\s]+)?$")
     #: worker processes started by ``radsight serve`` (0: none, e.g. for gateways)
     workers: int = Field(2, ge=0, le=64)
     #: embedded: serve's own worker processes poll the database; celery: gateways send
@@ -62,6 +67,47 @@ class Settings(BaseSettings):
     #: skip fsync of instance files: faster, but an acknowledged instance may be lost
     #: on power failure. Only for throwaway demos and benchmarks.
     unsafe_no_fsync: bool = False
+    #: where instance files and results live (docs/scale-out.md#object-storage): empty for
+    #: ``<data_dir>/objects``, a directory every process sees, or ``s3://bucket[/prefix]``
+    object_store: str = ""
+    #: S3 only: the service's URL (MinIO, Ceph RGW, ...); empty for AWS itself
+    s3_endpoint_url: str = ""
+    #: S3 only: empty for the AWS default chain (AWS_REGION, ~/.aws/config)
+    s3_region: str = ""
+    #: S3 only: both, or neither for the AWS default chain (environment, ~/.aws, a role)
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    #: S3 only: "auto" is "path" with an endpoint URL (what MinIO expects), else virtual
+    s3_addressing_style: str = Field("auto", pattern="^(auto|path|virtual)$")
+    #: S3 only: seconds to connect and to wait for each response, and tries per request
+    s3_timeout_s: float = Field(5.0, gt=0)
+    s3_max_attempts: int = Field(3, ge=1, le=20)
+    # --- quality monitoring (docs/quality.md) ---
+    #: calibration test acceptance bars; warnings below the Moscow rule's set size / balance
+    acceptance_min_auroc: float = Field(0.81, ge=0, le=1)
+    acceptance_min_studies: int = Field(400, ge=1)
+    acceptance_min_class_fraction: float = Field(0.10, ge=0, le=0.5)
+    #: clinical monitoring: a figure alerts when its whole 95 % CI lies below its bar
+    clinical_bars: dict[str, float] = Field(
+        default_factory=lambda: {"sensitivity": 0.80, "specificity": 0.70, "agreement": 0.75}
+    )
+    clinical_window_days: float = Field(30.0, gt=0)
+    #: drift: alert when a feature's PSI reaches this (and, for numbers, KS p < drift_ks_p)
+    drift_psi_alert: float = Field(0.25, gt=0)
+    drift_ks_p: float = Field(0.01, gt=0, lt=1)
+    drift_window_days: float = Field(7.0, gt=0)
+    drift_min_studies: int = Field(100, ge=10)
+    #: received -> delivered budget per study; slower studies count as time-limit breaches
+    turnaround_budget_s: float = Field(300.0, gt=0)
+    #: seconds between quality-monitoring passes in ``radsight serve`` (0: none; with
+    #: several gateways let one of them run it, docs/quality.md)
+    monitor_interval_s: float = Field(300.0, ge=0)
+    #: alerts are POSTed as JSON here (empty: log and dashboard only)
+    alert_webhook_url: str = ""
+    alert_webhook_attempts: int = Field(3, ge=1, le=20)
+    alert_webhook_timeout_s: float = Field(5.0, gt=0)
+    #: bearer token Prometheus sends to GET /metrics (empty: any signed-in principal)
+    metrics_token: SecretStr = SecretStr("")
 
     @field_validator("ae_title")
     @classmethod
@@ -81,9 +127,66 @@ class Settings(BaseSettings):
             merged[key] = float(seconds)
         return merged
 
+    @field_validator("object_store")
+    @classmethod
+    def _object_store(cls, v: str) -> str:
+        v = v.strip()
+        if "://" in v and not v.startswith(("s3://", "file://")):
+            raise ValueError(f"{v!r}: give a directory, file:///path or s3://bucket[/prefix]")
+        if v.startswith("s3://"):
+            bucket = v[len("s3://") :].split("/", 1)[0]
+            if not _BUCKET.fullmatch(bucket):
+                raise ValueError(
+                    f"{v!r}: {bucket!r} is not an S3 bucket name (3-63 characters: "
+                    "lower-case letters, digits, dots and hyphens)"
+                )
+        if v.startswith("file://") and not v.startswith("file:///"):
+            raise ValueError(f"{v!r}: a file URL needs an absolute path (file:///srv/objects)")
+        return v
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint(cls, v: str) -> str:
+        v = v.strip()
+        if v and not re.fullmatch(r"https?://[^/\s]+/?", v):
+            raise ValueError(f"{v!r}: give http(s)://host[:port], e.g. http://minio:9000")
+        return v
+
+    @model_validator(mode="after")
+    def _s3_settings(self) -> Settings:
+        used = [
+            f"RADSIGHT_{name.upper()}"
+            for name in ("s3_endpoint_url", "s3_region", "s3_access_key_id")
+            if getattr(self, name)
+        ] + (
+            ["RADSIGHT_S3_SECRET_ACCESS_KEY"]
+            if self.s3_secret_access_key.get_secret_value()
+            else []
+        )
+        if used and not self.object_store.startswith("s3://"):
+            raise ValueError(
+                f"{', '.join(used)} set, but RADSIGHT_OBJECT_STORE is not an s3:// URL"
+            )
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key.get_secret_value()):
+            raise ValueError(
+                "set RADSIGHT_S3_ACCESS_KEY_ID and RADSIGHT_S3_SECRET_ACCESS_KEY together, "
+                "or neither (the AWS default credentials chain)"
+            )
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'radsight.db').resolve()}"
+
+    @property
+    def resolved_object_store(self) -> str:
+        """``s3://bucket[/prefix]``, or the absolute path of the objects directory."""
+        v = self.object_store
+        if v.startswith("s3://"):
+            return v.rstrip("/")
+        if v.startswith("file://"):
+            v = v[len("file://") :]
+        return str(Path(v).resolve() if v else (self.data_dir / "objects").resolve())
 
     def quiet_period(self, study_type: str) -> float:
         return self.quiet_periods.get(study_type, self.default_quiet_period)
@@ -126,6 +229,11 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"RADSIGHT_{name.upper()}: {err['msg']}")
+            name = ".".join(str(p) for p in err["loc"])
+            # a check across settings names them in its own message
+            lines.append(
+                f"RADSIGHT_{name.upper()}: {err['msg']}"
+                if name
+                else err["msg"].removeprefix("Value error, ")
+            )
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc

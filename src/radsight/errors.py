@@ -25,6 +25,8 @@ that the edges map to their protocol in exactly one place each:
     ├── Forbidden                    signed in, but the role may not do this (or bad CSRF)
     ├── NotFound                     an entity that does not exist (or is another tenant's)
     ├── Conflict                     an entity that already exists
+    ├── NotAcceptable                no representation the client accepts (HTTP 406)
+    ├── UnsupportedMediaType         a request body of a media type we do not take (415)
     ├── StorageError                 the file or database write failed (out of resources)
     ├── NotAnalysable                input checks refused a study ("not analysed: <reason>")
     ├── AlgorithmError               an algorithm failed while analysing (retried)
@@ -103,6 +105,14 @@ class NotFound(RadsightError):
 
 class Conflict(RadsightError):
     code = "conflict"
+
+
+class NotAcceptable(RadsightError):
+    code = "not_acceptable"
+
+
+class UnsupportedMediaType(RadsightError):
+    code = "unsupported_media_type"
 
 
 class StorageError(RadsightError):

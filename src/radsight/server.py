@@ -72,6 +72,10 @@ class Server:
         t = threading.Thread(target=self._scheduler, name="radsight-scheduler", daemon=True)
         t.start()
         self._threads.append(t)
+        if self.settings.monitor_interval_s:
+            t = threading.Thread(target=self._monitor, name="radsight-monitor", daemon=True)
+            t.start()
+            self._threads.append(t)
         app = create_app(self.rt, self.registry, self.rules)
         app.state.dicom_port = self.dicom_port
         config = uvicorn.Config(
@@ -118,6 +122,23 @@ class Server:
                     last_reap = time.monotonic()
             except Exception:  # the scheduler loop's catch-all: log once and keep going
                 log.exception("scheduler tick failed")
+
+    def _monitor(self) -> None:
+        """Quality checks (docs/quality.md) on their own thread: a slow webhook or a big
+        technical report must not hold up assembly."""
+        from radsight.monitor.checks import run_checks
+
+        while not self._stop.wait(self.settings.monitor_interval_s):
+            try:
+                summary = run_checks(self.rt, self.registry)
+                if summary["raised"] or summary["resolved"]:
+                    log.info(
+                        "monitoring pass: %d alerts raised, %d resolved",
+                        len(summary["raised"]),
+                        summary["resolved"],
+                    )
+            except Exception:  # the monitor loop's catch-all: log once and keep going
+                log.exception("monitoring pass failed")
 
     def stop(self) -> None:
         self._stop.set()

@@ -12,14 +12,27 @@ from radsight.api.app import create_app
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.routing import load_rules
+from radsight.store import people
 
 
 @pytest.fixture
 def client(runtime):  # type: ignore[no-untyped-def]
+    """A client with a platform admin token (what ``radsight token add --role admin`` makes)."""
     registry = Registry.from_entry_points()
     app = create_app(runtime, registry, load_rules(known_algorithms=registry.refs()))
-    with TestClient(app) as c:
+    with runtime.db.session() as s:
+        _row, token = people.create_token(s, "tests", "admin", None)
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
+
+
+def test_routes_need_a_token(client):
+    anonymous = {"Authorization": ""}
+    r = client.get("/api/studies", headers=anonymous)
+    assert r.status_code == 401 and r.json()["code"] == "not_authenticated"
+    r = client.get("/api/studies", headers={"Authorization": "Bearer rst_not-a-token"})
+    assert r.status_code == 401 and r.json()["detail"] == "unknown token"
+    assert client.get("/health", headers=anonymous).status_code == 200
 
 
 def test_health_and_openapi(client):

@@ -18,6 +18,7 @@ from radsight.errors import RadsightError
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
+from radsight.web import install as install_web
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ HTTP_STATUS = {
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
+    "not_acceptable": 406,
+    "unsupported_media_type": 415,
     "config_error": 422,
     "routing_rules_invalid": 422,
     "storage_error": 503,
@@ -107,4 +110,12 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
 
     app.include_router(tenants.router)
     app.include_router(studies.router)
+    from radsight.api.routes import dicomweb  # docs/dicomweb.md
+
+    app.include_router(dicomweb.router)
+    from radsight.api.routes import monitoring, quality  # docs/quality.md
+
+    app.include_router(quality.router)
+    app.include_router(monitoring.router)
+    install_web(app)  # the radiologist's web app (pages, static files, headers)
     return app

@@ -19,15 +19,29 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
-from radsight.api.deps import RuntimeDep
-from radsight.errors import Forbidden, NotAuthenticated
+from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.errors import Forbidden, NotAuthenticated, NotFound
+from radsight.runtime import Runtime
 from radsight.store import people
 from radsight.store.people import Principal
 
 SESSION_COOKIE = "radsight_session"
 CSRF_HEADER = "X-CSRF-Token"
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+# the database calls run in the thread pool: blocking the event loop while another request
+# holds SQLite's write lock would stall that request's commit too (a deadlock until timeout)
+def _resolve_token(rt: Runtime, plain: str) -> Principal:
+    with rt.db.session() as s:
+        return people.resolve_token(s, plain)
+
+
+def _resolve_session(rt: Runtime, cookie: str) -> people.WebSession:
+    with rt.db.session() as s:
+        return people.resolve_session(s, cookie, rt.settings.session_idle_s)
 
 
 async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
@@ -39,11 +53,9 @@ async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise NotAuthenticated("use 'Authorization: Bearer <token>'")
-        with rt.db.session() as s:
-            principal = people.resolve_token(s, credentials.strip())
+        principal = await run_in_threadpool(_resolve_token, rt, credentials.strip())
     elif cookie := request.cookies.get(SESSION_COOKIE):
-        with rt.db.session() as s:
-            web = people.resolve_session(s, cookie, rt.settings.session_idle_s)
+        web = await run_in_threadpool(_resolve_session, rt, cookie)
         if request.method in _UNSAFE:
             sent = request.headers.get(CSRF_HEADER, "")
             if not sent and "form" in request.headers.get("content-type", ""):
@@ -76,3 +88,40 @@ def require_role(*roles: str) -> Callable[..., Principal]:
 AdminDep = Annotated[Principal, Depends(require_role())]
 OrgAdminDep = Annotated[Principal, Depends(require_role("org_admin"))]
 SupervisorDep = Annotated[Principal, Depends(require_role("supervisor", "org_admin"))]
+
+
+def ensure_visible(
+    principal: Principal, s: SessionDep, organisation_id: int | None, what: str
+) -> None:
+    """Another tenant's row answers 404, exactly as a row that does not exist."""
+    if organisation_id is None:
+        if not principal.is_admin:
+            raise NotFound(f"{what} does not exist")
+        return
+    if not principal.may_see(s, organisation_id):
+        raise NotFound(f"{what} does not exist")
+
+
+def ensure_org_admin(principal: Principal, organisation_id: int) -> None:
+    """Managing an organisation (AE titles, destinations, users): admin or its org_admin."""
+    if principal.is_admin:
+        return
+    if principal.role != "org_admin" or principal.organisation_id != organisation_id:
+        raise Forbidden(
+            "this needs the role org_admin of this organisation (or a platform admin token)"
+        )
+
+
+def scope_for(
+    principal: Principal, s: SessionDep, organisation: str | None = None
+) -> list[int] | None:
+    """The organisations a list may show: the caller's, narrowed to ``organisation``."""
+    ids = principal.organisation_ids(s)
+    if organisation:
+        from radsight.store import tenants
+
+        org = tenants.get_organisation(s, organisation)
+        if ids is not None and org.id not in ids:
+            raise NotFound(f"organisation {organisation!r} does not exist")
+        return [org.id]
+    return ids

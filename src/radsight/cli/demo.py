@@ -2,7 +2,8 @@
 
 1. starts ``radsight serve`` (a child process) on free ports with a fresh data directory;
 2. starts a small PACS (a C-STORE SCP) that writes what it receives into OUT;
-3. registers a demo organisation, its AE title and the PACS as destination (HTTP API);
+3. makes an admin token (``radsight token add``) and registers a demo organisation, its
+   AE title and the PACS as destination (HTTP API);
 4. sends generated chest radiographs with a DICOM client (C-STORE);
 5. waits for the SR and SC results to arrive at the PACS and prints a summary.
 """
@@ -122,6 +123,7 @@ def run_demo(out_dir: Path, n_studies: int, timeout: float) -> int:
     try:
         with httpx.Client(base_url=base, timeout=10) as http:
             _wait_healthy(http, proc, log_path)
+            http.headers["Authorization"] = f"Bearer {_admin_token(env)}"
             http.post("/api/organisations", json={"name": "Demo Clinic", "region": "Demo Region"})
             http.post("/api/organisations/Demo Clinic/ae-titles", json={"ae_title": DEMO_AE})
             http.post(
@@ -162,6 +164,21 @@ def run_demo(out_dir: Path, n_studies: int, timeout: float) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         pacs.stop()
+
+
+def _admin_token(env: dict[str, str]) -> str:
+    """A platform admin token for the demo server (what an operator makes with the CLI)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "radsight.cli.main", "token", "add", "--name", "demo"]
+        + ["--role", "admin", "--days", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if res.returncode != 0:
+        raise click.ClickException(f"could not make a token: {res.stderr.strip()}")
+    return res.stdout.strip().splitlines()[-1]
 
 
 def _wait_healthy(http: httpx.Client, proc: subprocess.Popen, log_path: Path) -> None:

@@ -457,5 +457,26 @@ def _table(headers: list[str], rows: list[tuple]) -> None:
         click.echo("(none)")
 
 
+def _register_people_commands() -> None:
+    from radsight.cli.people import token, user
+
+    cli.add_command(user)
+    cli.add_command(token)
+
+
+_register_people_commands()
+
+
+def _register_quality_commands() -> None:
+    from radsight.cli.quality import evaluate, monitor, threshold
+
+    cli.add_command(evaluate)
+    cli.add_command(threshold)
+    cli.add_command(monitor)
+
+
+_register_quality_commands()
+
+
 if __name__ == "__main__":
     cli()

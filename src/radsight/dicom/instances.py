@@ -192,6 +192,54 @@ def routing_attributes(ds: Dataset) -> dict[str, object]:
     return out
 
 
+#: study, series and instance attributes the index keeps for searching (QIDO-RS, worklist);
+#: patient identifiers among them are stored in the database, never logged
+INDEX_KEYWORDS = {
+    "PatientName": 256,
+    "PatientID": 64,
+    "PatientBirthDate": 8,
+    "PatientSex": 16,
+    "AccessionNumber": 64,
+    "StudyID": 16,
+    "StudyTime": 32,
+    "ReferringPhysicianName": 256,
+}
+
+
+def index_attributes(ds: Dataset) -> dict[str, object]:
+    """What the database indexes for search (PS3.18 Table 10.6.1-5), as plain values.
+
+    Text values are stripped and cut to their column's length; ``SeriesNumber``,
+    ``InstanceNumber`` are ``None`` when absent or not an integer; ``NumberOfFrames``
+    is at least 1.
+    """
+    out: dict[str, object] = {}
+    for kw, size in INDEX_KEYWORDS.items():
+        try:
+            value = ds.get(kw, "")
+        except Exception:  # an undecodable value is not worth refusing the instance
+            value = ""
+        out[kw] = str(value if value is not None else "").strip()[:size]
+    out["SeriesNumber"] = _int_or_none(ds, "SeriesNumber")
+    out["InstanceNumber"] = _int_or_none(ds, "InstanceNumber")
+    out["NumberOfFrames"] = max(1, _int_or_none(ds, "NumberOfFrames") or 1)
+    return out
+
+
+def name_for_search(patient_name: str) -> str:
+    """A Person Name as fuzzy matching compares it: upper case, components as words."""
+    alphabetic = patient_name.split("=")[0]
+    return " ".join(alphabetic.replace("^", " ").upper().split())
+
+
+def _int_or_none(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _plain(value: object) -> object:
     if isinstance(value, int | float | str):
         return value if not isinstance(value, str) else str(value).strip()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from radsight.dicom.instances import ParsedInstance, parse_part10
-from radsight.errors import InstanceRejected, RadsightError
+from radsight.errors import InstanceRejected, RadsightError, StorageError
 from radsight.ingest.statuses import status_for
 from radsight.pipeline.routing import classify_study_type
 from radsight.runtime import Runtime
@@ -71,7 +71,19 @@ def accept_instance(
             safe_component(parsed.sop_instance_uid) + ".dcm",
         )
     )
-    sha = rt.files.put(key, parsed.part10)
+    try:
+        sha = rt.files.put(key, parsed.part10)
+    except StorageError as exc:  # e.g. the object store is down: refused, and recorded
+        record_rejection(
+            rt,
+            exc,
+            source=source,
+            organisation_id=organisation_id,
+            ae=calling_ae_title,
+            dimse_status=status_for(exc.code) if source == "dimse" else None,
+            sop_instance_uid=parsed.sop_instance_uid,
+        )
+        raise
     study_type = classify_study_type(parsed.attributes, parsed.sop_class_uid)
     quiet = rt.settings.quiet_period(study_type)
     with rt.db.session() as s:

@@ -32,9 +32,11 @@ from radsight.pipeline.jobs import deliver_key
 from radsight.results import AnalysisReport, build_measurement_report, build_secondary_captures
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
+from radsight.store import quality as qualitystore
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
 from radsight.store import tenants
+from radsight.store import worklist as worklist_store
 from radsight.store.files import safe_component
 from radsight.store.tables import JobRow, StudyRow
 
@@ -58,6 +60,10 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             close_study_if_done(s, study.id, job.id)
             return Outcome("existing", existing.id)
         rows = studystore.list_instances(s, study.id)
+        # the quality engineer's thresholds for this version (and organisation) win
+        in_force = qualitystore.thresholds_in_force(
+            s, algorithm.name, algorithm.version, study.organisation_id
+        )
     wanted = set(job.payload.get("sop_instance_uids") or [i.sop_instance_uid for i, _ in rows])
     datasets = []
     for inst, _series in rows:
@@ -80,7 +86,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
     except Exception as exc:
         raise AlgorithmError(f"{algorithm.name} {algorithm.version} failed: {exc!r}") from exc
     seconds = time.perf_counter() - t0
-    thresholds = dict(job.payload.get("thresholds") or {})
+    thresholds = {**(job.payload.get("thresholds") or {}), **in_force}
     try:
         report = AnalysisReport.from_analysis(algorithm, analysis, thresholds)
     except ValueError as exc:
@@ -103,6 +109,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             output_keys=keys,
             analysis_seconds=seconds,
         )
+        worklist_store.refresh_study_priority(s, study.id)
         _queue_deliveries(s, rt, row.id, study.organisation_id, study.id)
         close_study_if_done(s, study.id, job.id)
     log.info(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from radsight.errors import NotFound
 from radsight.pipeline.jobs import Transition
 from radsight.store.clock import utcnow
+from radsight.store.scope import OrgScope, org_filter
 from radsight.store.tables import JobRow
 
 
@@ -159,15 +160,15 @@ def get_job(s: Session, job_id: int, organisation_id: int | None = None) -> JobR
 
 def list_jobs(
     s: Session,
-    organisation_id: int | None = None,
+    organisation_id: OrgScope = None,
     state: str | None = None,
     study_id: int | None = None,
     kind: str | None = None,
     limit: int = 100,
 ) -> list[JobRow]:
     q = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
-    if organisation_id is not None:
-        q = q.where(JobRow.organisation_id == organisation_id)
+    if (clause := org_filter(JobRow.organisation_id, organisation_id)) is not None:
+        q = q.where(clause)
     if state:
         q = q.where(JobRow.state == state)
     if study_id is not None:

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from radsight.errors import NotFound
 from radsight.store.clock import utcnow
+from radsight.store.scope import OrgScope, org_filter
 from radsight.store.tables import ResultRow
 
 
@@ -46,11 +47,11 @@ def get_result(s: Session, result_id: int, organisation_id: int | None = None) -
 
 
 def list_results(
-    s: Session, organisation_id: int | None = None, study_id: int | None = None, limit: int = 100
+    s: Session, organisation_id: OrgScope = None, study_id: int | None = None, limit: int = 100
 ) -> list[ResultRow]:
     q = select(ResultRow).order_by(ResultRow.id.desc()).limit(limit)
-    if organisation_id is not None:
-        q = q.where(ResultRow.organisation_id == organisation_id)
+    if (clause := org_filter(ResultRow.organisation_id, organisation_id)) is not None:
+        q = q.where(clause)
     if study_id is not None:
         q = q.where(ResultRow.study_id == study_id)
     return list(s.scalars(q))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from radsight.dicom.instances import ParsedInstance
+from radsight.dicom.instances import ParsedInstance, index_attributes, name_for_search
 from radsight.errors import NotFound
 from radsight.store.clock import utcnow
+from radsight.store.scope import OrgScope, org_filter
 from radsight.store.tables import InstanceRow, RejectionRow, SeriesRow, StudyRow
+
+RowT = TypeVar("RowT", StudyRow, SeriesRow)
 
 
 def instance_exists(s: Session, organisation_id: int, sop_instance_uid: str) -> bool:
@@ -59,12 +63,13 @@ def add_instance(
     """
     now = utcnow()
     attrs = parsed.attributes
-    study = s.scalar(
-        select(StudyRow).where(
-            StudyRow.organisation_id == organisation_id,
-            StudyRow.study_instance_uid == parsed.study_instance_uid,
-        )
+    index = index_attributes(parsed.dataset)
+    modality = str(attrs.get("Modality", ""))[:16]
+    study_query = select(StudyRow).where(
+        StudyRow.organisation_id == organisation_id,
+        StudyRow.study_instance_uid == parsed.study_instance_uid,
     )
+    study = s.scalar(study_query)
     if study is None:
         study = StudyRow(
             organisation_id=organisation_id,
@@ -75,18 +80,27 @@ def add_instance(
             study_date=str(parsed.dataset.get("StudyDate", "") or "")[:8],
             study_description=str(attrs.get("StudyDescription", ""))[:64],
             num_instances=0,
+            patient_name=index["PatientName"],
+            patient_name_search=name_for_search(str(index["PatientName"]))[:256],
+            patient_id=index["PatientID"],
+            patient_birth_date=index["PatientBirthDate"],
+            patient_sex=index["PatientSex"],
+            accession_number=index["AccessionNumber"],
+            dicom_study_id=index["StudyID"],
+            study_time=index["StudyTime"],
+            referring_physician_name=index["ReferringPhysicianName"],
+            modalities_in_study="",
+            num_series=0,
             first_received_at=now,
             last_received_at=now,
             ready_at=now + timedelta(seconds=quiet_period_s),
         )
-        s.add(study)
-        s.flush()
-    series = s.scalar(
-        select(SeriesRow).where(
-            SeriesRow.study_id == study.id,
-            SeriesRow.series_instance_uid == parsed.series_instance_uid,
-        )
+        study = _insert_or_get(s, study, study_query)
+    series_query = select(SeriesRow).where(
+        SeriesRow.study_id == study.id,
+        SeriesRow.series_instance_uid == parsed.series_instance_uid,
     )
+    series = s.scalar(series_query)
     if series is None:
         series = SeriesRow(
             organisation_id=organisation_id,
@@ -95,9 +109,20 @@ def add_instance(
             modality=str(attrs.get("Modality", ""))[:16],
             body_part_examined=str(attrs.get("BodyPartExamined", ""))[:16],
             series_description=str(attrs.get("SeriesDescription", ""))[:64],
+            series_number=index["SeriesNumber"],
+            num_instances=0,
         )
-        s.add(series)
-        s.flush()
+        created = series
+        series = _insert_or_get(s, created, series_query)
+        if series is created:
+            s.execute(
+                update(StudyRow)
+                .where(StudyRow.id == study.id)
+                .values(num_series=StudyRow.num_series + 1)
+            )
+        if not study.patient_name_search and index["PatientName"]:
+            # a study indexed before its patient fields existed (migration 0003)
+            _fill_patient_fields(study, index)
     if instance_exists(s, organisation_id, parsed.sop_instance_uid):
         return study.id, False
     s.add(
@@ -114,12 +139,22 @@ def add_instance(
             attributes=attrs,
             calling_ae_title=calling_ae_title,
             received_at=now,
+            instance_number=index["InstanceNumber"],
+            number_of_frames=index["NumberOfFrames"],
         )
+    )
+    s.execute(
+        update(SeriesRow)
+        .where(SeriesRow.id == series.id)
+        .values(num_instances=SeriesRow.num_instances + 1)
     )
     values: dict[str, object] = {
         "num_instances": StudyRow.num_instances + 1,
         "last_received_at": now,
     }
+    modalities = [m for m in (study.modalities_in_study or "").split("\\") if m]
+    if modality and modality not in modalities:
+        values["modalities_in_study"] = "\\".join(sorted([*modalities, modality]))[:64]
     if study.state == "receiving":
         values["ready_at"] = now + timedelta(seconds=quiet_period_s)
         if not study.study_type and study_type:
@@ -133,6 +168,37 @@ def add_instance(
     return study.id, True
 
 
+def _insert_or_get(s: Session, row: RowT, query: Select[RowT]) -> RowT:
+    """Insert ``row``, or return the row another gateway or association inserted first.
+
+    Two associations may bring the first instances of one study at the same moment (on
+    one gateway or on two); the loser's insert breaks the unique constraint inside a
+    savepoint and it reads the winner's row instead of failing the C-STORE.
+    """
+    try:
+        with s.begin_nested():
+            s.add(row)
+            s.flush()
+        return row
+    except IntegrityError:
+        existing = s.scalar(query)
+        if existing is None:
+            raise
+        return existing
+
+
+def _fill_patient_fields(study: StudyRow, index: dict[str, object]) -> None:
+    study.patient_name = str(index["PatientName"])
+    study.patient_name_search = name_for_search(study.patient_name)[:256]
+    study.patient_id = str(index["PatientID"])
+    study.patient_birth_date = str(index["PatientBirthDate"])
+    study.patient_sex = str(index["PatientSex"])
+    study.accession_number = str(index["AccessionNumber"])
+    study.dicom_study_id = str(index["StudyID"])
+    study.study_time = str(index["StudyTime"])
+    study.referring_physician_name = str(index["ReferringPhysicianName"])
+
+
 def create_rejection(s: Session, **fields: object) -> RejectionRow:
     row = RejectionRow(created_at=utcnow(), **fields)
     s.add(row)
@@ -141,11 +207,11 @@ def create_rejection(s: Session, **fields: object) -> RejectionRow:
 
 
 def list_rejections(
-    s: Session, organisation_id: int | None = None, limit: int = 100
+    s: Session, organisation_id: OrgScope = None, limit: int = 100
 ) -> list[RejectionRow]:
     q = select(RejectionRow).order_by(RejectionRow.id.desc()).limit(limit)
-    if organisation_id is not None:
-        q = q.where(RejectionRow.organisation_id == organisation_id)
+    if (clause := org_filter(RejectionRow.organisation_id, organisation_id)) is not None:
+        q = q.where(clause)
     return list(s.scalars(q))
 
 
@@ -168,14 +234,14 @@ def find_study(s: Session, organisation_id: int | None, study_instance_uid: str)
 
 def list_studies(
     s: Session,
-    organisation_id: int | None = None,
+    organisation_id: OrgScope = None,
     state: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[StudyRow]:
     q = select(StudyRow).order_by(StudyRow.id.desc()).limit(limit).offset(offset)
-    if organisation_id is not None:
-        q = q.where(StudyRow.organisation_id == organisation_id)
+    if (clause := org_filter(StudyRow.organisation_id, organisation_id)) is not None:
+        q = q.where(clause)
     if state:
         q = q.where(StudyRow.state == state)
     return list(s.scalars(q))
@@ -199,14 +265,30 @@ def count_instances(s: Session, organisation_id: int | None = None) -> int:
 
 
 def studies_due(s: Session, limit: int = 100) -> Sequence[StudyRow]:
-    """Receiving studies whose quiet period has ended."""
+    """Receiving studies whose quiet period has ended, locked until the caller commits.
+
+    Several gateways assemble at once on one PostgreSQL database: each skips the studies
+    another one is routing (``FOR UPDATE SKIP LOCKED``), so a study is routed once. SQLite
+    ignores the clause; its writers are serialised by ``BEGIN IMMEDIATE``.
+    """
     q = (
         select(StudyRow)
         .where(StudyRow.state == "receiving", StudyRow.ready_at <= utcnow())
         .order_by(StudyRow.ready_at)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return list(s.scalars(q))
+
+
+def mark_ready_now(s: Session, study_ids: Sequence[int]) -> None:
+    """End the quiet period of receiving studies now (a STOW request or upload ended)."""
+    if study_ids:
+        s.execute(
+            update(StudyRow)
+            .where(StudyRow.id.in_(list(study_ids)), StudyRow.state == "receiving")
+            .values(ready_at=utcnow())
+        )
 
 
 def set_study_state(

@@ -79,6 +79,10 @@ class StudyRow(Base):
         Index("ix_studies_patient_id", "organisation_id", "patient_id"),
         Index("ix_studies_study_date", "organisation_id", "study_date"),
         Index("ix_studies_accession", "organisation_id", "accession_number"),
+        #: the worklist's name search (a prefix of "FAMILY GIVEN")
+        Index("ix_studies_patient_name", "organisation_id", "patient_name_search"),
+        #: QIDO-RS pages through an organisation's studies newest first (limit/offset)
+        Index("ix_studies_org_id", "organisation_id", "id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)

@@ -76,6 +76,7 @@ class RadsightProcess:
         self.proc: subprocess.Popen | None = None
         self.celery_workers: list[subprocess.Popen] = []
         self.log_path = self.data_dir / "serve.log"
+        self._admin_token: str | None = None
 
     @property
     def url(self) -> str:
@@ -167,8 +168,22 @@ class RadsightProcess:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    def make_token(self, role: str = "admin", *args: str, name: str = "tests") -> str:
+        """A new API token made with ``radsight token add`` (e.g. ``--org``, ``--user``)."""
+        res = self.cli("token", "add", "--name", name, "--role", role, *args)
+        return res.stdout.strip().splitlines()[-1]
+
+    @property
+    def admin_token(self) -> str:
+        """A platform admin token for this server's database, made once."""
+        if self._admin_token is None:
+            self._admin_token = self.make_token("admin", name="tests-admin")
+        return self._admin_token
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client that authenticates with ``token`` (default: an admin token)."""
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
 
 class Storescp:
@@ -265,6 +280,73 @@ class Orthanc:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class S3Server:
+    """An S3-compatible server on localhost, spoken to over real HTTP by boto3.
+
+    moto's standalone server (``moto.server.ThreadedMotoServer``, in this process's
+    threads): no MinIO or Ceph RGW is installable from Debian or PyPI here. ``stop()`` is an
+    outage; ``start()`` again on the same port brings back the objects it held.
+    """
+
+    access_key_id = "radsight-test"
+    secret_access_key = "radsight-test-secret"
+
+    def __init__(self, bucket: str = "radsight", port: int | None = None) -> None:
+        self.bucket = bucket
+        self.port = port or free_port()
+        self._server: object = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> S3Server:
+        import logging
+
+        from moto.server import ThreadedMotoServer  # a test dependency only
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        server.start()
+        self._server = server
+        if self.bucket not in {b["Name"] for b in self.client().list_buckets()["Buckets"]}:
+            self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # type: ignore[attr-defined]
+            self._server = None
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def env(self, prefix: str = "radsight") -> dict[str, str]:
+        """The settings that put a ``radsight`` process's objects on this server."""
+        return {
+            "RADSIGHT_OBJECT_STORE": f"s3://{self.bucket}/{prefix}".rstrip("/"),
+            "RADSIGHT_S3_ENDPOINT_URL": self.endpoint_url,
+            "RADSIGHT_S3_ACCESS_KEY_ID": self.access_key_id,
+            "RADSIGHT_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2")
+        return [
+            o["Key"]
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
 
 
 def storescu(

@@ -1,12 +1,16 @@
-"""Studies, their results, jobs and rejections."""
+"""Studies, their results, jobs and rejections: each caller sees its organisations only.
+
+Another tenant's study, result or job answers 404, like one that does not exist.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from radsight.api.auth import PrincipalDep, ensure_visible, require_role, scope_for
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.api.schemas import (
     AlgorithmRead,
@@ -22,31 +26,37 @@ from radsight.errors import NotFound
 from radsight.store import jobs as jobstore
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
-from radsight.store import tenants
+from radsight.store.people import Principal
+from radsight.store.tables import JobRow, ResultRow, StudyRow
 
 router = APIRouter(prefix="/api", tags=["studies"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-
-
-def _org_id(s: SessionDep, organisation: str | None) -> int | None:
-    return tenants.get_organisation(s, organisation).id if organisation else None
+#: retrying a job is an operator's act: an organisation admin (or a platform admin)
+OperatorDep = Annotated[Principal, Depends(require_role("org_admin"))]
 
 
 @router.get("/studies", response_model=list[StudyRead])
 def list_studies(
     s: SessionDep,
+    principal: PrincipalDep,
     organisation: str | None = None,
     state: str | None = None,
     limit: Limit = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list:
-    return studystore.list_studies(s, _org_id(s, organisation), state, limit, offset)
+    return studystore.list_studies(s, scope_for(principal, s, organisation), state, limit, offset)
+
+
+def _visible_study(s: SessionDep, principal: Principal, study_id: int) -> StudyRow:
+    study = studystore.get_study(s, study_id)
+    ensure_visible(principal, s, study.organisation_id, f"study {study_id}")
+    return study
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-def get_study(study_id: int, s: SessionDep) -> StudyDetail:
-    study = studystore.get_study(s, study_id)
+def get_study(study_id: int, s: SessionDep, principal: PrincipalDep) -> StudyDetail:
+    study = _visible_study(s, principal, study_id)
     instances = [
         InstanceRead(
             sop_instance_uid=i.sop_instance_uid,
@@ -69,28 +79,38 @@ def get_study(study_id: int, s: SessionDep) -> StudyDetail:
 
 
 @router.get("/studies/{study_id}/results", response_model=list[ResultRead])
-def study_results(study_id: int, s: SessionDep) -> list:
-    studystore.get_study(s, study_id)
+def study_results(study_id: int, s: SessionDep, principal: PrincipalDep) -> list:
+    _visible_study(s, principal, study_id)
     return resultstore.list_results(s, study_id=study_id)
 
 
 @router.get("/results", response_model=list[ResultRead])
-def list_results(s: SessionDep, organisation: str | None = None, limit: Limit = 100) -> list:
-    return resultstore.list_results(s, _org_id(s, organisation), limit=limit)
+def list_results(
+    s: SessionDep, principal: PrincipalDep, organisation: str | None = None, limit: Limit = 100
+) -> list:
+    return resultstore.list_results(s, scope_for(principal, s, organisation), limit=limit)
+
+
+def _visible_result(s: SessionDep, principal: Principal, result_id: int) -> ResultRow:
+    result = resultstore.get_result(s, result_id)
+    ensure_visible(principal, s, result.organisation_id, f"result {result_id}")
+    return result
 
 
 @router.get("/results/{result_id}", response_model=ResultRead)
-def get_result(result_id: int, s: SessionDep) -> object:
-    return resultstore.get_result(s, result_id)
+def get_result(result_id: int, s: SessionDep, principal: PrincipalDep) -> object:
+    return _visible_result(s, principal, result_id)
 
 
 @router.get(
     "/results/{result_id}/files/{index}",
     responses={200: {"content": {"application/dicom": {}}}},
 )
-def get_result_file(result_id: int, index: int, s: SessionDep, rt: RuntimeDep) -> Response:
+def get_result_file(
+    result_id: int, index: int, s: SessionDep, rt: RuntimeDep, principal: PrincipalDep
+) -> Response:
     """The result's DICOM objects: index 0 is the SR, 1.. the Secondary Captures."""
-    result = resultstore.get_result(s, result_id)
+    result = _visible_result(s, principal, result_id)
     if not 0 <= index < len(result.output_keys):
         raise NotFound(f"result {result_id} has no file {index}")
     return Response(rt.files.get(result.output_keys[index]), media_type="application/dicom")
@@ -99,31 +119,43 @@ def get_result_file(result_id: int, index: int, s: SessionDep, rt: RuntimeDep) -
 @router.get("/jobs", response_model=list[JobRead])
 def list_jobs(
     s: SessionDep,
+    principal: PrincipalDep,
     organisation: str | None = None,
     state: str | None = None,
     kind: str | None = None,
     limit: Limit = 100,
 ) -> list:
-    return jobstore.list_jobs(s, _org_id(s, organisation), state, kind=kind, limit=limit)
+    scope = scope_for(principal, s, organisation)
+    return jobstore.list_jobs(s, scope, state, kind=kind, limit=limit)
+
+
+def _visible_job(s: SessionDep, principal: Principal, job_id: int) -> JobRow:
+    job = jobstore.get_job(s, job_id)
+    ensure_visible(principal, s, job.organisation_id, f"job {job_id}")
+    return job
 
 
 @router.get("/jobs/{job_id}", response_model=JobRead)
-def get_job(job_id: int, s: SessionDep) -> object:
-    return jobstore.get_job(s, job_id)
+def get_job(job_id: int, s: SessionDep, principal: PrincipalDep) -> object:
+    return _visible_job(s, principal, job_id)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobRead)
-def retry_job(job_id: int, s: SessionDep) -> object:
-    return jobstore.retry_job(s, job_id)
+def retry_job(job_id: int, s: SessionDep, principal: OperatorDep) -> object:
+    job = _visible_job(s, principal, job_id)
+    return jobstore.retry_job(s, job.id)
 
 
 @router.get("/rejections", response_model=list[RejectionRead])
-def list_rejections(s: SessionDep, organisation: str | None = None, limit: Limit = 100) -> list:
-    return studystore.list_rejections(s, _org_id(s, organisation), limit)
+def list_rejections(
+    s: SessionDep, principal: PrincipalDep, organisation: str | None = None, limit: Limit = 100
+) -> list:
+    # rejections from unknown callers have no organisation: only a platform admin sees them
+    return studystore.list_rejections(s, scope_for(principal, s, organisation), limit)
 
 
 @router.get("/algorithms", response_model=list[AlgorithmRead])
-def list_algorithms(registry: RegistryDep) -> list[AlgorithmRead]:
+def list_algorithms(registry: RegistryDep, principal: PrincipalDep) -> list[AlgorithmRead]:
     return [
         AlgorithmRead(
             name=a.name,
