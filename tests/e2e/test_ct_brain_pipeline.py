@@ -127,13 +127,20 @@ def test_cq500_cases_get_haemorrhage_results(tmp_path, make_server, storescp, sh
         sr = hd.sr.srread(pydicom.filebase.DicomBytesIO(buf.getvalue()))
         text = str(sr)
         assert HAEMORRHAGE in text and "radsight-ct-brain" in text
-    # one Secondary Capture per source image
-    sc = [
-        pydicom.dcmread(p, stop_before_pixels=True)
-        for p in storescp.files()
-        if pydicom.dcmread(p, stop_before_pixels=True).Modality == "OT"
-    ]
-    counts = {uid: sum(1 for d in sc if str(d.StudyInstanceUID) == uid) for uid in studies.values()}
+
+    # one Secondary Capture per source image (the SR may arrive before the last captures)
+    def capture_counts() -> dict[str, int]:
+        sc = [
+            d
+            for p in storescp.files()
+            if (d := pydicom.dcmread(p, stop_before_pixels=True)).Modality == "OT"
+        ]
+        return {
+            uid: sum(1 for d in sc if str(d.StudyInstanceUID) == uid) for uid in studies.values()
+        }
+
+    wait_for(lambda: sum(capture_counts().values()) >= 32 or None, 120, "32 SCs at the archive")
+    counts = capture_counts()
     assert counts[studies["negative"]] == 30
     assert counts[studies["positive"]] == counts[studies["haematoma"]] == 1
     if not positive["study_score"] > negative["study_score"]:

@@ -106,11 +106,16 @@ def test_chest_ct_gets_lesion_marks_and_a_grade(tmp_path, make_server, storescp)
     assert marked <= set(slices) and scout not in marked
     assert analysed["study_score"] >= 0.5
     assert "no lungs found" in by_status["not_analysed"]["reason"]
-    # one SC per source image of the analysed study (32 slices and the scout)
-    n_sc = sum(
-        1
-        for p in storescp.files()
-        if (d := pydicom.dcmread(p, stop_before_pixels=True)).Modality == "OT"
-        and d.StudyInstanceUID == sick_study
-    )
-    assert n_sc == 33
+
+    # one SC per source image of the analysed study (32 slices and the scout); the SR may
+    # reach the archive before the last captures of the same delivery
+    def captures() -> int:
+        return sum(
+            1
+            for p in storescp.files()
+            if (d := pydicom.dcmread(p, stop_before_pixels=True)).Modality == "OT"
+            and d.StudyInstanceUID == sick_study
+        )
+
+    wait_for(lambda: captures() >= 33 or None, 120, "33 SCs of the chest CT at the archive")
+    assert captures() == 33

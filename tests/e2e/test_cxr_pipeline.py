@@ -84,10 +84,16 @@ def test_real_chest_radiographs_get_pneumonia_results(tmp_path, make_server, sto
         scores[kind] = result["study_score"]
         assert result["algorithm_name"] == "radsight-cxr"
     assert scores["opacity"] > scores["normal"], scores
-    n_sc = sum(
-        1 for p in storescp.files() if pydicom.dcmread(p, stop_before_pixels=True).Modality == "OT"
-    )
-    assert n_sc == 2
+
+    def captures() -> int:  # the SR may reach the archive before the captures
+        return sum(
+            1
+            for p in storescp.files()
+            if pydicom.dcmread(p, stop_before_pixels=True).Modality == "OT"
+        )
+
+    wait_for(lambda: captures() >= 2 or None, 120, "2 SCs at the archive")
+    assert captures() == 2
 
 
 def _bytes(ds: pydicom.Dataset) -> bytes:
