@@ -6,7 +6,7 @@ that the edges map to their protocol in exactly one place each:
 * DIMSE: ``radsight.ingest.dimse.STATUS_FOR_CODE`` (C-STORE statuses)
 * HTTP: the exception handler in ``radsight.api.app`` (problem+json)
 * jobs: the job row's ``error_code`` and ``error`` (``radsight.pipeline.runner``)
-* CLI: ``radsight.cli.main`` prints ``error[code]: message`` and exits 1
+* CLI: ``radsight.cli.errors.fail_cleanly`` prints ``error[code]: message`` and exits 1
 
 ::
 

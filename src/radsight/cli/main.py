@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
+from radsight.cli.errors import fail_cleanly
 from radsight.config import Settings, load_settings
-from radsight.errors import RadsightError
-
-
-def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RadsightError as exc:
-            click.echo(f"error[{exc.code}]: {exc.message}", err=True)
-            sys.exit(1)
-        except ValueError as exc:
-            click.echo(f"error[invalid_value]: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
 
 
 class _Ctx:
@@ -68,7 +50,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 @click.option("--workers", type=int, help="worker processes (0: none)")
 @click.option("--no-workers", is_flag=True, help="a gateway: receive and serve, analyse nothing")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def serve(
     c: _Ctx, dicom_port: int | None, http_port: int | None, workers: int | None, no_workers: bool
 ) -> None:
@@ -102,7 +84,7 @@ def serve(
 @click.option("--queues", help="comma-separated queues (default: all analyse.* and delivery)")
 @click.option("--concurrency", type=int, default=2, show_default=True, help="processes")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def worker(c: _Ctx, queues: str | None, concurrency: int) -> None:
     """Run a Celery worker that analyses and delivers (job_runner = "celery")."""
     from radsight.logs import configure_logging
@@ -118,7 +100,7 @@ def worker(c: _Ctx, queues: str | None, concurrency: int) -> None:
 
 @cli.command()
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def migrate(c: _Ctx) -> None:
     """Create or upgrade the database schema."""
     from radsight.store.db import migrate as do_migrate
@@ -136,7 +118,7 @@ def org() -> None:
 @click.argument("name")
 @click.option("--region", required=True, help="region the organisation belongs to")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def org_add(c: _Ctx, name: str, region: str) -> None:
     from radsight.store import tenants
 
@@ -148,7 +130,7 @@ def org_add(c: _Ctx, name: str, region: str) -> None:
 
 @org.command("list")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def org_list(c: _Ctx) -> None:
     from radsight.store import tenants
 
@@ -168,7 +150,7 @@ def ae() -> None:
 @click.argument("ae_title")
 @click.option("--description", default="")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def ae_add(c: _Ctx, organisation: str, ae_title: str, description: str) -> None:
     from radsight.store import tenants
 
@@ -181,7 +163,7 @@ def ae_add(c: _Ctx, organisation: str, ae_title: str, description: str) -> None:
 
 @ae.command("list")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def ae_list(c: _Ctx) -> None:
     from radsight.store import tenants
 
@@ -206,7 +188,7 @@ def destination() -> None:
 @click.option("--host", required=True)
 @click.option("--port", required=True, type=int)
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def destination_add(
     c: _Ctx, organisation: str, name: str, ae_title: str, host: str, port: int
 ) -> None:
@@ -223,7 +205,7 @@ def destination_add(
 @click.argument("organisation")
 @click.argument("name")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def destination_disable(c: _Ctx, organisation: str, name: str) -> None:
     """Stop sending results there (pending deliveries fail until re-enabled and retried)."""
     _set_destination(c, organisation, name, False)
@@ -233,7 +215,7 @@ def destination_disable(c: _Ctx, organisation: str, name: str) -> None:
 @click.argument("organisation")
 @click.argument("name")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def destination_enable(c: _Ctx, organisation: str, name: str) -> None:
     """Send results there again."""
     _set_destination(c, organisation, name, True)
@@ -251,7 +233,7 @@ def _set_destination(c: _Ctx, organisation: str, name: str, enabled: bool) -> No
 
 @destination.command("list")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def destination_list(c: _Ctx) -> None:
     from radsight.store import tenants
 
@@ -271,7 +253,7 @@ def destination_list(c: _Ctx) -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--org", "organisation", required=True, help="organisation name or id")
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
     """Import a folder or zip of DICOM files (the server routes them when it runs)."""
     from tqdm import tqdm
@@ -302,7 +284,7 @@ def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
     """Jobs and their state."""
     from radsight.store import jobs as jobstore
@@ -332,7 +314,7 @@ def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool
 @cli.command()
 @click.argument("job_id", type=int)
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def retry(c: _Ctx, job_id: int) -> None:
     """Put a failed or dead-lettered job back in the queue."""
     from radsight.store import jobs as jobstore
@@ -347,7 +329,7 @@ def retry(c: _Ctx, job_id: int) -> None:
 @click.option("--state")
 @click.option("--limit", default=50, show_default=True)
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def studies(c: _Ctx, state: str | None, limit: int) -> None:
     """Studies received, with their state."""
     from radsight.store import studies as studystore
@@ -375,7 +357,7 @@ def studies(c: _Ctx, state: str | None, limit: int) -> None:
 @cli.command()
 @click.option("--limit", default=50, show_default=True)
 @pass_ctx
-@_fail_cleanly
+@fail_cleanly
 def rejections(c: _Ctx, limit: int) -> None:
     """Refused instances and associations, newest first."""
     from radsight.store import studies as studystore
@@ -422,7 +404,7 @@ def rules() -> None:
 
 @rules.command("check")
 @click.argument("path", type=click.Path(path_type=Path), required=False)
-@_fail_cleanly
+@fail_cleanly
 def rules_check(path: Path | None) -> None:
     """Validate a rules file (default: the built-in rules)."""
     from radsight.algorithms.registry import Registry
@@ -438,7 +420,7 @@ def rules_check(path: Path | None) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("demo-out"))
 @click.option("--studies", "n_studies", default=3, show_default=True)
 @click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for results")
-@_fail_cleanly
+@fail_cleanly
 def demo(out_dir: Path, n_studies: int, timeout: float) -> None:
     """Start a server on free ports, send generated studies, collect the results in OUT."""
     from radsight.cli.demo import run_demo

@@ -10,31 +10,14 @@ hash is kept::
 
 from __future__ import annotations
 
-import functools
 import getpass
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from radsight.errors import RadsightError
+from radsight.cli.errors import fail_cleanly
 from radsight.store.people import TOKEN_ROLES, USER_ROLES, Principal
-
-
-def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RadsightError as exc:
-            click.echo(f"error[{exc.code}]: {exc.message}", err=True)
-            sys.exit(1)
-        except ValueError as exc:
-            click.echo(f"error[invalid_value]: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
 
 
 def _operator() -> Principal:
@@ -82,7 +65,7 @@ def user() -> None:
 @click.option("--region", help="a supervisor sees every organisation of this region")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def user_add(
     c: Any,
     username: str,
@@ -116,7 +99,7 @@ def user_add(
 @user.command("list")
 @click.option("--org", "organisation", help="only this organisation's users")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def user_list(c: Any, organisation: str | None) -> None:
     """Users, their organisation and role."""
     from radsight.store import people, tenants
@@ -137,7 +120,7 @@ def user_list(c: Any, organisation: str | None) -> None:
 @user.command("disable")
 @click.argument("username")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def user_disable(c: Any, username: str) -> None:
     """Stop a user from signing in; their sessions and tokens stop working at once."""
     from radsight.store import people
@@ -156,7 +139,7 @@ def user_disable(c: Any, username: str) -> None:
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def user_passwd(c: Any, username: str, password_stdin: bool) -> None:
     """Set a user's password (ends the user's web sessions)."""
     from radsight.store import people
@@ -184,7 +167,7 @@ def token() -> None:
 @click.option("--user", "username", help="the token acts as this user")
 @click.option("--days", type=float, help="expires after this many days (default: never)")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def token_add(
     c: Any,
     name: str,
@@ -225,7 +208,7 @@ def token_add(
 @token.command("list")
 @click.option("--org", "organisation", help="only this organisation's tokens")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def token_list(c: Any, organisation: str | None) -> None:
     """Tokens (never their secret): prefix, role, owner, expiry, last use."""
     from radsight.store import people, tenants
@@ -268,7 +251,7 @@ def token_list(c: Any, organisation: str | None) -> None:
 @token.command("revoke")
 @click.argument("token_id", type=int)
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def token_revoke(c: Any, token_id: int) -> None:
     """Revoke a token: requests with it are refused (401) from now on."""
     from radsight.store import people

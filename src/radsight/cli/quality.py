@@ -6,32 +6,15 @@ every threshold change records who (``cli:<login>``), when and why.
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from radsight.errors import RadsightError
-
-
-def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RadsightError as exc:
-            click.echo(f"error[{exc.code}]: {exc.message}", err=True)
-            sys.exit(1)
-        except ValueError as exc:
-            click.echo(f"error[invalid_value]: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
+from radsight.cli.errors import fail_cleanly
 
 
 def _actor() -> str:
@@ -69,7 +52,7 @@ def _fmt(e: dict | None) -> str:
 @click.option("--min-auroc", type=float, help="acceptance bar (default: acceptance_min_auroc)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def evaluate(
     obj: Any,
     ref: str,
@@ -151,7 +134,7 @@ def threshold() -> None:
 @click.option("--organisation", help="only for this organisation (default: everyone)")
 @click.option("--reason", required=True, help="why (kept in the history)")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def threshold_set(
     obj: Any,
     ref: str,
@@ -202,7 +185,7 @@ def threshold_set(
 @click.option("--reason", default="", help="why (kept in the history)")
 @click.option("--dry-run", is_flag=True, help="show the choice, record nothing")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def threshold_pick(
     obj: Any,
     ref: str,
@@ -247,7 +230,7 @@ def threshold_pick(
 @threshold.command("list")
 @click.argument("ref", required=False)
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def threshold_list(obj: Any, ref: str | None) -> None:
     """Every threshold change, newest first."""
     from radsight.store import quality
@@ -301,7 +284,7 @@ def threshold_list(obj: Any, ref: str | None) -> None:
 )
 @click.option("--method", "method_text", default="youden", show_default=True)
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def threshold_recalibrate(
     obj: Any, ref: str, from_version: str, evaluation_id: int, method_text: str
 ) -> None:
@@ -344,7 +327,7 @@ def monitor() -> None:
 
 @monitor.command("run")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def monitor_run(obj: Any) -> None:
     """Run every check once: raise or resolve alerts, send pending webhooks."""
     from radsight.algorithms.registry import Registry
@@ -361,7 +344,7 @@ def monitor_run(obj: Any) -> None:
 @monitor.command("alerts")
 @click.option("--all", "show_all", is_flag=True, help="also resolved alerts")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def monitor_alerts(obj: Any, show_all: bool) -> None:
     """Quality alerts, newest first."""
     from radsight.store import quality
