@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from radsight.algorithms.contract import (
     StudyInput,
 )
 from radsight.algorithms.cxr import check_image
+from radsight.algorithms.onnx import load_session
 from radsight.errors import ConfigError
 
 __all__ = [
@@ -287,24 +287,9 @@ class TorchXRayVisionAlgorithm(Algorithm):
             f"torchxrayvision {self.config['weights']} (DenseNet-121, 224 px), run with ONNX "
             "Runtime; probabilities at torchxrayvision's operating points (0.5). Not a diagnosis."
         )
-        self._lock = threading.Lock()
-        self._session: Any = None
 
     def _get_session(self) -> Any:
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    import onnxruntime as ort
-
-                    options = ort.SessionOptions()
-                    options.intra_op_num_threads = 1
-                    options.inter_op_num_threads = 1
-                    self._session = ort.InferenceSession(
-                        str(self.model_dir / self.config["model"]),
-                        options,
-                        providers=["CPUExecutionProvider"],
-                    )
-        return self._session
+        return load_session(self.model_dir / self.config["model"])
 
     def _analysable(self, study: StudyInput) -> list[ImageInput]:
         if not study.images:

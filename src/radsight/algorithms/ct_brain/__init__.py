@@ -21,7 +21,6 @@ no slice with enough brain tissue, unusable pixels.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from radsight.algorithms.contract import (
 from radsight.algorithms.ct_brain.preprocess import BODY_HU, head_mask, prepare_slice
 from radsight.algorithms.ct_volume import Volume, assemble_volume, select_series
 from radsight.algorithms.cxr.preprocess import Letterbox
+from radsight.algorithms.onnx import load_session
 
 __all__ = ["HAEMORRHAGE", "BrainCTAlgorithm", "SlicePrediction", "head_slices", "intracranial"]
 
@@ -58,25 +58,9 @@ MIN_BRAIN_MM2 = 2500.0
 #: slices closer than this are sub-sampled: the training slices look like 5 mm slices
 SLAB_MM = 4.0
 
-_session_lock = threading.Lock()
-_session: Any = None
-
-
 def _get_session() -> Any:
-    """One ONNX Runtime session per process, created on first use, one thread."""
-    global _session
-    if _session is None:
-        with _session_lock:
-            if _session is None:
-                import onnxruntime as ort
-
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 1
-                options.inter_op_num_threads = 1
-                _session = ort.InferenceSession(
-                    str(MODEL_DIR / CONFIG["model"]), options, providers=["CPUExecutionProvider"]
-                )
-    return _session
+    """The model's ONNX Runtime session (one per process, one thread)."""
+    return load_session(MODEL_DIR / CONFIG["model"])
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from radsight.algorithms.contract import (
 from radsight.algorithms.ct_chest.lungs import LungMask, lung_mask
 from radsight.algorithms.ct_chest.preprocess import SIZE, to_canvas, to_source
 from radsight.algorithms.ct_volume import LUNG, Volume, assemble_volume, select_series, window
+from radsight.algorithms.onnx import load_session
 
 __all__ = [
     "GGO_CONSOLIDATION",
@@ -93,25 +93,9 @@ BATCH = 16
 #: thinner series are read every n-th slice (see :func:`assess`)
 MODEL_SLICE_MM = 2.0
 
-_session_lock = threading.Lock()
-_session: Any = None
-
-
 def _get_session() -> Any:
-    """One ONNX Runtime session per process, created on first use."""
-    global _session
-    if _session is None:
-        with _session_lock:
-            if _session is None:
-                import onnxruntime as ort
-
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = int(CONFIG.get("threads", 1))
-                options.inter_op_num_threads = 1
-                _session = ort.InferenceSession(
-                    str(MODEL_DIR / CONFIG["model"]), options, providers=["CPUExecutionProvider"]
-                )
-    return _session
+    """The model's ONNX Runtime session (one per process, one thread)."""
+    return load_session(MODEL_DIR / CONFIG["model"])
 
 
 def grade_for(share: float, lesion_present: bool = True) -> int:

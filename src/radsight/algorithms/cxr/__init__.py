@@ -22,7 +22,6 @@ RequestedProcedureDescription names fluorography
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from radsight.algorithms.contract import (
     StudyInput,
 )
 from radsight.algorithms.cxr.preprocess import Letterbox, preprocess
+from radsight.algorithms.onnx import load_session
 from radsight.pipeline.routing import is_fluorography
 
 __all__ = [
@@ -67,27 +67,9 @@ MIN_SIDE = 128
 #: (chosen on validation chest images and training non-chest images by radsight_train)
 MIN_LUNG_FRACTION = float(CONFIG.get("min_lung_fraction", 0.04))
 
-_session_lock = threading.Lock()
-_session: Any = None
-
-
 def _get_session() -> Any:
-    """One ONNX Runtime session per process, created on first use, one thread."""
-    global _session
-    if _session is None:
-        with _session_lock:
-            if _session is None:
-                import onnxruntime as ort
-
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 1
-                options.inter_op_num_threads = 1
-                _session = ort.InferenceSession(
-                    str(MODEL_DIR / CONFIG["model"]),
-                    options,
-                    providers=["CPUExecutionProvider"],
-                )
-    return _session
+    """The model's ONNX Runtime session (one per process, one thread)."""
+    return load_session(MODEL_DIR / CONFIG["model"])
 
 
 def check_image(image: ImageInput) -> str | None:

@@ -26,7 +26,6 @@ mini-MIAS film mammograms): read the model card before relying on it.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from radsight.algorithms.mmg.views import (
     presentation_intent,
     view,
 )
+from radsight.algorithms.onnx import load_session
 
 __all__ = [
     "CALCIFICATION",
@@ -79,25 +79,9 @@ BREAST_BODY_PARTS = frozenset({"BREAST", "MAMMA", "MAMMO"})
 #: share of the image the breast must cover: less is a marker, a phantom or an empty field
 MIN_BREAST_FRACTION = 0.05
 
-_session_lock = threading.Lock()
-_sessions: dict[str, Any] = {}
-
-
 def _get_session(model_path: Path) -> Any:
-    """One ONNX Runtime session per model file and process, created on first use."""
-    key = str(model_path)
-    if key not in _sessions:
-        with _session_lock:
-            if key not in _sessions:
-                import onnxruntime as ort
-
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 1
-                options.inter_op_num_threads = 1
-                _sessions[key] = ort.InferenceSession(
-                    key, options, providers=["CPUExecutionProvider"]
-                )
-    return _sessions[key]
+    """The ONNX Runtime session of ``model_path`` (one per process, one thread)."""
+    return load_session(model_path)
 
 
 def check_image(image: ImageInput) -> str | None:
