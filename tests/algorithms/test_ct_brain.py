@@ -188,6 +188,13 @@ def test_tilted_series_is_read_slice_by_slice_and_marks_stay_on_its_slices(
     marked = {r.sop_instance_uid for r in analysis.findings[0].regions}
     above = {s.sop_instance_uid for s in slices if s.probability >= algorithm.study_threshold}
     assert marked <= above and len(marked) <= CONFIG["region"]["max_slices"]
+    # each marked slice carries its own probability (the SR's "Region probability")
+    by_uid = {s.sop_instance_uid: s.probability for s in slices}
+    for region in analysis.findings[0].regions:
+        assert region.probability == pytest.approx(by_uid[region.sop_instance_uid], abs=1e-6)
+    assert max(r.probability or 0.0 for r in analysis.findings[0].regions) == pytest.approx(
+        analysis.findings[0].probability
+    )
 
 
 @needs_cq500

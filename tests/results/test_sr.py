@@ -16,7 +16,12 @@ from radsight.algorithms.bright_region import BRIGHT_REGION
 from radsight.algorithms.contract import Code, FindingSpec, Region
 from radsight.errors import EncodingError
 from radsight.results import AnalysisReport, ReportedFinding, build_measurement_report
-from radsight.results.sr import OPERATING_THRESHOLD, PROBABILITY, STUDY_SCORE
+from radsight.results.sr import (
+    OPERATING_THRESHOLD,
+    PROBABILITY,
+    REGION_PROBABILITY,
+    STUDY_SCORE,
+)
 from tests.results._sources import (
     REAL_CT_JPEG2000,
     analyse,
@@ -243,6 +248,49 @@ def test_graphic_types(graphic_type, points, encoded_type, n_groups):
         encoded = groups[0].roi.value
         assert tuple(encoded[0]) == tuple(encoded[-1])  # closed outline
         assert len(encoded) == len(points) + 1
+
+
+def test_each_region_carries_its_own_probability_where_it_has_one():
+    """A CT finding marks several slices: each slice's probability goes beside the
+    finding's (and the threshold), so a reader of the SR sees which slice scored what."""
+    sources = real_cq500(3)
+    uids = [str(ds.SOPInstanceUID) for ds in sources]
+    report = _report(
+        ReportedFinding(
+            SPEC,
+            0.93,
+            0.5,
+            (
+                Region.box(uids[0], 10, 10, 60, 60, probability=0.93),
+                Region.box(uids[1], 20, 20, 80, 70, probability=0.61),
+                Region.box(uids[2], 30, 30, 50, 50),  # none of its own
+            ),
+        )
+    )
+    data, _, content = _round_trip(_build(sources, report))
+    assert_valid_iod(data)
+    assert "Region probability" in dsrdump(data)
+    by_image = {
+        g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID: g
+        for g in content.get_planar_roi_measurement_groups()
+    }
+    own = {
+        uid: [m.value for m in by_image[uid].get_measurements(name=REGION_PROBABILITY)]
+        for uid in uids
+    }
+    assert own[uids[0]] == [pytest.approx(0.93)]
+    assert own[uids[1]] == [pytest.approx(0.61)]
+    assert own[uids[2]] == []
+    for uid in uids:  # the finding's probability stays on every region
+        (probability,) = by_image[uid].get_measurements(name=PROBABILITY)
+        assert probability.value == pytest.approx(0.93)
+    regions = report.to_json()["findings"][0]["regions"]
+    assert [r["probability"] for r in regions] == [0.93, 0.61, None]
+
+
+def test_a_region_probability_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="not in \\[0, 1\\]"):
+        Region.box("1.2.3", 0, 0, 5, 5, probability=1.5)
 
 
 def test_tracking_uids_are_stable_for_the_same_sr_uid():

@@ -103,6 +103,14 @@ class Region:
     #: (column, row) pairs; a POLYGON is closed (first point repeated last)
     points: tuple[tuple[float, float], ...]
     frame_number: int | None = None
+    #: this marked area's own probability in [0, 1] where the algorithm has one (a CT
+    #: finding's slice, one view of a mammogram); None when only the finding's applies.
+    #: The SR carries it as "Region probability" beside the finding's probability.
+    probability: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"region probability {self.probability} is not in [0, 1]")
 
     @classmethod
     def box(
@@ -113,10 +121,11 @@ class Region:
         x1: float,
         y1: float,
         frame_number: int | None = None,
+        probability: float | None = None,
     ) -> Region:
         """A rectangle as a closed POLYGON (SCOORD has no rectangle type)."""
         pts = ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))
-        return cls(sop_instance_uid, "POLYGON", pts, frame_number)
+        return cls(sop_instance_uid, "POLYGON", pts, frame_number, probability)
 
     def bounds(self) -> tuple[float, float, float, float]:
         xs = [p[0] for p in self.points]

@@ -103,6 +103,9 @@ class AnalysisReport:
                             "frame_number": r.frame_number,
                             "graphic_type": r.graphic_type,
                             "points": [[round(x, 2), round(y, 2)] for x, y in r.points],
+                            "probability": (
+                                None if r.probability is None else round(r.probability, 6)
+                            ),
                         }
                         for r in f.regions
                     ],

@@ -280,8 +280,10 @@ def _draw(
         colour = POSITIVE_COLOUR if finding.positive else BELOW_THRESHOLD_COLOUR
         width = line if finding.positive else max(1, line // 2)
         _draw_region(draw, region, colour, width)
-        label = f"{finding.spec.code.meaning} p={finding.probability:.2f}"
-        if not finding.positive:
+        # a region with its own probability (a CT slice's) shows that one
+        shown = finding.probability if region.probability is None else region.probability
+        label = f"{finding.spec.code.meaning} p={shown:.2f}"
+        if shown < finding.threshold:
             label += f" (below {finding.threshold:.2f})"
         label_size = _fit(draw, label, max(8, round(size * 0.85)), columns - 2 * margin)
         _draw_label(draw, region, label, _font(label_size), colour, (rows, columns), margin)

@@ -9,7 +9,9 @@ Content tree (PS3.16 TID 1500), built with highdicom's template classes::
     └── Imaging Measurements
         ├── per finding and region: Planar ROI group (TID 1410)
         │     Finding = finding code, Algorithm Identification (TID 4019),
-        │     Probability and Operating threshold (TID 300), finding code = Present/Absent,
+        │     Probability and Operating threshold (TID 300), the region's own
+        │     Region probability where the algorithm gives one (a CT slice's),
+        │     finding code = Present/Absent,
         │     Image Region = SCOORD on the source image (and frame)
         ├── per finding without a region: Measurement group (TID 1501), same content
         └── the study: Measurement group (TID 1501), Study abnormality score, Operating
@@ -26,6 +28,8 @@ concept                                    why
                                            "no units"), value in [0, 1]
 (RS-THRESH, 99RADSIGHT,                    the operating point the call was made at
 "Operating threshold")
+(RS-RPROB, 99RADSIGHT,                     one marked area's own probability (the
+"Region probability")                      slice's, for a finding over many slices)
 (RS-SCORE, 99RADSIGHT,                     the algorithm's study-level score
 "Study abnormality score")
 (52101004, SCT, "Present") /               the positive/negative call, as the value of
@@ -66,6 +70,7 @@ RADSIGHT_SCHEME = "99RADSIGHT"
 PROBABILITY = hd.sr.CodedConcept("RS-PROB", RADSIGHT_SCHEME, "Probability")
 OPERATING_THRESHOLD = hd.sr.CodedConcept("RS-THRESH", RADSIGHT_SCHEME, "Operating threshold")
 STUDY_SCORE = hd.sr.CodedConcept("RS-SCORE", RADSIGHT_SCHEME, "Study abnormality score")
+REGION_PROBABILITY = hd.sr.CodedConcept("RS-RPROB", RADSIGHT_SCHEME, "Region probability")
 PRESENT = hd.sr.CodedConcept("52101004", "SCT", "Present")
 ABSENT = hd.sr.CodedConcept("272519000", "SCT", "Absent")
 OVERALL_ASSESSMENT = hd.sr.CodedConcept("111413", "DCM", "Overall Assessment")
@@ -271,7 +276,13 @@ def _split(region: Region, sources: dict[str, pydicom.Dataset]) -> list[Region]:
         )
     if region.graphic_type == "MULTIPOINT":
         return [
-            Region(region.sop_instance_uid, "POINT", (point,), region.frame_number)
+            Region(
+                region.sop_instance_uid,
+                "POINT",
+                (point,),
+                region.frame_number,
+                region.probability,
+            )
             for point in region.points
         ]
     low, high = _POINTS[region.graphic_type]
@@ -285,7 +296,15 @@ def _split(region: Region, sources: dict[str, pydicom.Dataset]) -> list[Region]:
     if region.graphic_type == "POLYGON" and region.points[0] != region.points[-1]:
         # an area: the outline is closed (first and last vertices the same point)
         closed = (*region.points, region.points[0])
-        return [Region(region.sop_instance_uid, "POLYGON", closed, region.frame_number)]
+        return [
+            Region(
+                region.sop_instance_uid,
+                "POLYGON",
+                closed,
+                region.frame_number,
+                region.probability,
+            )
+        ]
     return [region]
 
 
@@ -325,6 +344,16 @@ def _finding_groups(
         frame_numbers = None
         if int(ds.get("NumberOfFrames", 1) or 1) > 1 and region.frame_number is not None:
             frame_numbers = [region.frame_number]
+        region_measurements = list(measurements)
+        if region.probability is not None:
+            region_measurements.append(
+                hd.sr.Measurement(
+                    name=REGION_PROBABILITY,
+                    value=float(region.probability),
+                    unit=NO_UNITS,
+                    algorithm_id=algorithm_id,
+                )
+            )
         source_image = hd.sr.SourceImageForRegion(
             referenced_sop_class_uid=str(ds.SOPClassUID),
             referenced_sop_instance_uid=str(ds.SOPInstanceUID),
@@ -340,7 +369,7 @@ def _finding_groups(
                 ),
                 finding_type=finding_type,
                 algorithm_id=algorithm_id,
-                measurements=measurements,
+                measurements=region_measurements,
                 qualitative_evaluations=[call],
             )
         )

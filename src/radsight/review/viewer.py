@@ -116,8 +116,9 @@ def build_study_view(s: Any, study: StudyRow) -> StudyView:
                         "frame_number": region.get("frame_number"),
                         "graphic_type": region["graphic_type"],
                         "points": region["points"],
+                        # a region's own probability (a CT slice's) where it has one
                         "label": f"{f.get('code', {}).get('meaning', f['key'])} "
-                        f"{float(f.get('probability', 0.0)):.2f}",
+                        f"{_region_probability(region, f):.2f}",
                         "positive": bool(f.get("positive")),
                         "algorithm": f"{r.algorithm_name} {r.algorithm_version}",
                     }
@@ -188,3 +189,8 @@ def _single_result(results: list[ResultView]) -> int | None:
     """The result a study-level verdict refers to (see review.verdicts._judged_result)."""
     analysed = [r for r in results if r.status == "analysed"]
     return analysed[0].id if len(analysed) == 1 else None
+
+
+def _region_probability(region: dict[str, Any], finding: dict[str, Any]) -> float:
+    own = region.get("probability")
+    return float(finding.get("probability", 0.0) if own is None else own)

@@ -270,7 +270,12 @@ class BrainCTAlgorithm(Algorithm):
             (s for s in slices if s.probability >= threshold), key=lambda s: -s.probability
         )[: int(CONFIG["region"]["max_slices"])]
         regions = tuple(
-            Region.box(s.sop_instance_uid, *s.bounds, frame_number=s.frame_number)
+            Region.box(
+                s.sop_instance_uid,
+                *s.bounds,
+                frame_number=s.frame_number,
+                probability=round(s.probability, 6),
+            )
             for s in sorted(marked, key=lambda s: s.index)
         )
         finding = Finding("intracranial_haemorrhage", round(probability, 6), regions)
