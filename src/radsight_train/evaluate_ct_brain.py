@@ -72,7 +72,7 @@ def cq500_cases(data: Path, algorithm: BrainCTAlgorithm) -> dict:
         "CQ500-CT-310 (ICH, SDH; 3 of 3 readers; one slice)": [
             base / "CQ500-CT-310" / "CQ500-CT-310_series_5mm_inst021_uncompressed.dcm"
         ],
-        "CQ500-CT-0 series-2 slice (own StudyInstanceUID; a large haematoma shows)": [
+        "CQ500-CT-1 (ICH by 3 of 3 readers; its one slice, filed in CQ500-CT-0's folder)": [
             base / "CQ500-CT-0" / "series2_single_slice" / "CT_inst021.dcm"
         ],
         "CQ500-CT-310 JPEG 2000 copy": [

@@ -1,9 +1,10 @@
 """The committed brain CT haemorrhage model, run as the platform runs it (ONNX Runtime only).
 
 Real head CT from ../shared/data (CQ500-CT-0: 30 slices of series 6 with an 8.5 degree
-gantry tilt, read negative by 2 of 3 radiologists, and a slice of series 2 under another
-StudyInstanceUID that shows a large haematoma; CQ500-CT-310: one slice with a chronic
-subdural collection, read positive by all 3) and synthetic slices for the input checks.
+gantry tilt, read negative by 2 of 3 radiologists; filed in its folder, a slice of series 2
+whose header says PatientID CQ500-CT-1, another patient, read ICH by all 3 (intraparenchymal
+and subarachnoid blood, midline shift); CQ500-CT-310: one slice with a chronic subdural
+collection, read positive by all 3) and synthetic slices for the input checks.
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ CQ500_ORDER_REASON = (
     "CQ500-CT-310 is a chronic, hypodense subdural collection (chronic by 2 of 3 readers); "
     "the 200 training slices show acute, hyperdense blood, so the model scores it low. "
     "CQ500-CT-0 (ICH-negative by 2 of 3 readers) scores high on its thin, possibly "
-    "contrast-enhanced series 6, top slice at the vertex; a slice filed with it (series 2) "
-    "shows a large acute haematoma."
+    "contrast-enhanced series 6, top slice at the vertex. (The acute CQ500-CT-1 slice does "
+    "score above it: test_acute_positive_case_scores_above_the_negative_one.)"
 )
 
 
@@ -141,6 +142,19 @@ def test_positive_cq500_case_scores_above_the_negative_one(algorithm, negative_c
     negative = algorithm.analyse(negative_case)
     positive = algorithm.analyse(positive_case)
     assert positive.study_score > negative.study_score, (positive, negative)
+
+
+@needs_cq500
+def test_acute_positive_case_scores_above_the_negative_one(algorithm, negative_case):
+    """CQ500-CT-1 (ICH by 3 of 3 readers: IPH, SAH, midline shift), the one slice of it that
+    the data holds, against CQ500-CT-0 (no ICH by 2 of 3): the brief's ordering for the
+    acute positive case, through the same analyse() as the pipeline."""
+    ct1 = CQ500 / "CQ500-CT-0" / "series2_single_slice" / "CT_inst021.dcm"
+    assert str(pydicom.dcmread(ct1, stop_before_pixels=True).PatientID) == "CQ500-CT-1"
+    positive = algorithm.analyse(_study([ct1]))
+    negative = algorithm.analyse(negative_case)
+    assert positive.study_score > negative.study_score, (positive, negative)
+    assert positive.study_score >= algorithm.study_threshold
 
 
 @needs_cq500
@@ -155,7 +169,8 @@ def test_findings_carry_the_study_score(algorithm, negative_case, positive_case)
 
 @needs_cq500
 def test_visible_acute_haematoma_is_found_and_marked(algorithm):
-    """The series-2 slice of CQ500-CT-0 shows a large right frontal haematoma."""
+    """The series-2 slice filed with CQ500-CT-0 (PatientID CQ500-CT-1) shows a large right
+    frontal haematoma."""
     path = CQ500 / "CQ500-CT-0" / "series2_single_slice" / "CT_inst021.dcm"
     study = _study([path])
     (s,) = algorithm.predict_slices(study)

@@ -4,13 +4,14 @@ The two CQ500 cases go in by C-STORE (storescu), are routed by the built-in rule
 radsight-ct-brain, and come out as an SR and a Secondary Capture series at a storescp:
 
 - CQ500-CT-0: 30 slices of a thin series (JPEG Lossless, 8.5 degree gantry tilt); no ICH
-  by the majority of 3 readers. Its "stray" series-2 slice carries another
-  StudyInstanceUID, so it is a study of its own here; it shows a large acute haematoma;
+  by the majority of 3 readers. The "stray" series-2 slice filed in its folder belongs to
+  another patient (PatientID CQ500-CT-1, its own StudyInstanceUID): ICH by all 3 readers,
+  a large acute haematoma;
 - CQ500-CT-310: one slice with a large subdural haematoma; ICH by all 3 readers.
 
-The brief asks that the positive case score above the negative one; with this model it
-does not (see ``CQ500_ORDER_REASON``), and the test reports that as an expected failure
-after checking everything else. CQ500's de-identification removed
+The brief asks that the positive case score above the negative one: CQ500-CT-1 (acute) does,
+CQ500-CT-310 (chronic) does not (see ``CQ500_ORDER_REASON``), and the test reports the
+latter as an expected failure after checking everything else. CQ500's de-identification removed
 BodyPartExamined and the descriptions that name the head, so the copies sent here carry
 BodyPartExamined HEAD (as a scanner sets it); pixels and geometry are unchanged.
 A chest CT slice labelled HEAD shows the input check through the pipeline.
@@ -106,6 +107,8 @@ def test_cq500_cases_get_haemorrhage_results(tmp_path, make_server, storescp, sh
     # the plainly visible acute haematoma is found: abnormal and urgent, with a mark
     assert haematoma["verdict"] == "abnormal" and haematoma["urgent"] is True
     assert haematoma["report"]["findings"][0]["regions"]
+    # CQ500-CT-1 (ICH by 3 of 3 readers) scores above CQ500-CT-0 (no ICH by 2 of 3)
+    assert haematoma["study_score"] > negative["study_score"]
     for row in (negative, positive, haematoma):
         # a haemorrhage above the threshold puts the study on the urgent worklist
         assert row["urgent"] == (row["verdict"] == "abnormal")
