@@ -1,10 +1,11 @@
 """Speed and memory of radsight-cxr against a DenseNet-121 peer, same input, same run.
 
 Both models run in ONNX Runtime on one thread. Per image: decode the file, preprocess (the
-platform's numpy path), infer; radsight-cxr also turns its maps into regions. The peer is
-the torchxrayvision architecture (DenseNet-121, 1 grey channel, 224 px, 18 outputs) with
-random weights, built in plain torch and exported once to ``bench/out/densenet121.onnx``
-by a subprocess, so this process never imports torch and its peak memory is the worker's.
+platform's numpy path), infer; radsight-cxr also runs its TB head (numpy) and turns its
+maps into regions. The peer is the torchxrayvision architecture (DenseNet-121, 1 grey
+channel, 224 px, 18 outputs) with random weights, built in plain torch and exported once to
+``bench/out/densenet121.onnx`` by a subprocess, so this process never imports torch and its
+peak memory is the worker's.
 
     python bench/bench_cxr.py [--images 60]
 """

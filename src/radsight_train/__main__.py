@@ -1,6 +1,7 @@
-"""``python -m radsight_train <model>`` trains; ``python -m radsight_train evaluate <model>``
-evaluates (cxr, ct-chest, mmg, ...); ``python -m radsight_train export-xrv`` exports
-torchxrayvision weights for the ``radsight-xrv`` adapter."""
+"""``python -m radsight_train <model>`` trains (``cxr-tb``: the TB head of cxr);
+``python -m radsight_train evaluate <model>`` evaluates (cxr, cxr-tb, ct-chest, mmg, ...);
+``python -m radsight_train export-xrv`` exports torchxrayvision weights for the
+``radsight-xrv`` adapter."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         help="no training: calibrate and export the last checkpoint in --work again",
     )
     tr.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "cxr-train")
+    tb = sub.add_parser(
+        "cxr-tb",
+        parents=[common],
+        help="train the tuberculosis-like lesion head on the frozen cxr backbone (TBX11K boxes)",
+    )
+    tb.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "cxr-tb")
     ct = sub.add_parser(
         "ct-chest", parents=[common], help="train the chest CT lesion model and export it to ONNX"
     )
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     cb.add_argument("--threads", type=int, default=1)
     cb.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "ct-brain-train")
     ev = sub.add_parser("evaluate", parents=[common], help="evaluate an exported model")
-    ev.add_argument("model", choices=["cxr", "ct-chest", "mmg", "ct-brain"])
+    ev.add_argument("model", choices=["cxr", "cxr-tb", "ct-chest", "mmg", "ct-brain"])
     ev.add_argument(
         "--mmg-work", type=Path, default=REPO_ROOT / "build" / "mmg-train", help="fold models"
     )
@@ -111,7 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         return _ct_brain(parser, args, data)
     if not (data / "cxr").is_dir():
         parser.error(f"no chest radiograph data under {data} (set --data or RADSIGHT_SHARED_DATA)")
-    if args.command == "cxr":
+    if args.command == "cxr-tb":
+        from radsight_train.train_cxr_tb import train as train_tb
+
+        train_tb(data, args.work)
+    elif getattr(args, "model", None) == "cxr-tb":
+        from radsight_train.evaluate_cxr_tb import evaluate_tb
+
+        out = args.out or REPO_ROOT / "docs" / "models" / "cxr"
+        evaluate_tb(data, out, args.bootstrap, args.limit)
+    elif args.command == "cxr":
         from radsight_train.train_cxr import train
 
         train(

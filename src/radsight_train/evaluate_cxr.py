@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def run(algorithm: ChestRadiographAlgorithm, items: list[Item]) -> list[Result]:
         try:
             algorithm.check(study)
             analysis = algorithm.analyse(study)
-            res.probability = analysis.study_score
+            # the opacity finding (the study score also counts TB: see evaluate_cxr_tb)
+            res.probability = next(f.probability for f in analysis.findings if f.key == "pneumonia")
         except NotAnalysable as exc:
             res.refused = str(exc)
         res.seconds = time.perf_counter() - t0
@@ -84,14 +86,14 @@ def run(algorithm: ChestRadiographAlgorithm, items: list[Item]) -> list[Result]:
     return results
 
 
-def _auc_entry(pos: list[Result], neg: list[Result], n_boot: int) -> dict:
-    scores = np.array([r.probability for r in pos + neg])
+def _auc_entry(pos: Sequence[Result], neg: Sequence[Result], n_boot: int) -> dict:
+    scores = np.array([r.probability for r in [*pos, *neg]])
     labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     auc, lo, hi = auroc_ci(labels, scores, n_boot)
     return {"auroc": auc, "ci": [lo, hi], "positives": len(pos), "negatives": len(neg)}
 
 
-def _operating(pos: list[Result], neg: list[Result], thresholds: dict) -> dict:
+def _operating(pos: Sequence[Result], neg: Sequence[Result], thresholds: dict) -> dict:
     out = {}
     for name, t in thresholds.items():
         se = wilson(sum(r.probability >= t for r in pos), len(pos))
@@ -107,7 +109,7 @@ def _box_mask(boxes, shape) -> np.ndarray:
     return m
 
 
-def _localisation(results: list[Result], truth: list[np.ndarray]) -> dict:
+def _localisation(results: Sequence[Result], truth: list[np.ndarray]) -> dict:
     """Pointing game (map peak inside the annotation), top box hit, and IoU of the boxes."""
     peak_hits = top_hits = 0
     ious, top_ious = [], []
@@ -368,11 +370,10 @@ def _print(m: dict, indent: int = 0) -> None:
             print(" " * indent + f"{k}:")
             _print(v, indent + 2)
         elif isinstance(v, dict) and "threshold" in v:
-            spec = v["specificity"]
-            print(
-                " " * indent + f"{k} (t={v['threshold']:.4f}): sensitivity "
-                f"{_fmt(v['sensitivity'])}" + (f", specificity {_fmt(spec)}" if spec else "")
-            )
+            spec, sens = v["specificity"], v["sensitivity"]
+            parts = [f"sensitivity {_fmt(sens)}"] if sens[0] == sens[0] else []  # nan: no pos
+            parts += [f"specificity {_fmt(spec)}"] if spec else []
+            print(" " * indent + f"{k} (t={v['threshold']:.4f}): " + ", ".join(parts))
         else:
             print(" " * indent + f"{k}: {_fmt(v)}")
 

@@ -33,6 +33,12 @@ SIZE = 224
 SEG = 56
 SEED = 7
 MODEL_DIR = Path(__file__).resolve().parents[1] / "radsight" / "algorithms" / "cxr"
+OUTPUTS = {
+    "logit": "abnormality logit",
+    "seg": "[infection, lung] logits at 1/4",
+    "feat16": "stage-3 features (96 x 14 x 14), input of the TB head",
+    "feat32": "stage-4 features (160 x 7 x 7), input of the TB head",
+}
 
 
 def set_seeds(seed: int) -> None:
@@ -198,6 +204,9 @@ def export_onnx(model: CxrNet, path: Path) -> None:
         opset_version=17,
         dynamo=False,
     )
+    from radsight_train.train_cxr_tb import add_feature_outputs
+
+    add_feature_outputs(path)  # the TB head's inputs (python -m radsight_train cxr-tb)
 
 
 def train(
@@ -337,8 +346,13 @@ def train(
         "threads": threads,
         "torch": torch.__version__,
     }
+    tb_head: dict = {}
     if epochs == 0:
         training = previous | {"recalibrated": True}
+        # same weights: the TB head still fits them (a retrained backbone needs cxr-tb again)
+        tb_head = json.loads((MODEL_DIR / "cxr.json").read_text()).get("tb", {})
+    else:
+        log.info("backbone retrained: run `python -m radsight_train cxr-tb` for the TB head")
     config = {
         "model": "cxr.onnx",
         "architecture": "CxrNet (radsight_train.model)",
@@ -350,7 +364,7 @@ def train(
             "letterbox": True,
             "range": [0.0, 1.0],
         },
-        "outputs": {"logit": "abnormality logit", "seg": "[infection, lung] logits at 1/4"},
+        "outputs": OUTPUTS,
         "temperature": round(temperature, 4),
         "thresholds": thresholds,
         "region": {"threshold": 0.5, "min_area_fraction": 0.002, "max_regions": 3},
@@ -360,6 +374,8 @@ def train(
     if history:
         (work / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     config["min_lung_fraction"] = choose_lung_fraction(data_root, val_items)
+    if tb_head:
+        config["tb"] = tb_head
     (MODEL_DIR / "cxr.json").write_text(json.dumps(config, indent=2) + "\n")
     log.info("exported %s (%.2f MiB)", onnx_path, onnx_path.stat().st_size / 2**20)
     return config

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsight.algorithms.contract import ImageInput, NotAnalysable, StudyInput
+from radsight.algorithms.contract import Analysis, Finding, ImageInput, NotAnalysable, StudyInput
 from radsight.algorithms.cxr import (
     ChestRadiographAlgorithm,
     FluorographyAlgorithm,
@@ -50,6 +50,10 @@ def _image(pixels: np.ndarray, uid: str = "2.25.1", **kw: str) -> ImageInput:
 
 def _study(*images: ImageInput, study_type: str = "cxr") -> StudyInput:
     return StudyInput("2.25.9", study_type, images)
+
+
+def _pneumonia(analysis: Analysis) -> Finding:
+    return next(f for f in analysis.findings if f.key == "pneumonia")
 
 
 def _auroc(labels: list[int], scores: list[float]) -> float:
@@ -106,6 +110,15 @@ def test_declares_coded_findings_and_two_operating_points() -> None:
     cxr, flg = ChestRadiographAlgorithm(), FluorographyAlgorithm()
     assert (cxr.name, cxr.study_types) == ("radsight-cxr", ("cxr",))
     assert (flg.name, flg.study_types) == ("radsight-flg", ("flg",))
+    # pneumonia and the TB-like lesion finding (tests/algorithms/test_cxr_tb.py)
+    assert (
+        [f.key for f in cxr.findings]
+        == [f.key for f in flg.findings]
+        == [
+            "pneumonia",
+            "tb-like-lesion",
+        ]
+    )
     spec = cxr.finding_spec("pneumonia")
     assert (spec.code.value, spec.code.scheme_designator, spec.code.meaning) == (
         "233604007",
@@ -125,7 +138,7 @@ def test_auroc_on_real_test_images(algorithm, subset, bar) -> None:
     labels, scores = [], []
     for i, (path, label) in enumerate(subset()):
         analysis = algorithm.analyse(_study(_image(_gray(path), uid=f"2.25.{i}")))
-        (finding,) = analysis.findings
+        finding = _pneumonia(analysis)
         assert finding.probability == analysis.study_score
         labels.append(label)
         scores.append(finding.probability)
@@ -139,7 +152,7 @@ def test_regions_are_closed_polygons_on_the_source_image(algorithm, chest_pixels
     src = np.kron(chest_pixels, np.ones((2, 2), np.float32))[:501, :387]
     flg = FluorographyAlgorithm()
     analysis = flg.analyse(_study(_image(src, uid="2.25.77")))
-    (finding,) = analysis.findings
+    finding = _pneumonia(analysis)
     assert finding.probability >= flg.finding_spec("pneumonia").threshold
     assert finding.regions
     for region in finding.regions:
@@ -178,7 +191,7 @@ def test_large_native_image(algorithm) -> None:
     pixels = _gray(path)
     assert max(pixels.shape) > 900
     analysis = algorithm.analyse(_study(_image(pixels)))
-    for region in analysis.findings[0].regions:
+    for region in _pneumonia(analysis).regions:
         x0, y0, x1, y1 = region.bounds()
         assert x1 <= pixels.shape[1] and y1 <= pixels.shape[0]
 
@@ -190,7 +203,7 @@ def test_lateral_view_is_skipped_when_a_frontal_one_exists(algorithm, chest_pixe
     both = algorithm.analyse(_study(frontal, lateral))
     alone = algorithm.analyse(_study(frontal))
     assert both.study_score == alone.study_score
-    assert all(r.sop_instance_uid == "2.25.1" for r in both.findings[0].regions)
+    assert all(r.sop_instance_uid == "2.25.1" for f in both.findings for r in f.regions)
 
 
 @needs_data

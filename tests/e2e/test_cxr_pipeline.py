@@ -22,6 +22,7 @@ from tests.e2e.test_dicom_flow import register, wait_for
 pytestmark = pytest.mark.slow
 
 PNEUMONIA = "233604007"
+TB_LIKE_LESION = "RS-CXR-TBL"  # 99RADSIGHT: the TB-like lesion finding (docs/models/cxr.md)
 
 
 def chest_dicom(png: Path, out: Path, *, monochrome1: bool, index: int) -> pydicom.Dataset:
@@ -72,7 +73,7 @@ def test_real_chest_radiographs_get_pneumonia_results(tmp_path, make_server, sto
     for kind, ds in sent.items():
         sr = hd.sr.srread(pydicom.filebase.DicomBytesIO(_bytes(by_study[ds.StudyInstanceUID])))
         text = str(sr)
-        assert PNEUMONIA in text and "radsight-cxr" in text
+        assert PNEUMONIA in text and TB_LIKE_LESION in text and "radsight-cxr" in text
         with server.http() as http:
             (result,) = [
                 r
@@ -83,6 +84,8 @@ def test_real_chest_radiographs_get_pneumonia_results(tmp_path, make_server, sto
             ]
         scores[kind] = result["study_score"]
         assert result["algorithm_name"] == "radsight-cxr"
+        keys = [f["key"] for f in result["report"]["findings"]]
+        assert keys == ["pneumonia", "tb-like-lesion"], keys
     assert scores["opacity"] > scores["normal"], scores
 
     def captures() -> int:  # the SR may reach the archive before the captures
