@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from radsight_train.data import REPO_ROOT, default_data_root
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     cb.add_argument("--threads", type=int, default=1)
     cb.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "ct-brain-train")
     ev = sub.add_parser("evaluate", parents=[common], help="evaluate an exported model")
-    ev.add_argument("model", choices=["cxr", "cxr-tb", "ct-chest", "mmg", "ct-brain"])
+    ev.add_argument("model", choices=list(MODELS))
     ev.add_argument(
         "--mmg-work", type=Path, default=REPO_ROOT / "build" / "mmg-train", help="fold models"
     )
@@ -110,85 +112,111 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     data = args.data or default_data_root()
-    if "ct-chest" in (args.command, getattr(args, "model", None)):
-        return _ct_chest(parser, args, data)
-    if "mmg" in (args.command, getattr(args, "model", None)):
-        return _mmg(parser, args, data)
-    if "ct-brain" in (args.command, getattr(args, "model", None)):
-        return _ct_brain(parser, args, data)
-    if not (data / "cxr").is_dir():
-        parser.error(f"no chest radiograph data under {data} (set --data or RADSIGHT_SHARED_DATA)")
-    if args.command == "cxr-tb":
-        from radsight_train.train_cxr_tb import train as train_tb
-
-        train_tb(data, args.work)
-    elif getattr(args, "model", None) == "cxr-tb":
-        from radsight_train.evaluate_cxr_tb import evaluate_tb
-
-        out = args.out or REPO_ROOT / "docs" / "models" / "cxr"
-        evaluate_tb(data, out, args.bootstrap, args.limit)
-    elif args.command == "cxr":
-        from radsight_train.train_cxr import train
-
-        train(
-            data,
-            args.work,
-            0 if args.recalibrate else args.epochs,
-            args.pediatric_per_class,
-            args.threads,
-            args.max_minutes,
-        )
+    model = MODELS[args.model if args.command == "evaluate" else args.command]
+    if not (data / model.data).is_dir():
+        parser.error(f"no {model.what} data under {data} (set --data or RADSIGHT_SHARED_DATA)")
+    if args.command == "evaluate":
+        model.evaluate(args, data, args.out or REPO_ROOT / "docs" / "models" / model.out)
     else:
-        from radsight_train.evaluate_cxr import evaluate
-
-        out = args.out or REPO_ROOT / "docs" / "models" / "cxr"
-        evaluate(data, out, args.bootstrap, args.limit)
+        model.train(args, data)
     return 0
 
 
-def _ct_chest(parser: argparse.ArgumentParser, args: argparse.Namespace, data: Path) -> int:
-    if not (data / "ct-chest" / "covid-semiseg-infnet").is_dir():
-        parser.error(f"no chest CT data under {data} (set --data or RADSIGHT_SHARED_DATA)")
-    if args.command == "ct-chest":
-        from radsight_train.train_ct_chest import train
-
-        train(data, args.work, args.steps, args.threads, args.max_minutes)
-    else:
-        from radsight_train.evaluate_ct_chest import evaluate
-
-        out = args.out or REPO_ROOT / "docs" / "models" / "ct-chest"
-        evaluate(data, out, args.bootstrap, args.limit)
-    return 0
+# Each model's training and evaluation entry points, imported on use (torch is heavy).
 
 
-def _mmg(parser: argparse.ArgumentParser, args: argparse.Namespace, data: Path) -> int:
-    if not (data / "mmg" / "mini-mias-train").is_dir():
-        parser.error(f"no mammography data under {data} (set --data or RADSIGHT_SHARED_DATA)")
-    if args.command == "mmg":
-        from radsight_train.train_mmg import train
+def _train_cxr(args: argparse.Namespace, data: Path) -> None:
+    from radsight_train.train_cxr import train
 
-        train(data, args.work, args.folds)
-    else:
-        from radsight_train.evaluate_mmg import evaluate
-
-        out = args.out or REPO_ROOT / "docs" / "models" / "mmg"
-        evaluate(data, out, args.mmg_work, args.bootstrap)
-    return 0
+    epochs = 0 if args.recalibrate else args.epochs
+    train(data, args.work, epochs, args.pediatric_per_class, args.threads, args.max_minutes)
 
 
-def _ct_brain(parser: argparse.ArgumentParser, args: argparse.Namespace, data: Path) -> int:
-    if not (data / "ct-brain" / "head-ct-hemorrhage-256").is_dir():
-        parser.error(f"no head CT data under {data} (set --data or RADSIGHT_SHARED_DATA)")
-    if args.command == "ct-brain":
-        from radsight_train.train_ct_brain import train
+def _evaluate_cxr(args: argparse.Namespace, data: Path, out: Path) -> None:
+    from radsight_train.evaluate_cxr import evaluate
 
-        train(data, args.work, args.epochs, args.folds, args.threads)
-    else:
-        from radsight_train.evaluate_ct_brain import evaluate
+    evaluate(data, out, args.bootstrap, args.limit)
 
-        out = args.out or REPO_ROOT / "docs" / "models" / "ct-brain"
-        evaluate(data, out, args.bootstrap)
-    return 0
+
+def _train_cxr_tb(args: argparse.Namespace, data: Path) -> None:
+    from radsight_train.train_cxr_tb import train
+
+    train(data, args.work)
+
+
+def _evaluate_cxr_tb(args: argparse.Namespace, data: Path, out: Path) -> None:
+    from radsight_train.evaluate_cxr_tb import evaluate_tb
+
+    evaluate_tb(data, out, args.bootstrap, args.limit)
+
+
+def _train_ct_chest(args: argparse.Namespace, data: Path) -> None:
+    from radsight_train.train_ct_chest import train
+
+    train(data, args.work, args.steps, args.threads, args.max_minutes)
+
+
+def _evaluate_ct_chest(args: argparse.Namespace, data: Path, out: Path) -> None:
+    from radsight_train.evaluate_ct_chest import evaluate
+
+    evaluate(data, out, args.bootstrap, args.limit)
+
+
+def _train_mmg(args: argparse.Namespace, data: Path) -> None:
+    from radsight_train.train_mmg import train
+
+    train(data, args.work, args.folds)
+
+
+def _evaluate_mmg(args: argparse.Namespace, data: Path, out: Path) -> None:
+    from radsight_train.evaluate_mmg import evaluate
+
+    evaluate(data, out, args.mmg_work, args.bootstrap)
+
+
+def _train_ct_brain(args: argparse.Namespace, data: Path) -> None:
+    from radsight_train.train_ct_brain import train
+
+    train(data, args.work, args.epochs, args.folds, args.threads)
+
+
+def _evaluate_ct_brain(args: argparse.Namespace, data: Path, out: Path) -> None:
+    from radsight_train.evaluate_ct_brain import evaluate
+
+    evaluate(data, out, args.bootstrap)
+
+
+@dataclass(frozen=True)
+class _Model:
+    #: the folder under the data root that training and evaluation read
+    data: str
+    #: what the data is, for the error when it is missing
+    what: str
+    #: evaluation output under docs/models unless --out says otherwise
+    out: str
+    train: Callable[[argparse.Namespace, Path], None]
+    evaluate: Callable[[argparse.Namespace, Path, Path], None]
+
+
+MODELS = {
+    "cxr": _Model("cxr", "chest radiograph", "cxr", _train_cxr, _evaluate_cxr),
+    "cxr-tb": _Model("cxr/tbx11k-tb-boxes-256", "TB box", "cxr", _train_cxr_tb, _evaluate_cxr_tb),
+    "ct-chest": _Model(
+        "ct-chest/covid-semiseg-infnet",
+        "chest CT",
+        "ct-chest",
+        _train_ct_chest,
+        _evaluate_ct_chest,
+    ),
+    "mmg": _Model("mmg/mini-mias-train", "mammography", "mmg", _train_mmg, _evaluate_mmg),
+    "ct-brain": _Model(
+        "ct-brain/head-ct-hemorrhage-256",
+        "head CT",
+        "ct-brain",
+        _train_ct_brain,
+        _evaluate_ct_brain,
+    ),
+}
 
 
 if __name__ == "__main__":
