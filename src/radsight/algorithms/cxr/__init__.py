@@ -320,8 +320,9 @@ class ChestRadiographAlgorithm(Algorithm):
     time_limit_s = 60.0
     description = (
         "Compact CNN: probability of airspace opacity / pneumonia on frontal chest "
-        "radiographs (adult and pediatric), and of a tuberculosis-like lesion (head trained "
-        "on TBX11K boxes); marked areas as boxes. Not a diagnosis."
+        "radiographs (adult and pediatric), opacity areas marked as boxes; on abnormal "
+        "images, where a tuberculosis-like lesion most likely is (a head trained on TBX11K "
+        "boxes; not a TB probability). Not a diagnosis."
     )
 
     def __init__(self) -> None:
