@@ -2,10 +2,10 @@
 
 Each image is read by :class:`radsight.algorithms.mmg.MammographyAlgorithm` (input checks,
 numpy preprocessing, ONNX Runtime on one thread, calibration, marks), exactly as the
-platform runs it, with the logistic heads of the fold that held the woman out
-(``build/mmg-train/folds.json``, written by ``python -m radsight_train mmg``); both breasts
-of a woman form one study, so each is compared with the other as on the platform. Prints
-the figures, writes ``metrics.json`` and PNG figures.
+platform runs it, with the logistic heads and the mark ranker of the fold that held the
+woman out (``build/mmg-train/folds.json``, written by ``python -m radsight_train mmg``);
+both breasts of a woman form one study, so each is compared with the other as on the
+platform. Prints the figures, writes ``metrics.json`` and PNG figures.
 """
 
 from __future__ import annotations
@@ -219,6 +219,10 @@ def evaluate(data_root: Path, out: Path, work: Path, n_boot: int = 2000) -> dict
             np.array([r.item.abnormal for r in c_ok]), np.array([r.probability for r in c_ok])
         ),
         "images": len(c_ok),
+        "top_mark_hit_resubstitution": wilson(
+            sum(_hit(r.prediction, r.item, 1) for r in c_ok if r.item.lesions),
+            sum(1 for r in c_ok if r.item.lesions),
+        ),
     }
     _plots(ok, by_pair, out)
     _examples(ok, out)

@@ -15,6 +15,11 @@ The model has two parts:
    their difference to the contralateral breast (the same view of the other side):
    abnormal, mass, calcification, distortion/asymmetry. They are fitted here, first once
    per fold for the cross-validated figures, then on all images for the shipped model.
+3. ``mmg.json`` ``heads.ranker``: the mark ranker, a logistic regression over the mark
+   candidates of :mod:`radsight.algorithms.mmg.features` (numpy, 512-px canvas, breast
+   normalised by its own percentiles), fitted on candidates inside a lesion circle
+   against all others (:func:`mark_candidates`, :func:`ranker_experiment`: a few
+   declared feature subsets, the choice nested inside each training split).
 
 A CNN (``radsight_train.model.CxrNet`` trained on lesion patches) was tried first; on this
 shared 2-core machine it could only be given 5 epochs in the time allowed, and its first
@@ -79,6 +84,40 @@ CNN_BATCH = 32
 PATCH = 64
 CNN_TOP = 4
 MODEL_DIR = Path(__file__).resolve().parents[1] / "radsight" / "algorithms" / "mmg"
+#: the mark ranker (docs/models/mmg.md, "Marks"): an L2 logistic regression over
+#: radsight.algorithms.mmg.features.CANDIDATE_FEATURES, candidates whose centre lies in a
+#: lesion circle against all others (balanced classes). The variants compared, each a
+#: subset of the features (declared before the nested run). The shipped variant is the one
+#: with the most out-of-fold top-mark hits; the honest figure is the nested one (the
+#: variant chosen by the inner folds of each training split), recorded beside it.
+RANKER_C = 0.1
+RANKER_VARIANTS = {
+    "blobs_brightness_place": [
+        "dog_s4",
+        "dog_s8",
+        "dog_s16",
+        "dog_s32",
+        "local_z",
+        "x_from_chest_wall",
+        "y_from_top",
+        "from_bright",
+    ],  # fmt: skip
+    "plus_place_terms": [
+        "dog_s4",
+        "dog_s8",
+        "dog_s16",
+        "dog_s32",
+        "local_z",
+        "x_from_chest_wall",
+        "y_from_top",
+        "from_bright",
+        "x2",
+        "y2",
+        "xy",
+        "top_chest_wall_corner",
+    ],  # fmt: skip
+    "plus_bilateral": [],  # every feature
+}
 
 
 class BlobFeatures(nn.Module):
@@ -479,6 +518,16 @@ def train(data_root: Path, work: Path, folds: int) -> dict:
         m = np.array([it.abnormal == 0 or kind in it.kinds for it in items])
         thresholds[kind] = youden(oof[kind][m], labels[m])
     heads = fit_heads(x, items, np.arange(len(items)))
+    cands = mark_candidates(items)
+    cfold = fold[cands.image]
+    marks = ranker_experiment(items, cands, fold)
+    variant = marks["shipped_variant"]
+    for k in range(folds):
+        fold_heads[k]["ranker"] = fit_ranker(cands, cfold != k, variant)
+    heads["ranker"] = fit_ranker(cands, np.ones(len(cands.hit), bool), variant)
+    marks["image_head_with_ranker_score"] = stacking_experiment(items, x, cands, fold, variant)
+    (work / "marks.json").write_text(json.dumps(marks, indent=2, default=float) + "\n")
+    log.info("marks: %s", json.dumps(marks, default=float))
     (work / "folds.json").write_text(
         json.dumps(
             {
@@ -504,6 +553,14 @@ def train(data_root: Path, work: Path, folds: int) -> dict:
         "heads": heads,
         "thresholds": thresholds,
         "region": {"max_regions": 3, "relative_level": 0.8, "radius_per_sigma": 2.0},
+        "ranker": {
+            "features": "radsight.algorithms.mmg.features.CANDIDATE_FEATURES",
+            "C": RANKER_C,
+            "variant": variant,
+            "variants_compared": list(RANKER_VARIANTS),
+            "out_of_fold_top_mark_hit": marks["variants"][variant],
+            "nested_top_mark_hit": marks["nested_choice"],
+        },
         "training": {
             "split_seed": SPLIT_SEED,
             "folds": folds,
@@ -516,6 +573,185 @@ def train(data_root: Path, work: Path, folds: int) -> dict:
     (MODEL_DIR / "mmg.json").write_text(json.dumps(config, indent=2) + "\n")
     log.info("thresholds %s; wrote %s in %.0f s", thresholds, MODEL_DIR, time.time() - t0)
     return config
+
+
+@dataclass
+class Candidates:
+    """Every image's mark candidates through the platform code (both breasts of a woman as
+    one study): feature rows, hit labels, image index; and the blob marks' top-mark hits."""
+
+    rows: np.ndarray
+    hit: np.ndarray
+    image: np.ndarray
+    blob_top_hit: np.ndarray  # per image, the DoG filter bank's top mark (model 1)
+
+
+def _inside(item: MiasImage, x: float, y: float) -> bool:
+    """The hit rule of the evaluation: inside a lesion circle (radius at least 10 px)."""
+    return any(
+        (x - les.x) ** 2 + (y - les.y) ** 2 <= max(les.radius, 10.0) ** 2 for les in item.lesions
+    )
+
+
+def mark_candidates(items: list[MiasImage]) -> Candidates:
+    from radsight.algorithms.mmg import contralateral as pick_other
+    from radsight.algorithms.mmg import image_features as platform_features
+    from radsight.algorithms.mmg.features import candidates
+    from radsight_train.evaluate_mmg import mias_image_input
+
+    rows, hits, image = [], [], []
+    blob_hit = np.zeros(len(items), bool)
+    by_pair: dict[int, list[int]] = {}
+    for i, it in enumerate(items):
+        by_pair.setdefault(it.pair, []).append(i)
+    for idx in by_pair.values():
+        feats = {
+            i: platform_features(mias_image_input(items[i], read_gray(items[i].path))) for i in idx
+        }
+        for i in idx:
+            f = feats[i]
+            other = pick_other(f, [feats[j] for j in idx])
+            if f.marks["all"]:
+                blob_hit[i] = _inside(items[i], f.marks["all"][0].x, f.marks["all"][0].y)
+            if f.breast is None or not f.breast.candidates:
+                continue
+            rows.append(candidates(f.breast, other.breast if other is not f else None))
+            for cand in f.breast.candidates:
+                hits.append(_inside(items[i], *f.breast.to_source(cand.x, cand.y)))
+                image.append(i)
+    return Candidates(np.concatenate(rows), np.array(hits), np.array(image), blob_hit)
+
+
+def _ranker_columns(name: str) -> list[int]:
+    from radsight.algorithms.mmg.features import CANDIDATE_FEATURES
+
+    names = RANKER_VARIANTS[name] or CANDIDATE_FEATURES
+    return [CANDIDATE_FEATURES.index(n) for n in names]
+
+
+def fit_ranker(cands: Candidates, use: np.ndarray, variant: str) -> dict:
+    """The ranker on the candidates ``use`` (boolean), as a head over every feature (the
+    features the variant leaves out get weight 0)."""
+    from sklearn.linear_model import LogisticRegression
+
+    cols = _ranker_columns(variant)
+    x = cands.rows[use]
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    model = LogisticRegression(C=RANKER_C, max_iter=5000, class_weight="balanced")
+    model.fit(((x - mu) / sd)[:, cols], cands.hit[use])
+    coef = np.zeros(x.shape[1])
+    coef[cols] = model.coef_[0]
+    return {
+        "variant": variant,
+        "mean": mu.round(6).tolist(),
+        "scale": sd.round(6).tolist(),
+        "coef": coef.round(6).tolist(),
+        "intercept": round(float(model.intercept_[0]), 6),
+    }
+
+
+def _top_hits(cands: Candidates, ranker: dict, images: np.ndarray) -> np.ndarray:
+    """Per image in ``images`` (with candidates): does the top-ranked candidate hit?"""
+    z = ((cands.rows - np.array(ranker["mean"])) / np.array(ranker["scale"])) @ np.array(
+        ranker["coef"]
+    )
+    out = []
+    for i in images:
+        m = np.nonzero(cands.image == i)[0]
+        out.append(bool(cands.hit[m[np.argmax(z[m])]]) if len(m) else False)
+    return np.array(out)
+
+
+def ranker_experiment(items: list[MiasImage], cands: Candidates, fold: np.ndarray) -> dict:
+    """Top-mark hit rates out of fold: each ranker variant, the nested choice among them
+    (chosen by the inner folds' hit count, inside each training split), and the paired
+    difference of the nested choice to model 1's blob marks (2,000 bootstraps of images).
+    The variant to ship is the one with the most out-of-fold hits (ties: the first)."""
+    from radsight_train.metrics import wilson
+
+    located = np.array([i for i, it in enumerate(items) if it.lesions])
+    cfold = fold[cands.image]
+    per_variant: dict[str, np.ndarray] = {}
+    for name in RANKER_VARIANTS:
+        hits = np.zeros(len(items), bool)
+        for k in sorted(set(fold)):
+            ranker = fit_ranker(cands, cfold != k, name)
+            test = located[fold[located] == k]
+            hits[test] = _top_hits(cands, ranker, test)
+        per_variant[name] = hits[located]
+    nested = np.zeros(len(items), bool)
+    chosen = []
+    for k in sorted(set(fold)):
+        inner_folds = sorted(set(fold) - {k})
+        score = {}
+        for name in RANKER_VARIANTS:
+            n = 0
+            for j in inner_folds:
+                ranker = fit_ranker(cands, (cfold != k) & (cfold != j), name)
+                n += int(_top_hits(cands, ranker, located[fold[located] == j]).sum())
+            score[name] = n
+        best = max(RANKER_VARIANTS, key=lambda v: score[v])  # ties: the first listed
+        chosen.append(best)
+        test = located[fold[located] == k]
+        nested[test] = _top_hits(cands, fit_ranker(cands, cfold != k, best), test)
+    nested = nested[located]
+    blob = cands.blob_top_hit[located]
+    rng = np.random.default_rng(SPLIT_SEED)
+    draws = rng.integers(0, len(located), (2000, len(located)))
+    diff = nested[draws].mean(1) - blob[draws].mean(1)
+    return {
+        "images_with_circles": len(located),
+        "variants": {n: wilson(int(h.sum()), len(h)) for n, h in per_variant.items()},
+        "nested_choice": wilson(int(nested.sum()), len(nested)),
+        "nested_chosen_per_fold": chosen,
+        "blob_marks_model_1": wilson(int(blob.sum()), len(blob)),
+        "shipped_variant": max(RANKER_VARIANTS, key=lambda v: int(per_variant[v].sum())),
+        "nested_minus_blob_paired_ci": [
+            round(float(nested.mean() - blob.mean()), 3),
+            *np.percentile(diff, [2.5, 97.5]).round(3).tolist(),
+        ],
+        "candidates_per_image": round(len(cands.hit) / len(items), 2),
+        "images_with_a_hit_candidate": int(len({int(i) for i in cands.image[cands.hit]})),
+    }
+
+
+def stacking_experiment(
+    items: list[MiasImage], x: np.ndarray, cands: Candidates, fold: np.ndarray, variant: str
+) -> dict:
+    """Would the ranker's best candidate help the image head? (Not shipped: docs/models/mmg.md.)
+
+    The abnormal head refitted per fold on the shipped design, and on it plus the image's
+    highest ranker score and that minus the other breast's. The training images' ranker
+    scores are cross-fitted (rankers fitted without the outer and the inner fold)."""
+    labels = np.array([it.abnormal for it in items])
+    by_key = {(it.pair, it.side): i for i, it in enumerate(items)}
+    other = np.array(
+        [by_key.get((it.pair, "R" if it.side == "L" else "L"), i) for i, it in enumerate(items)]
+    )
+    cfold = fold[cands.image]
+
+    def best(ranker: dict, images: np.ndarray, into: np.ndarray) -> None:
+        z = ((cands.rows - np.array(ranker["mean"])) / np.array(ranker["scale"])) @ np.array(
+            ranker["coef"]
+        )
+        for i in images:
+            m = cands.image == i
+            into[i] = float(z[m].max()) if m.any() else 0.0
+
+    base, stacked = np.zeros(len(items)), np.zeros(len(items))
+    for k in sorted(set(fold)):
+        score = np.zeros(len(items))
+        for j in sorted(set(fold) - {k}):
+            ranker = fit_ranker(cands, (cfold != k) & (cfold != j), variant)
+            best(ranker, np.nonzero(fold == j)[0], score)
+        best(fit_ranker(cands, cfold != k, variant), np.nonzero(fold == k)[0], score)
+        xs = np.c_[x, score, score - score[other]]
+        tr, te = fold != k, fold == k
+        base[te] = apply_head(fit_head(x[tr], labels[tr]), x[te])
+        stacked[te] = apply_head(fit_head(xs[tr], labels[tr]), xs[te])
+    return _bootstrap(
+        labels, {"shipped_design": base, "plus_ranker_score": stacked}, "shipped_design"
+    )
 
 
 def _bootstrap(labels: np.ndarray, scores: dict[str, np.ndarray], base: str) -> dict:

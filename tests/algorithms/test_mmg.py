@@ -232,6 +232,13 @@ def test_four_view_study_is_reported_per_breast(algorithm) -> None:
     for key, side in (("suspicion-left", "L"), ("suspicion-right", "R")):
         for region in by_key[key].regions:
             assert uids[region.sop_instance_uid].ImageLaterality == side
+    # each mark carries its own view's probability (the SR's "Region probability"); the
+    # finding's is the highest of them
+    for finding in analysis.findings:
+        own = [r.probability for r in finding.regions]
+        assert all(p is not None and 0.0 <= p <= finding.probability + 1e-9 for p in own)
+        if own:
+            assert max(own) == pytest.approx(finding.probability)
     for finding in analysis.findings:
         for region in finding.regions:
             assert region.graphic_type == "CIRCLE"
@@ -441,3 +448,92 @@ def test_committed_model_reaches_its_recorded_figure_on_real_mammograms(algorith
         scores.append(analysis.study_score)
     assert len(labels) >= 40
     assert auroc(np.array(labels), np.array(scores)) >= recorded - 0.1
+
+
+# --- ranked marks (the mark ranker in mmg.json over the candidates of features.py)
+
+
+@needs_headers
+def test_marks_are_ranked_candidates_compared_with_the_other_breast() -> None:
+    from radsight.algorithms.mmg import predict_images
+    from radsight.algorithms.mmg.features import CANDIDATE_FEATURES, analyse_breast, candidates
+
+    assert "ranker" in CONFIG["heads"]
+    study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    ranked = [p for _, p in predict_images(list(study.images))]
+    without = {k: v for k, v in CONFIG["heads"].items() if k != "ranker"}
+    blobs = [p for _, p in predict_images(list(study.images), without)]
+    for image, mine, blob in zip(study.images, ranked, blobs, strict=True):
+        marks = mine.marks["all"]
+        assert 1 <= len(marks) <= CONFIG["region"]["max_regions"]
+        assert [m.response for m in marks] == sorted((m.response for m in marks), reverse=True)
+        # every kind carries the ranked list; without a ranker the blob marks come back
+        assert all(mine.marks[k] == marks for k in CONFIG["kinds"])
+        assert blob.marks["all"] and blob.marks["all"] != marks
+        assert mine.probability == blob.probability
+        if image.image_laterality == "R":
+            mx, my = image.columns * (1 - 0.35), image.rows * 0.45
+            assert np.hypot(marks[0].x - mx, marks[0].y - my) < 0.1 * image.columns
+    # the bilateral columns are 0 without the other breast, and not with it
+    right, left = (analyse_breast(im.pixels) for im in study.images[:2])
+    cols = [CANDIDATE_FEATURES.index(n) for n in ("local_z_minus_other", "dog_s16_minus_other")]
+    assert np.all(candidates(right)[:, cols] == 0)
+    assert np.any(candidates(right, left)[:, cols] != 0)
+
+
+@needs_mias
+def test_committed_ranker_marks_lesions_on_real_mammograms(algorithm) -> None:
+    """A regression check like the one above: the top mark on the annotated lesion of the
+    subset's abnormal images, against the committed model's recorded resubstitution rate."""
+    from PIL import Image
+
+    from radsight.algorithms.mmg import predict_images
+    from radsight_train.train_mmg import mias_items
+
+    metrics = json.loads((REPO / "docs" / "models" / "mmg" / "metrics.json").read_text())
+    key = next(k for k in metrics if k.startswith("committed_model_on_its_training_images"))
+    recorded = metrics[key]["top_mark_hit_resubstitution"][0]
+    items = {it.refnum: it for it in mias_items(DATA)}
+    hits = []
+    for path, side, label in _mias_subset():
+        item = items[path.stem]
+        if not label or not item.lesions:
+            continue
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+        image = _image(pixels, uid=f"2.25.7{len(hits)}", view_position="MLO", image_laterality=side)
+        top = predict_images([image])[0][1].top_mark
+        assert top is not None
+        hits.append(
+            any(np.hypot(top.x - c.x, top.y - c.y) <= max(c.radius, 10.0) for c in item.lesions)
+        )
+    assert len(hits) >= 15
+    assert np.mean(hits) >= recorded - 0.2
+
+
+@needs_headers
+def test_mlo_position_terms_of_the_ranker_do_not_apply_to_cc_views() -> None:
+    """The ranker was fitted on MLO views, where the pectoral muscle fills the upper
+    chest-wall corner; on a CC view that corner is breast tissue, so its position terms
+    are neutral there."""
+    from radsight.algorithms.mmg import MLO_POSITION_COLUMNS, image_features, ranked_marks
+    from radsight.algorithms.mmg.features import CANDIDATE_FEATURES, candidates
+
+    study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    by_view = {im.view_position: image_features(im) for im in study.images[::2]}
+    n = len(CANDIDATE_FEATURES)
+    corner = CANDIDATE_FEATURES.index("top_chest_wall_corner")
+    assert corner in MLO_POSITION_COLUMNS
+    coef = np.zeros(n)
+    coef[corner] = 5.0  # a ranker that only likes the corner
+    ranker = {"mean": [0.5] * n, "scale": [1.0] * n, "coef": coef.tolist(), "intercept": 0.0}
+    flat = {**ranker, "coef": [0.0] * n}
+    for view_name, feats in by_view.items():
+        liked = ranked_marks(feats, feats, ranker)
+        indifferent = ranked_marks(feats, feats, flat)
+        assert liked and indifferent
+        if view_name == "CC":  # the corner term is switched off: the same order as no preference
+            assert [(m.x, m.y) for m in liked] == [(m.x, m.y) for m in indifferent]
+            assert {m.response for m in liked} == {0.0}
+        else:  # on MLO the corner term ranks: the top mark is the most corner-like candidate
+            rows = candidates(feats.breast)
+            assert liked[0].response == pytest.approx(5.0 * (rows[:, corner].max() - 0.5))
