@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from radsight.algorithms.checks import grey_frame_problem
 from radsight.algorithms.contract import (
     Algorithm,
     Analysis,
@@ -119,22 +120,7 @@ def check_image(image: ImageInput) -> str | None:
     v = view(image.view_position, image.attributes)
     if v not in VIEWS:
         return f"image {uid}: view {v or 'missing'} is not a mammography view (CC, MLO, ...)"
-    pixels = image.pixels
-    if pixels.ndim != 2:
-        return f"image {uid} is not a single grey frame (shape {pixels.shape})"
-    if min(pixels.shape) < MIN_SIDE:
-        return (
-            f"image {uid} is too small ({pixels.shape[1]}x{pixels.shape[0]} pixels, "
-            f"at least {MIN_SIDE} needed)"
-        )
-    step = max(1, max(pixels.shape) // 512)
-    sample = np.asarray(pixels[::step, ::step], dtype=np.float64)
-    if not np.isfinite(sample).all():
-        return f"image {uid} has pixel values that are not finite"
-    lo, p1, p99, hi = np.percentile(sample, [0, 1, 99, 100])
-    if hi - lo == 0 or p99 - p1 <= 1e-6 * max(1.0, abs(hi)):
-        return f"image {uid} is blank (no contrast)"
-    return None
+    return grey_frame_problem(image, MIN_SIDE)
 
 
 @dataclass(frozen=True)
