@@ -427,13 +427,36 @@ def _plots(res, sub, cal, out: Path) -> None:
     plt.close(fig)
 
 
+def draw_boxes(ax, r: Result, show_marks: bool, marker_size: int) -> None:
+    """On a matplotlib axis: the annotated boxes (green), the model's boxes (red; the top
+    one solid) when ``show_marks``, and its map peak (+)."""
+    from matplotlib.patches import Rectangle
+
+    for x0, y0, x1, y1 in r.item.boxes:
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.2))
+    if show_marks:
+        for j, (x0, y0, x1, y1) in enumerate(r.boxes):
+            top = j == 0
+            ax.add_patch(
+                Rectangle(
+                    (x0, y0),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    ec="red",
+                    lw=2 if top else 1,
+                    ls="-" if top else "--",
+                )
+            )
+    ax.plot(*r.peak, "r+", ms=marker_size)
+
+
 def _examples(res, out: Path) -> None:
     """Source images with the ground truth (green) and the model's marks (red)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     picks = []
     for name, n in (("adult-val", 2), ("tb-external", 2), ("pediatric-test", 1), ("adult-test", 1)):
@@ -454,22 +477,7 @@ def _examples(res, out: Path) -> None:
         ax.imshow(img, cmap="gray")
         if r.item.infection_mask is not None and r.item.label == 1:
             ax.contour(read_mask(r.item.infection_mask), levels=[0.5], colors="lime", linewidths=1)
-        for x0, y0, x1, y1 in r.item.boxes:
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.2))
-        if r.probability >= CONFIG["thresholds"]["cxr"]:
-            for j, (x0, y0, x1, y1) in enumerate(r.boxes):
-                ax.add_patch(
-                    Rectangle(
-                        (x0, y0),
-                        x1 - x0,
-                        y1 - y0,
-                        fill=False,
-                        ec="red",
-                        lw=2 if j == 0 else 1,
-                        ls="-" if j == 0 else "--",
-                    )
-                )
-        ax.plot(*r.peak, "r+", ms=10)
+        draw_boxes(ax, r, r.probability >= CONFIG["thresholds"]["cxr"], marker_size=10)
         ax.set_title(f"{r.item.source}/{r.item.subgroup}: p={r.probability:.2f}", fontsize=9)
         ax.axis("off")
     fig.suptitle(

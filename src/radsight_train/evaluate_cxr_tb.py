@@ -41,6 +41,7 @@ from radsight_train.evaluate_cxr import (
     _localisation,
     _operating,
     _print,
+    draw_boxes,
     image_input,
 )
 from radsight_train.train_cxr_tb import tb_images
@@ -196,7 +197,6 @@ def _examples(res: dict, thresholds: dict, out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     tb = sorted(res["tb-val"], key=lambda r: r.probability)
     picks = [tb[int(q * (len(tb) - 1))] for q in (0.9, 0.75, 0.5, 0.25)]
@@ -206,22 +206,7 @@ def _examples(res: dict, thresholds: dict, out: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(12, 8.4))
     for ax, r in zip(axes.ravel(), picks, strict=False):
         ax.imshow(read_gray(r.item.path), cmap="gray")
-        for x0, y0, x1, y1 in r.item.boxes:
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.2))
-        if r.probability >= thresholds["flg"]:
-            for j, (x0, y0, x1, y1) in enumerate(r.boxes):
-                ax.add_patch(
-                    Rectangle(
-                        (x0, y0),
-                        x1 - x0,
-                        y1 - y0,
-                        fill=False,
-                        ec="red",
-                        lw=2 if j == 0 else 1,
-                        ls="-" if j == 0 else "--",
-                    )
-                )
-        ax.plot(*r.peak, "r+", ms=12)
+        draw_boxes(ax, r, r.probability >= thresholds["flg"], marker_size=12)
         label = "TBX11K val" if r.item.source == "tb" else f"COVID-QU-Ex test {r.item.subgroup}"
         sub = f"/{r.item.subgroup}" if r.item.source == "tb" else ""
         ax.set_title(f"{label}{sub}: TB p={r.probability:.2f}", fontsize=9)
