@@ -43,7 +43,8 @@ class Result:
     item: Item
     probability: float = float("nan")
     refused: str = ""
-    peak: tuple[float, float] = (0.0, 0.0)
+    #: the map's peak as a source (column, row); None: not analysed, or no peak
+    peak: tuple[float, float] | None = None
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     seconds: float = 0.0
     lung_fraction: float = 0.0
@@ -72,7 +73,7 @@ def run(algorithm: ChestRadiographAlgorithm, items: list[Item]) -> list[Result]:
         try:
             algorithm.check(study)
             analysis = algorithm.analyse(study)
-            # the opacity finding (the study score also counts TB: see evaluate_cxr_tb)
+            # the opacity finding (the TB finding carries the same probability)
             res.probability = next(f.probability for f in analysis.findings if f.key == "pneumonia")
         except NotAnalysable as exc:
             res.refused = str(exc)
@@ -114,9 +115,10 @@ def _localisation(results: Sequence[Result], truth: list[np.ndarray]) -> dict:
     peak_hits = top_hits = 0
     ious, top_ious = [], []
     for res, gt in zip(results, truth, strict=True):
-        px, py = res.peak
-        r, c = min(int(py), gt.shape[0] - 1), min(int(px), gt.shape[1] - 1)
-        peak_hits += bool(gt[r, c])
+        if res.peak is not None:  # no peak (not analysed, no lung cells) is a miss
+            px, py = res.peak
+            r, c = min(int(py), gt.shape[0] - 1), min(int(px), gt.shape[1] - 1)
+            peak_hits += bool(gt[r, c])
         top = _box_mask(res.boxes[:1], gt.shape)
         top_hits += bool((top & gt).any())
         union = _box_mask(res.boxes, gt.shape)
@@ -448,7 +450,8 @@ def draw_boxes(ax, r: Result, show_marks: bool, marker_size: int) -> None:
                     ls="-" if top else "--",
                 )
             )
-    ax.plot(*r.peak, "r+", ms=marker_size)
+    if r.peak is not None:
+        ax.plot(*r.peak, "r+", ms=marker_size)
 
 
 def _examples(res, out: Path) -> None:

@@ -102,7 +102,9 @@ def evaluate_tb(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) 
     """Run every set; ``limit`` keeps every n-th image (a smoke run only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if not TB_CONFIG:
-        raise SystemExit("no cxr_tb.json: run `python -m radsight_train cxr-tb` first")
+        raise SystemExit(
+            "cxr.json has no `tb` section: run `python -m radsight_train cxr-tb` first"
+        )
     out.mkdir(parents=True, exist_ok=True)
     cxr = ChestRadiographAlgorithm()
     thresholds = {
@@ -186,7 +188,7 @@ def evaluate_tb(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) 
     secs = np.array([r.seconds for rs in res.values() for r in rs])
     m["ms_per_image_median (analyse, 1 thread, 256-px PNG)"] = float(np.median(secs) * 1000)
     _examples(res, thresholds, out)
-    (out / "tb_metrics.json").write_text(json.dumps(m, indent=2, default=float) + "\n")
+    (out / "tb_metrics.json").write_text(json.dumps(_no_nan(m), indent=2, default=float) + "\n")
     _print(m)
     return m
 
@@ -221,3 +223,14 @@ def _examples(res: dict, thresholds: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "tb_examples.png", dpi=90)
     plt.close(fig)
+
+
+def _no_nan(value):
+    """NaN (a sensitivity with no positives) as null: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -135,7 +135,7 @@ def _maps(image_pixels: np.ndarray, flip: bool, gamma: float):
         canvas = canvas[:, ::-1].copy()
     if gamma != 1.0:
         canvas = np.where(canvas > 0, canvas**gamma, 0.0).astype(np.float32)
-    feats, lung_cells, _ = tb_features(canvas, box)
+    feats, lung_cells, _ = tb_features(canvas, box, lung_cell_fraction=LUNG_CELL_FRACTION)
     return feats, lung_cells, box
 
 

@@ -9,6 +9,7 @@ the top TB mark falls inside a radiologist's box. Data tests skip without the sh
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radsight.algorithms.contract import ImageInput, StudyInput
+from radsight.algorithms.contract import Analysis, Finding, ImageInput, StudyInput
 from radsight.algorithms.cxr import (
     CONFIG,
     MODEL_DIR,
@@ -35,6 +36,9 @@ needs_data = pytest.mark.skipif(
     reason=f"TBX11K / COVID-QU-Ex not found under {DATA} (set RADSIGHT_SHARED_DATA)",
 )
 KEY = "tb-like-lesion"
+#: SHA-256 over (name, raw data) of every initializer of cxr.onnx as radsight-cxr 1.0.0
+#: shipped it (git show 49d69f1:src/radsight/algorithms/cxr/cxr.onnx)
+CXR_1_0_0_WEIGHTS = "fa68cdf67d0e0651765e1ebcaf3b7b3c2604a3d16c291aacd26a66908e2a0262"
 
 
 def _gray(path: Path) -> np.ndarray:
@@ -102,9 +106,12 @@ def test_the_graph_keeps_its_weights_and_original_outputs() -> None:
         original.graph.node.remove(node)
     for out in [o for o in original.graph.output if o.name in ("feat16", "feat32")]:
         original.graph.output.remove(out)
-    assert [i.raw_data for i in original.graph.initializer] == [
-        i.raw_data for i in model.graph.initializer
-    ]
+    # the weights are those of radsight-cxr 1.0.0 (commit 49d69f1), pinned by digest
+    digest = hashlib.sha256()
+    for initializer in model.graph.initializer:
+        digest.update(initializer.name.encode())
+        digest.update(initializer.raw_data)
+    assert digest.hexdigest() == CXR_1_0_0_WEIGHTS
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     before = ort.InferenceSession(original.SerializeToString(), options)
@@ -148,7 +155,9 @@ def test_top_tb_mark_lies_inside_a_box_on_most_validation_images() -> None:
     cases = _tb_val(every=4)
     hits = 0
     for path, boxes in cases:
-        x, y = predict_image(_image(_gray(path))).tb_peak
+        peak = predict_image(_image(_gray(path))).tb_peak
+        assert peak is not None
+        x, y = peak
         hits += any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in boxes)
     assert len(cases) == 13
     assert hits / len(cases) >= 0.6, f"{hits}/{len(cases)} top TB marks inside a box"
@@ -167,8 +176,13 @@ def test_tb_finding_in_the_report_with_marks_on_the_source_image() -> None:
     report = AnalysisReport.from_analysis(flg, analysis)
     (reported,) = [f for f in report.findings if f.spec.key == KEY]
     assert reported.threshold == CONFIG["thresholds"]["flg"]
-    if reported.positive:
-        assert tb.regions
+    # this TB image is abnormal at the screening point, and its top TB mark overlaps a
+    # radiologist's box (scaled to the 3x source)
+    assert reported.positive and tb.regions
+    tx0, ty0, tx1, ty1 = tb.regions[0].bounds()
+    assert any(
+        tx0 < 3 * x1 and 3 * x0 < tx1 and ty0 < 3 * y1 and 3 * y0 < ty1 for x0, y0, x1, y1 in boxes
+    ), (tb.regions[0].bounds(), boxes)
     for region in tb.regions:
         assert region.sop_instance_uid == "2.25.55"
         assert region.graphic_type == "POLYGON" and region.points[0] == region.points[-1]
@@ -180,6 +194,30 @@ def test_tb_finding_in_the_report_with_marks_on_the_source_image() -> None:
         "scheme": "99RADSIGHT",
         "meaning": "Tuberculosis-like lesion",
     }
+
+
+def test_no_lung_cells_means_no_tb_peak_and_no_tb_marks() -> None:
+    """An image with no lung fields (uniform noise) has no TB map peak to point at."""
+    pixels = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    prediction = predict_image(_image(pixels))
+    assert prediction.lung_fraction == 0.0
+    assert prediction.tb_peak is None and prediction.tb_regions == ()
+    assert prediction.tb_map is not None and not prediction.tb_map.any()
+
+
+def test_a_site_override_of_the_pneumonia_threshold_holds_for_the_tb_finding() -> None:
+    """Both findings carry one probability; raising the pneumonia operating point (a
+    routing rule or ``radsight threshold``) must not leave the TB finding positive."""
+    cxr = ChestRadiographAlgorithm()
+    analysis = Analysis(findings=(Finding("pneumonia", 0.5), Finding(KEY, 0.5)), study_score=0.5)
+    declared = AnalysisReport.from_analysis(cxr, analysis)
+    assert declared.verdict == "abnormal" and all(f.positive for f in declared.findings)
+    raised = AnalysisReport.from_analysis(cxr, analysis, {"pneumonia": 0.6, "study": 0.6})
+    assert {f.spec.key: f.threshold for f in raised.findings} == {"pneumonia": 0.6, KEY: 0.6}
+    assert raised.verdict == "normal" and not any(f.positive for f in raised.findings)
+    # a threshold set for the TB finding itself still wins
+    own = AnalysisReport.from_analysis(cxr, analysis, {"pneumonia": 0.6, KEY: 0.45})
+    assert {f.spec.key: f.positive for f in own.findings} == {"pneumonia": False, KEY: True}
 
 
 @needs_data

@@ -240,3 +240,18 @@ def test_source_without_pixels():
     del source.PixelData
     with pytest.raises(MissingPixelData):
         _build([source], _report())
+
+
+def test_mark_label_shows_the_region_probability_where_there_is_one():
+    from radsight.algorithms.contract import Code, FindingSpec, Region
+    from radsight.results.report import ReportedFinding
+    from radsight.results.sc import mark_label
+
+    spec = FindingSpec("ich", Code("1386000", "SCT", "Intracranial hemorrhage"), 0.4)
+    finding = ReportedFinding(spec, probability=0.95, threshold=0.4)
+    slice_mark = Region.box("1.2.3", 0, 0, 9, 9, probability=0.61)
+    plain = Region.box("1.2.3", 0, 0, 9, 9)
+    assert mark_label(finding, slice_mark) == "Intracranial hemorrhage p=0.61"
+    assert mark_label(finding, plain) == "Intracranial hemorrhage p=0.95"
+    low = Region.box("1.2.3", 0, 0, 9, 9, probability=0.2)
+    assert mark_label(finding, low) == "Intracranial hemorrhage p=0.20 (below 0.40)"

@@ -288,9 +288,26 @@ def test_each_region_carries_its_own_probability_where_it_has_one():
     assert [r["probability"] for r in regions] == [0.93, 0.61, None]
 
 
+def test_a_multipoint_region_passes_its_probability_to_every_point():
+    sources = _one_study("dx16-mono2")
+    uid = str(sources[0].SOPInstanceUID)
+    region = Region(uid, "MULTIPOINT", ((10, 10), (20, 20)), probability=np.float32(0.7))
+    assert type(region.probability) is float  # a numpy scalar is kept as a plain float
+    data, _, content = _round_trip(
+        _build(sources, _report(ReportedFinding(SPEC, 0.9, 0.5, (region,))))
+    )
+    assert_valid_iod(data)
+    groups = content.get_planar_roi_measurement_groups()
+    assert len(groups) == 2
+    for group in groups:
+        (own,) = group.get_measurements(name=REGION_PROBABILITY)
+        assert own.value == pytest.approx(0.7)
+
+
 def test_a_region_probability_outside_0_1_is_refused():
-    with pytest.raises(ValueError, match="not in \\[0, 1\\]"):
-        Region.box("1.2.3", 0, 0, 5, 5, probability=1.5)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="not in \\[0, 1\\]"):
+            Region.box("1.2.3", 0, 0, 5, 5, probability=bad)
 
 
 def test_tracking_uids_are_stable_for_the_same_sr_uid():

@@ -50,10 +50,16 @@ class FindingSpec:
     threshold: float
     #: a positive finding of this kind raises the study to urgent priority
     urgent: bool = False
+    #: the key of another finding of the same algorithm whose threshold in force this one
+    #: takes when no threshold is set for this key itself (a finding that shares another's
+    #: probability and operating point, so that a site's override of one holds for both)
+    follows: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold of {self.key!r} must lie in [0, 1], got {self.threshold}")
+        if self.follows == self.key:
+            raise ValueError(f"finding {self.key!r} cannot follow its own threshold")
 
 
 @dataclass(frozen=True)
@@ -109,8 +115,11 @@ class Region:
     probability: float | None = None
 
     def __post_init__(self) -> None:
-        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"region probability {self.probability} is not in [0, 1]")
+        if self.probability is not None:
+            # a numpy scalar from a model would not serialise to JSON: keep a plain float
+            object.__setattr__(self, "probability", float(self.probability))
+            if not 0.0 <= self.probability <= 1.0:  # NaN fails too
+                raise ValueError(f"region probability {self.probability} is not in [0, 1]")
 
     @classmethod
     def box(

@@ -11,6 +11,7 @@ from radsight.errors import ConfigError, NotFound
 from radsight.monitor import alerting, calibration, metrics
 from radsight.monitor.html import evaluation_report
 from radsight.monitor.reference import read_reference
+from radsight.results.report import thresholds_in_force
 from radsight.runtime import Runtime
 from radsight.store import quality, tenants
 from radsight.store.tables import EvaluationRow, ThresholdRow
@@ -30,9 +31,7 @@ def report_key(evaluation_id: int) -> str:
 
 def effective_thresholds(algorithm: Algorithm, stored: dict[str, float]) -> dict[str, float]:
     """Declared thresholds overridden by the store's: what a job would use."""
-    out = {"study": stored.get("study", algorithm.study_threshold)}
-    out.update({f.key: stored.get(f.key, f.threshold) for f in algorithm.findings})
-    return out
+    return thresholds_in_force(algorithm, stored)
 
 
 def run_evaluation(

@@ -8,6 +8,25 @@ from typing import Literal
 from radsight.algorithms.contract import Algorithm, Analysis, FindingSpec, Region
 
 
+def thresholds_in_force(algorithm: Algorithm, overrides: dict[str, float]) -> dict[str, float]:
+    """Each finding's threshold and the study's: ``overrides`` (per version or per
+    organisation) where set, else a ``follows`` finding's threshold in force, else the
+    declared one."""
+    specs = {s.key: s for s in algorithm.findings}
+
+    def resolve(key: str, seen: tuple[str, ...] = ()) -> float:
+        if key in overrides:
+            return overrides[key]
+        spec = specs[key]
+        if spec.follows and spec.follows in specs and spec.follows not in seen:
+            return resolve(spec.follows, (*seen, key))
+        return spec.threshold
+
+    out = {key: resolve(key) for key in specs}
+    out["study"] = overrides.get("study", algorithm.study_threshold)
+    return out
+
+
 @dataclass(frozen=True)
 class ReportedFinding:
     spec: FindingSpec
@@ -51,10 +70,10 @@ class AnalysisReport:
         """Pair each finding with its spec and the threshold in force.
 
         ``thresholds`` overrides the declared thresholds per finding key (per-version or
-        per-organisation operating points); findings the algorithm declares but did not
-        return are reported with probability 0.
+        per-organisation operating points; see :func:`thresholds_in_force`); findings the
+        algorithm declares but did not return are reported with probability 0.
         """
-        thresholds = thresholds or {}
+        in_force = thresholds_in_force(algorithm, thresholds or {})
         by_key = {f.key: f for f in analysis.findings}
         unknown = set(by_key) - {s.key for s in algorithm.findings}
         if unknown:
@@ -66,7 +85,7 @@ class AnalysisReport:
                 ReportedFinding(
                     spec=spec,
                     probability=found.probability if found else 0.0,
-                    threshold=thresholds.get(spec.key, spec.threshold),
+                    threshold=in_force[spec.key],
                     regions=found.regions if found else (),
                 )
             )
@@ -76,7 +95,7 @@ class AnalysisReport:
             manufacturer=algorithm.manufacturer,
             findings=tuple(reported),
             study_score=float(analysis.study_score),
-            study_threshold=thresholds.get("study", algorithm.study_threshold),
+            study_threshold=in_force["study"],
         )
 
     def to_json(self) -> dict[str, object]:

@@ -280,11 +280,7 @@ def _draw(
         colour = POSITIVE_COLOUR if finding.positive else BELOW_THRESHOLD_COLOUR
         width = line if finding.positive else max(1, line // 2)
         _draw_region(draw, region, colour, width)
-        # a region with its own probability (a CT slice's) shows that one
-        shown = finding.probability if region.probability is None else region.probability
-        label = f"{finding.spec.code.meaning} p={shown:.2f}"
-        if shown < finding.threshold:
-            label += f" (below {finding.threshold:.2f})"
+        label = mark_label(finding, region)
         label_size = _fit(draw, label, max(8, round(size * 0.85)), columns - 2 * margin)
         _draw_label(draw, region, label, _font(label_size), colour, (rows, columns), margin)
 
@@ -293,6 +289,16 @@ def _draw(
         draw.text((margin, y), part, font=font, fill=(255, 255, 255))
         y += line_height
     return np.asarray(image)
+
+
+def mark_label(finding: ReportedFinding, region: Region) -> str:
+    """The text beside a mark: the finding and a probability, the region's own where it has
+    one (a CT slice's), else the finding's; "(below <threshold>)" when under it."""
+    shown = finding.probability if region.probability is None else region.probability
+    label = f"{finding.spec.code.meaning} p={shown:.2f}"
+    if shown < finding.threshold:
+        label += f" (below {finding.threshold:.2f})"
+    return label
 
 
 def _draw_region(

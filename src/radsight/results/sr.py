@@ -62,6 +62,7 @@ __all__ = [
     "OPERATING_THRESHOLD",
     "PROBABILITY",
     "RADSIGHT_SCHEME",
+    "REGION_PROBABILITY",
     "STUDY_SCORE",
     "build_measurement_report",
 ]

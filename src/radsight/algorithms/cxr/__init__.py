@@ -131,8 +131,9 @@ class ImagePrediction:
     tb_map: np.ndarray | None = None
     #: candidate TB regions, best first: (peak probability, region on the source)
     tb_regions: tuple[tuple[float, Region], ...] = ()
-    #: the TB map's peak (centre of the top cell) as a source (column, row)
-    tb_peak: tuple[float, float] = (0.0, 0.0)
+    #: the TB map's peak (centre of the top cell) as a source (column, row); None when no
+    #: cell of the 14 x 14 grid lies in the lung fields
+    tb_peak: tuple[float, float] | None = None
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -184,13 +185,17 @@ def _inside_cells(box: Letterbox, grid: int, size: int) -> np.ndarray:
 
 
 def tb_features(
-    canvas: np.ndarray, box: Letterbox, outputs: dict[str, np.ndarray] | None = None
+    canvas: np.ndarray,
+    box: Letterbox,
+    outputs: dict[str, np.ndarray] | None = None,
+    lung_cell_fraction: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Per-cell features of the TB head and the cells that lie in the lung fields.
 
     Returns ``(features, lung_cells, outputs)``: features ``(256, 14, 14)`` (the stride-16
     map and the stride-32 map repeated 2 x 2), lung cells as a boolean ``(14, 14)`` grid, and
-    the model outputs (run here unless given).
+    the model outputs (run here unless given). A cell is lung when at least
+    ``lung_cell_fraction`` of it is (default: the shipped head's setting).
     """
     out = outputs if outputs is not None else _run_model(canvas)
     f16, f32 = out["feat16"][0], out["feat32"][0]
@@ -201,7 +206,9 @@ def tb_features(
     lung = (seg[1] > 0) | (seg[0] > 0)  # sigmoid > 0.5; whited-out lungs count as lung
     k = lung.shape[0] // grid
     share = lung[: grid * k, : grid * k].reshape(grid, k, grid, k).mean(axis=(1, 3))
-    level = float(TB_CONFIG.get("lung_cell_fraction", 0.25))
+    if lung_cell_fraction is None:
+        lung_cell_fraction = float(TB_CONFIG.get("lung_cell_fraction", 0.25))
+    level = lung_cell_fraction
     inside = _inside_cells(box, grid, canvas.shape[0])
     return features, (share >= level) & inside, out
 
@@ -279,7 +286,7 @@ def predict_image(image: ImageInput) -> ImagePrediction:
             "tb_score": float(logits[r, c]) if lung_cells.any() else 0.0,
             "tb_map": tb_map,
             "tb_regions": tuple(tb_regions[: trc["max_regions"]]),
-            "tb_peak": (float(tx), float(ty)),
+            "tb_peak": (float(tx), float(ty)) if lung_cells.any() else None,
         }
     return ImagePrediction(
         probability=probability,
@@ -312,7 +319,11 @@ class ChestRadiographAlgorithm(Algorithm):
         threshold = float(CONFIG["thresholds"][self.threshold_key])
         findings = [FindingSpec("pneumonia", PNEUMONIA, threshold=threshold)]
         if TB_CONFIG:  # the abnormality operating point: see the module docstring
-            findings.append(FindingSpec("tb-like-lesion", TB_LIKE_LESION, threshold=threshold))
+            findings.append(
+                FindingSpec(
+                    "tb-like-lesion", TB_LIKE_LESION, threshold=threshold, follows="pneumonia"
+                )
+            )
         self.findings = tuple(findings)
         self.study_threshold = threshold
 
@@ -368,6 +379,6 @@ class FluorographyAlgorithm(ChestRadiographAlgorithm):
     threshold_key = "flg"
     description = (
         "Fluorography screening: the radsight-cxr model at high-sensitivity thresholds; "
-        "airspace opacity / pneumonia and tuberculosis-like lesion probabilities with marked "
-        "areas. Not a diagnosis."
+        "airspace opacity / pneumonia with marked areas; on abnormal images, where a "
+        "tuberculosis-like lesion most likely is (not a TB probability). Not a diagnosis."
     )
