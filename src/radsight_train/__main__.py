@@ -75,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument(
         "--mmg-work", type=Path, default=REPO_ROOT / "build" / "mmg-train", help="fold models"
     )
-    ev.add_argument("--out", type=Path, default=None, help="default: docs/models/<model>")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: docs/models/<model> (cxr-tb: docs/models/cxr)",
+    )
     ev.add_argument("--bootstrap", type=int, default=2000)
     ev.add_argument("--limit", type=int, default=0, help="about this many images per set (smoke)")
     xr = sub.add_parser(
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data = args.data or default_data_root()
     model = MODELS[args.model if args.command == "evaluate" else args.command]
-    if not (data / model.data).is_dir():
+    if not all((data / folder).is_dir() for folder in model.data.split(",")):
         parser.error(f"no {model.what} data under {data} (set --data or RADSIGHT_SHARED_DATA)")
     if args.command == "evaluate":
         model.evaluate(args, data, args.out or REPO_ROOT / "docs" / "models" / model.out)
@@ -188,7 +193,7 @@ def _evaluate_ct_brain(args: argparse.Namespace, data: Path, out: Path) -> None:
 
 @dataclass(frozen=True)
 class _Model:
-    #: the folder under the data root that training and evaluation read
+    #: the folders under the data root that training and evaluation read (comma-separated)
     data: str
     #: what the data is, for the error when it is missing
     what: str
@@ -200,7 +205,14 @@ class _Model:
 
 MODELS = {
     "cxr": _Model("cxr", "chest radiograph", "cxr", _train_cxr, _evaluate_cxr),
-    "cxr-tb": _Model("cxr/tbx11k-tb-boxes-256", "TB box", "cxr", _train_cxr_tb, _evaluate_cxr_tb),
+    "cxr-tb": _Model(
+        # the evaluation reads the adult and pediatric sets too (specificity, firing rates)
+        "cxr/tbx11k-tb-boxes-256,cxr/covid-qu-ex-adult,cxr/kermany-pediatric-pneumonia-224",
+        "TBX11K / COVID-QU-Ex / Kermany",
+        "cxr",
+        _train_cxr_tb,
+        _evaluate_cxr_tb,
+    ),
     "ct-chest": _Model(
         "ct-chest/covid-semiseg-infnet",
         "chest CT",
