@@ -33,6 +33,10 @@ Features of the project's chest radiograph network (``cxr.onnx``, frozen ``feat1
 (:func:`transfer_experiment`, ``python -m radsight_train.train_mmg transfer``) scored
 out-of-fold AUROC 0.562 and 0.599 (two tilings), below the shipped 0.648, so they are not
 shipped either ("Also tried: features of the chest radiograph network" in the card).
+Three more mark-candidate generators (``features.CANDIDATE_VARIANTS``), chosen together
+with the ranker subsets by nested CV (:func:`candidates_experiment`, ``python -m
+radsight_train.train_mmg candidates``), hit 0.422 against 1.1.0's 0.434 nested, so the
+1.1.0 candidates stay ("Also tried: more mark candidates" in the card).
 
 mini-MIAS (``../shared/data/mmg/mini-mias-train``) is read with its lesion circles (the
 ``y_top_origin`` column: the MIAS origin is the bottom-left corner; 4 abnormal images have
@@ -624,12 +628,24 @@ def _inside(item: MiasImage, x: float, y: float) -> bool:
 
 
 def mark_candidates(items: list[MiasImage]) -> Candidates:
+    """The shipped candidates (1.1.0's generator) of every image, through the platform."""
+    from radsight.algorithms.mmg.features import DEFAULT_CANDIDATES
+
+    return candidates_by_generator(items, (DEFAULT_CANDIDATES,))[DEFAULT_CANDIDATES]
+
+
+def candidates_by_generator(
+    items: list[MiasImage], generators: tuple[str, ...] | None = None
+) -> dict[str, Candidates]:
+    """Per candidate generator (``features.CANDIDATE_VARIANTS``, default all), every image's
+    candidates through the platform code, both breasts of a woman as one study."""
     from radsight.algorithms.mmg import contralateral as pick_other
     from radsight.algorithms.mmg import image_features as platform_features
-    from radsight.algorithms.mmg.features import candidates
+    from radsight.algorithms.mmg.features import CANDIDATE_VARIANTS, candidates, with_candidates
     from radsight_train.evaluate_mmg import mias_image_input
 
-    rows, hits, image = [], [], []
+    chosen = {n: CANDIDATE_VARIANTS[n] for n in generators or CANDIDATE_VARIANTS}
+    parts: dict[str, tuple[list, list, list]] = {n: ([], [], []) for n in chosen}
     blob_hit = np.zeros(len(items), bool)
     by_pair: dict[int, list[int]] = {}
     for i, it in enumerate(items):
@@ -643,13 +659,21 @@ def mark_candidates(items: list[MiasImage]) -> Candidates:
             other = pick_other(f, [feats[j] for j in idx])
             if f.marks["all"]:
                 blob_hit[i] = _inside(items[i], f.marks["all"][0].x, f.marks["all"][0].y)
-            if f.breast is None or not f.breast.candidates:
+            if f.breast is None:
                 continue
-            rows.append(candidates(f.breast, other.breast if other is not f else None))
-            for cand in f.breast.candidates:
-                hits.append(_inside(items[i], *f.breast.to_source(cand.x, cand.y)))
-                image.append(i)
-    return Candidates(np.concatenate(rows), np.array(hits), np.array(image), blob_hit)
+            for name, settings in chosen.items():
+                breast = with_candidates(f.breast, settings)
+                if not breast.candidates:
+                    continue
+                rows, hits, image = parts[name]
+                rows.append(candidates(breast, other.breast if other is not f else None))
+                for cand in breast.candidates:
+                    hits.append(_inside(items[i], *breast.to_source(cand.x, cand.y)))
+                    image.append(i)
+    return {
+        name: Candidates(np.concatenate(rows), np.array(hits), np.array(image), blob_hit)
+        for name, (rows, hits, image) in parts.items()
+    }
 
 
 def _ranker_columns(name: str) -> list[int]:
@@ -743,6 +767,98 @@ def ranker_experiment(items: list[MiasImage], cands: Candidates, fold: np.ndarra
         "candidates_per_image": round(len(cands.hit) / len(items), 2),
         "images_with_a_hit_candidate": int(len({int(i) for i in cands.image[cands.hit]})),
     }
+
+
+def generator_experiment(
+    items: list[MiasImage], cands: dict[str, Candidates], fold: np.ndarray
+) -> dict:
+    """Top-mark hit rates out of fold: each candidate generator x ranker variant, the nested
+    choice among those pairs (chosen by the inner folds' hit count, inside each training
+    split), and the paired differences of the nested choice to 1.1.0's pair and to model
+    1's blob marks (2,000 bootstraps of images). The best pair out of fold is reported too
+    (``best_pair``, optimistic: the best of 12 on the same folds). Not shipped: the nested
+    figure did not beat 1.1.0 (docs/models/mmg.md, "Also tried: more mark candidates")."""
+    from radsight_train.metrics import wilson
+
+    located = np.array([i for i, it in enumerate(items) if it.lesions])
+    combos = [(g, v) for g in cands for v in RANKER_VARIANTS]
+    per_combo: dict[tuple[str, str], np.ndarray] = {}
+    for g, v in combos:
+        cfold = fold[cands[g].image]
+        hits = np.zeros(len(items), bool)
+        for k in sorted(set(fold)):
+            ranker = fit_ranker(cands[g], cfold != k, v)
+            test = located[fold[located] == k]
+            hits[test] = _top_hits(cands[g], ranker, test)
+        per_combo[(g, v)] = hits[located]
+    nested = np.zeros(len(items), bool)
+    chosen = []
+    for k in sorted(set(fold)):
+        inner_folds = sorted(set(fold) - {k})
+        score = {}
+        for g, v in combos:
+            cfold = fold[cands[g].image]
+            n = 0
+            for j in inner_folds:
+                ranker = fit_ranker(cands[g], (cfold != k) & (cfold != j), v)
+                n += int(_top_hits(cands[g], ranker, located[fold[located] == j]).sum())
+            score[(g, v)] = n
+        g, v = max(combos, key=lambda c: score[c])  # ties: the first listed
+        chosen.append(f"{g} / {v}")
+        test = located[fold[located] == k]
+        cfold = fold[cands[g].image]
+        nested[test] = _top_hits(cands[g], fit_ranker(cands[g], cfold != k, v), test)
+    nested = nested[located]
+    first = next(iter(cands))
+    blob = cands[first].blob_top_hit[located]
+    old = per_combo[(first, "plus_place_terms")]  # 1.1.0's shipped pair
+    rng = np.random.default_rng(SPLIT_SEED)
+    draws = rng.integers(0, len(located), (2000, len(located)))
+
+    def paired(a: np.ndarray, b: np.ndarray) -> list[float]:
+        diff = a[draws].mean(1) - b[draws].mean(1)
+        return [
+            round(float(a.mean() - b.mean()), 3),
+            *np.percentile(diff, [2.5, 97.5]).round(3).tolist(),
+        ]
+
+    ship = max(combos, key=lambda c: int(per_combo[c].sum()))
+    coverage = {}
+    for g, c in cands.items():
+        covered = {int(i) for i in c.image[c.hit]}
+        coverage[g] = {
+            "candidates_per_image": round(len(c.hit) / len(items), 2),
+            "images_with_a_hit_candidate": wilson(len(covered), len(located)),
+        }
+    return {
+        "images_with_circles": len(located),
+        "pairs_compared": len(combos),
+        "variants": {f"{g} / {v}": wilson(int(h.sum()), len(h)) for (g, v), h in per_combo.items()},
+        "nested_choice": wilson(int(nested.sum()), len(nested)),
+        "nested_chosen_per_fold": chosen,
+        "nested_minus_1_1_0_paired_ci": paired(nested, old),
+        "blob_marks_model_1": wilson(int(blob.sum()), len(blob)),
+        "best_pair": f"{ship[0]} / {ship[1]}",
+        "best_pair_minus_1_1_0_paired_ci": paired(per_combo[ship], old),
+        "nested_minus_blob_paired_ci": paired(nested, blob),
+        "coverage": coverage,
+    }
+
+
+def candidates_experiment(data_root: Path, work: Path, folds: int = 5) -> dict:
+    """The candidate generators x ranker variants, nested (docs/models/mmg.md, "Also tried:
+    more mark candidates"); writes ``work/candidates_experiment.json``. Changes nothing
+    shipped."""
+    t0 = time.time()
+    work.mkdir(parents=True, exist_ok=True)
+    items = mias_items(data_root)
+    fold_of = pair_folds(items, folds)
+    fold = np.array([fold_of[it.pair] for it in items])
+    out = generator_experiment(items, candidates_by_generator(items), fold)
+    out["seconds"] = round(time.time() - t0)
+    (work / "candidates_experiment.json").write_text(json.dumps(out, indent=2) + "\n")
+    log.info("candidates experiment: %s", json.dumps(out))
+    return out
 
 
 def stacking_experiment(
@@ -1112,7 +1228,12 @@ if __name__ == "__main__":  # python -m radsight_train.train_mmg [DATA] [WORK]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     root = Path(__file__).resolve().parents[2]
     args = sys.argv[1:]
-    if args[:1] == ["transfer"]:  # python -m radsight_train.train_mmg transfer [DATA] [WORK]
+    if args[:1] == ["candidates"]:  # python -m radsight_train.train_mmg candidates [DATA] [WORK]
+        candidates_experiment(
+            Path(args[1]) if len(args) > 1 else root.parent / "shared" / "data",
+            Path(args[2]) if len(args) > 2 else root / "build" / "mmg-candidates-experiment",
+        )
+    elif args[:1] == ["transfer"]:  # python -m radsight_train.train_mmg transfer [DATA] [WORK]
         for stride in TRANSFER_STRIDES:
             transfer_experiment(
                 Path(args[1]) if len(args) > 1 else root.parent / "shared" / "data",

@@ -481,6 +481,34 @@ def test_marks_are_ranked_candidates_compared_with_the_other_breast() -> None:
     assert np.any(candidates(right, left)[:, cols] != 0)
 
 
+@needs_headers
+def test_candidate_generators_of_the_experiment_leave_the_shipped_candidates_alone() -> None:
+    """The generators compared in the candidates experiment (not shipped) pick their own
+    candidates from the same maps; the shipped breast keeps 1.1.0's."""
+    from radsight.algorithms.mmg.features import (
+        CANDIDATE_VARIANTS,
+        DEFAULT_CANDIDATES,
+        analyse_breast,
+        candidates,
+        with_candidates,
+    )
+
+    study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    breast = analyse_breast(study.images[0].pixels)
+    assert with_candidates(breast, CANDIDATE_VARIANTS[DEFAULT_CANDIDATES]) is breast
+    assert 1 <= len(breast.candidates) <= 14
+    inside = breast.mask > 0
+    for name, settings in CANDIDATE_VARIANTS.items():
+        other = with_candidates(breast, settings)
+        assert other.candidates, name
+        assert all(inside[int(c.y), int(c.x)] for c in other.candidates), name
+        assert candidates(other).shape[0] == len(other.candidates)
+    assert len(with_candidates(breast, CANDIDATE_VARIANTS["more_blobs"]).candidates) > len(
+        breast.candidates
+    )
+    assert breast.candidates == analyse_breast(study.images[0].pixels).candidates
+
+
 @needs_mias
 def test_committed_ranker_marks_lesions_on_real_mammograms(algorithm) -> None:
     """A regression check like the one above: the top mark on the annotated lesion of the

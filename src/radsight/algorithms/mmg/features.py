@@ -11,8 +11,9 @@ On mini-MIAS a canvas pixel is about 0.3-0.4 mm.
 2. Gaussian blurs by FFT, normalised by the blurred breast mask (normalised convolution:
    no step at the skin line). Blobs are differences of Gaussians (sigma, 2 sigma) at
    ``SIGMAS``, counted at least ``INNER`` px inside the breast.
-3. Candidates: up to ``MAX_BLOBS`` blob maxima (non-maximum suppression over the scales)
-   and up to ``MAX_BRIGHT`` maxima of the breast blurred at sigma 16 (dense regions).
+3. Candidates (:func:`find_candidates`, ``CandidateSettings``): up to 10 blob maxima
+   (non-maximum suppression over the scales, 2.5 sigma) and up to 4 maxima of the breast
+   blurred at sigma 16 (dense regions).
 4. Each candidate's ``CANDIDATE_FEATURES``: the DoG responses there, the local brightness,
    where it lies in the breast's bounding box, and the bilateral comparison: its
    brightness and sigma-16 blob response minus the largest of the other breast's around
@@ -22,21 +23,61 @@ On mini-MIAS a canvas pixel is about 0.3-0.4 mm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from radsight.algorithms.mmg.preprocess import BreastFrame, prepare_with_breast
 
-__all__ = ["CANDIDATE_FEATURES", "SIZE", "Breast", "Candidate", "analyse_breast", "candidates"]
+__all__ = [
+    "CANDIDATE_FEATURES",
+    "CANDIDATE_VARIANTS",
+    "SIZE",
+    "Breast",
+    "Candidate",
+    "CandidateSettings",
+    "analyse_breast",
+    "candidates",
+    "find_candidates",
+    "with_candidates",
+]
 
 SIZE = 512
 SIGMAS = (4.0, 8.0, 16.0, 32.0)
 INNER = 10
-MAX_BLOBS = 10
-MAX_BRIGHT = 4
 WINDOW = 0.08
+
+
+@dataclass(frozen=True)
+class CandidateSettings:
+    """How the mark candidates are picked from the maps (docs/models/mmg.md, "Marks")."""
+
+    #: blob maxima kept: across the scales, or per scale when ``per_scale`` is set
+    max_blobs: int = 10
+    #: non-maximum suppression radius of a blob, in multiples of its sigma
+    suppress: float = 2.5
+    #: > 0: up to this many maxima of each scale's own DoG map instead (suppression within
+    #: the scale; one within ``min(sigma, sigma')`` of a kept candidate is dropped)
+    per_scale: int = 0
+    #: dense-region maxima (the breast blurred at sigma 16): how many, suppression radius
+    max_bright: int = 4
+    bright_suppress: float = 40.0
+
+
+#: candidate generators: the shipped one (``DEFAULT_CANDIDATES``, 1.1.0's) and three
+#: declared before a nested experiment (``python -m radsight_train.train_mmg candidates``)
+#: that did not beat it, so they are not used (docs/models/mmg.md, "Also tried: more mark
+#: candidates")
+CANDIDATE_VARIANTS = {
+    "nms_2.5_sigma": CandidateSettings(),  # 1.1.0
+    "more_blobs": CandidateSettings(max_blobs=20),
+    "looser_nms": CandidateSettings(
+        max_blobs=16, suppress=1.25, max_bright=6, bright_suppress=24.0
+    ),
+    "per_scale": CandidateSettings(max_blobs=0, per_scale=4),
+}
+DEFAULT_CANDIDATES = "nms_2.5_sigma"
 
 CANDIDATE_FEATURES = [
     *(f"dog_s{s:g}" for s in SIGMAS),
@@ -118,6 +159,10 @@ class Breast:
     candidates: list[Candidate]
     #: the breast's bounding box on the canvas: rows r0..r1, columns c0..c1 (half-open)
     bbox: tuple[int, int, int, int]
+    #: the breast at least ``INNER`` px inside its edge
+    inner: np.ndarray | None = None
+    #: how ``candidates`` were picked
+    settings: CandidateSettings | None = None
 
     def to_source(self, x: float, y: float) -> tuple[float, float]:
         """Canvas (column, row) -> source image (column, row)."""
@@ -133,8 +178,49 @@ def _normalise(canvas: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return ((canvas - p50) / max(p98 - p2, 1e-3) * (mask > 0)).astype(np.float32)
 
 
-def analyse_breast(pixels: np.ndarray) -> Breast:
-    """Maps and candidates of one image (2-D, brighter = denser)."""
+def find_candidates(breast: Breast, settings: CandidateSettings) -> list[Candidate]:
+    """The mark candidates of ``breast``'s maps: blob maxima, then dense-region maxima."""
+    dogs = breast.dogs
+    inner = breast.inner if breast.inner is not None else _erode(breast.mask, INNER)
+    rr, cc = np.mgrid[0:SIZE, 0:SIZE]
+    cands: list[Candidate] = []
+    if settings.per_scale:
+        for i, sigma in enumerate(SIGMAS):
+            work = np.where(_local_max(dogs[i]), dogs[i], -np.inf)
+            for _ in range(settings.per_scale):
+                r, c = np.unravel_index(int(np.argmax(work)), work.shape)
+                if not np.isfinite(work[r, c]) or work[r, c] <= 0:
+                    break
+                work[(rr - r) ** 2 + (cc - c) ** 2 <= (settings.suppress * sigma) ** 2] = -np.inf
+                if all(
+                    (cd.x - c - 0.5) ** 2 + (cd.y - r - 0.5) ** 2 > min(cd.sigma, sigma) ** 2
+                    for cd in cands
+                ):
+                    cands.append(Candidate(c + 0.5, r + 0.5, 2 * sigma, sigma, "blob"))
+    best = dogs.max(axis=0)
+    scale = np.asarray(SIGMAS)[dogs.argmax(axis=0)]
+    work = np.where(_local_max(best), best, -np.inf)
+    for _ in range(settings.max_blobs):
+        r, c = np.unravel_index(int(np.argmax(work)), work.shape)
+        if not np.isfinite(work[r, c]) or work[r, c] <= 0:
+            break
+        s = float(scale[r, c])
+        cands.append(Candidate(c + 0.5, r + 0.5, 2 * s, s, "blob"))
+        work[(rr - r) ** 2 + (cc - c) ** 2 <= (settings.suppress * s) ** 2] = -np.inf
+    bright = np.where(_local_max(breast.dense) & inner, breast.dense, -np.inf)
+    for _ in range(settings.max_bright):
+        r, c = np.unravel_index(int(np.argmax(bright)), bright.shape)
+        if not np.isfinite(bright[r, c]):
+            break
+        if all((cd.x - c) ** 2 + (cd.y - r) ** 2 > 16**2 for cd in cands):
+            cands.append(Candidate(c + 0.5, r + 0.5, 24.0, 16.0, "bright"))
+        bright[(rr - r) ** 2 + (cc - c) ** 2 <= settings.bright_suppress**2] = -np.inf
+    return cands
+
+
+def analyse_breast(pixels: np.ndarray, settings: CandidateSettings | None = None) -> Breast:
+    """Maps and candidates of one image (2-D, brighter = denser); ``settings`` default to
+    the 1.1.0 candidates (``CANDIDATE_VARIANTS[DEFAULT_CANDIDATES]``)."""
     canvas, mask, frame = prepare_with_breast(pixels, SIZE)
     z = _normalise(canvas, mask)
     inner = _erode(mask, INNER)
@@ -146,36 +232,21 @@ def analyse_breast(pixels: np.ndarray) -> Breast:
         for s, n, d in zip(sigmas, num, den, strict=True)
     }
     dogs = np.stack([(blurred[s] - blurred[2 * s]) * inner for s in SIGMAS])
-
-    best = dogs.max(axis=0)
-    scale = np.asarray(SIGMAS)[dogs.argmax(axis=0)]
-    work = np.where(_local_max(best), best, -np.inf)
-    rr, cc = np.mgrid[0:SIZE, 0:SIZE]
-    cands: list[Candidate] = []
-    for _ in range(MAX_BLOBS):
-        r, c = np.unravel_index(int(np.argmax(work)), work.shape)
-        if not np.isfinite(work[r, c]) or work[r, c] <= 0:
-            break
-        s = float(scale[r, c])
-        cands.append(Candidate(c + 0.5, r + 0.5, 2 * s, s, "blob"))
-        work[(rr - r) ** 2 + (cc - c) ** 2 <= (2.5 * s) ** 2] = -np.inf
-    dense = blurred[16.0]
-    bright = np.where(_local_max(dense) & inner, dense, -np.inf)
-    for _ in range(MAX_BRIGHT):
-        r, c = np.unravel_index(int(np.argmax(bright)), bright.shape)
-        if not np.isfinite(bright[r, c]):
-            break
-        if all((cd.x - c) ** 2 + (cd.y - r) ** 2 > 16**2 for cd in cands):
-            cands.append(Candidate(c + 0.5, r + 0.5, 24.0, 16.0, "bright"))
-        bright[(rr - r) ** 2 + (cc - c) ** 2 <= 40**2] = -np.inf
-
     rows = np.nonzero(mask.any(axis=1))[0]
     cols = np.nonzero(mask.any(axis=0))[0]
     if len(rows) and len(cols):
         bbox = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
     else:
         bbox = (0, SIZE, 0, SIZE)
-    return Breast(frame, mask, blurred[8.0], dense, dogs, cands, bbox)
+    breast = Breast(frame, mask, blurred[8.0], blurred[16.0], dogs, [], bbox, inner)
+    return with_candidates(breast, settings or CANDIDATE_VARIANTS[DEFAULT_CANDIDATES])
+
+
+def with_candidates(breast: Breast, settings: CandidateSettings) -> Breast:
+    """``breast`` with the candidates ``settings`` pick (the same object if it has them)."""
+    if breast.settings == settings:
+        return breast
+    return replace(breast, candidates=find_candidates(breast, settings), settings=settings)
 
 
 def _around(breast: Breast, maps: list[np.ndarray], xr: float, yr: float) -> list[float]:
