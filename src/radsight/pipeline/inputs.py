@@ -29,6 +29,7 @@ EXTRA_ATTRIBUTES = (
     "ViewCodeSequence",
     "AnatomicRegionSequence",
     "PatientOrientation",
+    "ImageComments",
     # CT volume assembly (radsight.algorithms.ct_volume)
     "SeriesNumber",
     "InstanceNumber",

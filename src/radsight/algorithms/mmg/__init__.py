@@ -118,8 +118,10 @@ def check_image(image: ImageInput) -> str | None:
         what = "both breasts (B)" if side == "B" else "missing"
         return f"image {uid}: laterality is {what}; one breast per image (L or R) is needed"
     v = view(image.view_position, image.attributes)
-    if v not in VIEWS:
-        return f"image {uid}: view {v or 'missing'} is not a mammography view (CC, MLO, ...)"
+    # no view at all (digitised film often has none) is read as "view unknown"; a view that
+    # is named and is not a mammography view (a calibration projection) is refused
+    if v and v not in VIEWS:
+        return f"image {uid}: view {v} is not a mammography view (CC, MLO, ...)"
     return grey_frame_problem(image, MIN_SIDE)
 
 

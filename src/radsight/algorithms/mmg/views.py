@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -118,17 +119,39 @@ def view(view_position: str, attributes: dict[str, Any]) -> str:
     """The view's short name (``CC``, ``MLO``, ...), the raw View Position, or ``""``.
 
     The coded View Code Sequence wins over View Position text. Text such as ``LCC`` or
-    ``RMLO`` (laterality folded into the view, as some units send) is unfolded.
+    ``RMLO`` (laterality folded into the view, as some units send) is unfolded. With
+    neither, a view named as a word of the image's descriptive text (ImageComments,
+    SeriesDescription, ProtocolName: "R MLO", "LEFT_CC", "RCC") is taken; else ``""``.
     """
     for code in _codes(attributes.get("ViewCodeSequence")):
         if code in _VIEW_CODES:
             return _VIEW_CODES[code]
     text = str(view_position or "").strip().upper().replace(" ", "").replace("-", "")
-    if text in VIEWS:
-        return text
-    if len(text) > 2 and text[0] in "LR" and text[1:] in VIEWS:
-        return text[1:]
-    return text
+    if text:
+        return _unfold(text) or text
+    for keyword in DESCRIPTIVE_TEXT:
+        named = {
+            _unfold(word)
+            for word in re.split(r"[^A-Z]+", str(attributes.get(keyword) or "").upper())
+        }
+        named.discard("")
+        if len(named) == 1:  # one view named, not "CC and MLO"
+            return named.pop()
+    return ""
+
+
+#: where a view is looked for when the view attributes are empty (digitised film, such as
+#: CBIS-DDSM, often has no View Position)
+DESCRIPTIVE_TEXT = ("ImageComments", "SeriesDescription", "ProtocolName")
+
+
+def _unfold(word: str) -> str:
+    """``CC`` / ``RCC`` / ``LMLO`` -> the view, else ``""``."""
+    if word in VIEWS:
+        return word
+    if len(word) > 2 and word[0] in "LR" and word[1:] in VIEWS:
+        return word[1:]
+    return ""
 
 
 def presentation_intent(sop_class_uid: str, attributes: dict[str, Any]) -> str:
