@@ -9,7 +9,8 @@ A reference set is a folder with a ``labels.csv`` and either
 columns become subgroups: ``sex``, ``age`` (years, or a DICOM age string like ``045Y``),
 ``manufacturer``, ``organisation``, ``view`` and any other column with few values. For
 DICOM studies sex, age, manufacturer and view are read from the headers when the CSV lacks
-them. Images are wrapped in a DX data set so that they take the same decoding path
+them. Images are wrapped in a DX chest data set (an MG one for mammography: see
+:func:`mammogram_from_image`) so that they take the same decoding path
 (:func:`radsight.dicom.pixels.frames_for_analysis`) as a study received from a modality.
 """
 
@@ -25,7 +26,11 @@ import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
+from pydicom.uid import (
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+)
 
 from radsight.dicom.uids import PREFIX
 from radsight.errors import ConfigError
@@ -50,6 +55,15 @@ class ReferenceCase:
 
     def datasets(self, study_type: str = "cxr") -> list[Dataset]:
         if self.kind == "image":
+            if study_type == "mmg":
+                return [
+                    mammogram_from_image(
+                        self.files[0],
+                        self.case_id,
+                        self.subgroups.get("view", ""),
+                        self.subgroups.get("laterality", ""),
+                    )
+                ]
             return [dataset_from_image(self.files[0], self.case_id, self.subgroups.get("view", ""))]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -185,13 +199,47 @@ def _index_dicom(root: Path) -> dict[str, tuple[tuple[Path, ...], dict[str, str]
     return {uid: (tuple(paths), headers[uid]) for uid, paths in by_study.items()}
 
 
-def dataset_from_image(path: Path, case_id: str, view: str = "") -> Dataset:
-    """A greyscale PNG/JPEG as a DX For Presentation instance (8 bits, MONOCHROME2)."""
+def _grey(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            pixels = np.asarray(im.convert("L"), dtype=np.uint8)
+            return np.asarray(im.convert("L"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
         raise ConfigError(f"cannot read image {path}: {exc}") from exc
+
+
+def mammogram_from_image(path: Path, case_id: str, view: str = "", laterality: str = "") -> Dataset:
+    """A greyscale PNG/JPEG as a Digital Mammography For Presentation instance.
+
+    ``laterality`` (a ``laterality`` column: L/R, left/right) and ``view`` (a ``view``
+    column: CC, MLO, ...) go into ImageLaterality and ViewPosition. Without a laterality
+    the image's own chest-wall side decides, as a unit displays mammograms (the right
+    breast with its chest wall on the right edge of the image); sets that flip images
+    (mini-MIAS does) need the column. A missing view is left empty: radsight-mmg reads the
+    image with the view unknown.
+    """
+    from radsight.algorithms.mmg.preprocess import breast_mask, chest_wall_side
+
+    pixels = _grey(path)
+    side = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}.get(laterality.strip().upper(), "")
+    if not side:
+        mask, _ = breast_mask(pixels.astype(np.float32))
+        side = "R" if mask.any() and chest_wall_side(mask) == "right" else "L"
+    ds = dataset_from_image(path, case_id, view, pixels=pixels)
+    ds.file_meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.Modality = "MG"
+    ds.BodyPartExamined = "BREAST"
+    ds.ImageLaterality = side
+    ds.ViewPosition = view.strip().upper()
+    return ds
+
+
+def dataset_from_image(
+    path: Path, case_id: str, view: str = "", pixels: np.ndarray | None = None
+) -> Dataset:
+    """A greyscale PNG/JPEG as a DX For Presentation instance (8 bits, MONOCHROME2)."""
+    if pixels is None:
+        pixels = _grey(path)
 
     def uid(part: str) -> str:
         return str(
