@@ -226,3 +226,25 @@ def test_mammogram_from_image_sets_laterality_and_view(tmp_path):
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography, presentation
     given = mammogram_from_image(path, "case-1", view="cc", laterality="left")
     assert (given.ImageLaterality, given.ViewPosition) == ("L", "CC")
+
+
+def test_a_16_bit_png_keeps_its_range(tmp_path):
+    """Pillow's convert("L") would clip a 16-bit image at 255 (most of a 12-bit radiograph
+    saturated): the reference set keeps 16 bits, and the pixels decode unchanged."""
+    from PIL import Image
+
+    from radsight.algorithms.cxr import check_image
+    from radsight.monitor.reference import dataset_from_image
+    from radsight.pipeline.inputs import study_input_from
+
+    values = (np.add.outer(np.arange(300), np.arange(300)) * 7 % 4096).astype(np.uint16)
+    path = tmp_path / "cxr16.png"
+    Image.fromarray(values).save(path)
+    ds = dataset_from_image(path, "case-16")
+    assert (ds.BitsAllocated, ds.BitsStored) == (16, 16)
+    (image,) = study_input_from([ds], "cxr").images
+    np.testing.assert_array_equal(image.pixels, values.astype(image.pixels.dtype))
+    assert check_image(image) is None  # not "saturated"
+    eight = tmp_path / "cxr8.png"
+    Image.fromarray((values >> 4).astype(np.uint8)).save(eight)
+    assert dataset_from_image(eight, "case-8").BitsStored == 8

@@ -199,12 +199,30 @@ def _index_dicom(root: Path) -> dict[str, tuple[tuple[Path, ...], dict[str, str]
     return {uid: (tuple(paths), headers[uid]) for uid, paths in by_study.items()}
 
 
+#: Pillow modes of one channel wider than 8 bits (16-bit PNG, 32-bit integer or float TIFF)
+WIDE_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
 def _grey(path: Path) -> np.ndarray:
+    """The image as uint8, or as uint16 when it has more than 8 bits: Pillow's
+    ``convert("L")`` clips a 16-bit image at 255 instead of scaling it."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L"), dtype=np.uint8)
+            if im.mode not in WIDE_MODES:
+                return np.asarray(im.convert("L"), dtype=np.uint8)
+            wide = np.asarray(im)
     except (UnidentifiedImageError, OSError) as exc:
         raise ConfigError(f"cannot read image {path}: {exc}") from exc
+    if wide.dtype == np.uint16:
+        return wide
+    values = wide.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ConfigError(f"cannot read image {path}: pixel values that are not finite")
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0 and hi <= 65535 and np.array_equal(values, np.round(values)):
+        return values.astype(np.uint16)
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0  # floats or out-of-range integers
+    return np.round((values - lo) * scale).astype(np.uint16)
 
 
 def mammogram_from_image(path: Path, case_id: str, view: str = "", laterality: str = "") -> Dataset:
@@ -237,7 +255,8 @@ def mammogram_from_image(path: Path, case_id: str, view: str = "", laterality: s
 def dataset_from_image(
     path: Path, case_id: str, view: str = "", pixels: np.ndarray | None = None
 ) -> Dataset:
-    """A greyscale PNG/JPEG as a DX For Presentation instance (8 bits, MONOCHROME2)."""
+    """A greyscale PNG/JPEG as a DX For Presentation instance (MONOCHROME2; 8 bits, or 16
+    for a 16-bit image)."""
     if pixels is None:
         pixels = _grey(path)
 
@@ -264,9 +283,10 @@ def dataset_from_image(
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.tobytes()
     return ds
