@@ -248,3 +248,87 @@ def test_a_16_bit_png_keeps_its_range(tmp_path):
     eight = tmp_path / "cxr8.png"
     Image.fromarray((values >> 4).astype(np.uint8)).save(eight)
     assert dataset_from_image(eight, "case-8").BitsStored == 8
+
+
+def _phantom_nifti(tmp_path, name: str, lesion: bool, seed: int):  # type: ignore[no-untyped-def]
+    """A chest phantom (z, y, x as displayed: slice 0 at the head end) as a RAS+ NIfTI."""
+    nib = pytest.importorskip("nibabel", reason="nibabel (a runtime dependency)")
+    from radsight.algorithms.ct_chest.phantom import chest_phantom
+
+    vol = chest_phantom(24, 256, lesion=lesion, seed=seed)
+    # voxel (i, j, k): i to the patient's right, j to the front, k up
+    ras = np.ascontiguousarray(vol[::-1, ::-1, ::-1].transpose(2, 1, 0))
+    affine = np.diag([1.4, 1.4, 5.0, 1.0])
+    affine[:3, 3] = (-180.0, -170.0, -300.0)
+    path = tmp_path / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(np.round(ras).astype(np.int16), affine), path)
+    return path, vol
+
+
+def test_nifti_ct_volume_becomes_an_axial_series_as_displayed(tmp_path):
+    from radsight.monitor.reference import datasets_from_nifti
+
+    path, vol = _phantom_nifti(tmp_path, "sick", True, 3)
+    datasets = datasets_from_nifti(path, "case-1", "ct-chest")
+    assert len(datasets) == 24 and {d.Modality for d in datasets} == {"CT"}
+    assert {d.BodyPartExamined for d in datasets} == {"CHEST"}
+    assert list(datasets[0].ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+    assert [float(v) for v in datasets[0].PixelSpacing] == [1.4, 1.4]
+    top = max(datasets, key=lambda d: float(d.ImagePositionPatient[2]))
+    bottom = min(datasets, key=lambda d: float(d.ImagePositionPatient[2]))
+    # the head end is the phantom's slice 0, pixel for pixel, in display orientation
+    np.testing.assert_array_equal(top.pixel_array, np.round(vol[0]).astype(np.int16))
+    np.testing.assert_array_equal(bottom.pixel_array, np.round(vol[-1]).astype(np.int16))
+    assert float(top.ImagePositionPatient[2]) - float(bottom.ImagePositionPatient[2]) == 115.0
+    # the first pixel lies at the patient's right, front: the lowest LPS x and y
+    assert float(top.ImagePositionPatient[0]) == pytest.approx(-(-180.0 + 255 * 1.4))
+    assert float(top.ImagePositionPatient[1]) == pytest.approx(-(-170.0 + 255 * 1.4))
+
+
+def test_nifti_reference_set_through_radsight_evaluate(tmp_path, rt):
+    """``radsight evaluate --algorithm radsight-ct-chest`` on NIfTI volumes (path,label)."""
+    root = tmp_path / "ct"
+    root.mkdir()
+    with (root / "labels.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        for i in range(2):
+            sick, _ = _phantom_nifti(root, f"sick{i}", True, 3 + i)
+            clean, _ = _phantom_nifti(root, f"clean{i}", False, 3 + i)
+            w.writerow([sick.name, 1])
+            w.writerow([clean.name, 0])
+    out = tmp_path / "out"
+    res = run_cli(
+        rt.settings.data_dir,
+        "evaluate",
+        "--algorithm",
+        "radsight-ct-chest",
+        "--reference",
+        str(root),
+        "--out",
+        str(out),
+        "--no-progress",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert "4 studies, 4 analysed" in res.output, res.output
+    by_label = {c["label"]: [] for c in summary["cases"]}
+    for c in summary["cases"]:
+        by_label[c["label"]].append(c["score"])
+    # the phantom's lesion is found; the clean phantoms score lower
+    assert min(by_label[1]) > max(by_label[0])
+    assert summary["auroc"]["value"] == 1.0
+
+
+def test_a_bad_nifti_file_is_a_clear_error(tmp_path):
+    nib = pytest.importorskip("nibabel", reason="nibabel (a runtime dependency)")
+    from radsight.errors import ConfigError
+    from radsight.monitor.reference import datasets_from_nifti
+
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.int16), np.eye(4)), flat)
+    with pytest.raises(ConfigError, match="is not a 3-D volume"):
+        datasets_from_nifti(flat, "flat")
+    junk = tmp_path / "junk.nii"
+    junk.write_bytes(b"not a nifti file at all")
+    with pytest.raises(ConfigError, match="cannot read NIfTI volume"):
+        datasets_from_nifti(junk, "junk")

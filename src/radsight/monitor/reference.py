@@ -27,6 +27,7 @@ import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    CTImageStorage,
     DigitalMammographyXRayImageStorageForPresentation,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
@@ -39,6 +40,10 @@ KNOWN_SUBGROUPS = ("sex", "age_band", "manufacturer", "organisation", "view")
 _TRUE = {"1", "positive", "abnormal", "true", "yes", "pos"}
 _FALSE = {"0", "negative", "normal", "false", "no", "neg"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+#: CT volumes (research sets such as MosMedData ship NIfTI): one axial CT series each
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
+#: BodyPartExamined given to a NIfTI volume's slices, by study type
+VOLUME_BODY_PARTS = {"ct-chest": "CHEST", "ct-brain": "HEAD"}
 #: another CSV column becomes a subgroup when it has at most this many values
 MAX_SUBGROUP_VALUES = 12
 
@@ -54,6 +59,8 @@ class ReferenceCase:
     kind: str = "dicom"  # dicom | image
 
     def datasets(self, study_type: str = "cxr") -> list[Dataset]:
+        if self.kind == "image" and is_volume(self.files[0]):
+            return datasets_from_nifti(self.files[0], self.case_id, study_type)
         if self.kind == "image":
             if study_type == "mmg":
                 return [
@@ -159,8 +166,10 @@ def read_reference(
             path = (root / case_id).resolve()
             if not path.is_file():
                 raise ConfigError(f"{where}: image {case_id} does not exist")
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ConfigError(f"{where}: {case_id} is not a PNG or JPEG image")
+            if path.suffix.lower() not in IMAGE_SUFFIXES and not is_volume(path):
+                raise ConfigError(
+                    f"{where}: {case_id} is not a PNG or JPEG image or a NIfTI volume"
+                )
             files: tuple[Path, ...] = (path,)
         else:
             if case_id not in studies:
@@ -290,3 +299,79 @@ def dataset_from_image(
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.tobytes()
     return ds
+
+
+def is_volume(path: Path) -> bool:
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def datasets_from_nifti(path: Path, case_id: str, study_type: str = "ct-chest") -> list[Dataset]:
+    """A 3-D NIfTI CT volume (values in HU) as one axial CT series, one instance a slice.
+
+    The volume is reoriented to RAS+ (nibabel ``as_closest_canonical``), then each axial
+    slice is stored as a radiologist views it: columns towards the patient's left, rows
+    towards the back (ImageOrientationPatient 1,0,0,0,1,0 for an axis-aligned volume), with
+    ImagePositionPatient, PixelSpacing and SliceThickness from the affine (LPS, mm).
+    Values are rounded to int16 HU (RescaleSlope 1, RescaleIntercept 0).
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.as_closest_canonical(nib.load(str(path)))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many kinds on a bad file
+        raise ConfigError(f"cannot read NIfTI volume {path}: {exc}") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ConfigError(f"{path} is not a 3-D volume (shape {data.shape})")
+    if not np.isfinite(data).all():
+        raise ConfigError(f"{path} has voxel values that are not finite")
+    to_lps = np.diag([-1.0, -1.0, 1.0])
+    affine = np.asarray(img.affine, dtype=np.float64)
+    # canonical RAS+: i runs to the right, j to the front; the stored image runs the other
+    # way on both (patient left, back), so pixel (row r, column c) is voxel (I-1-c, J-1-r)
+    along_row = to_lps @ -affine[:3, 0]
+    along_column = to_lps @ -affine[:3, 1]
+    spacing_c, spacing_r = float(np.linalg.norm(along_row)), float(np.linalg.norm(along_column))
+    thickness = float(np.linalg.norm(affine[:3, 2]))
+    if min(spacing_c, spacing_r, thickness) <= 0:
+        raise ConfigError(f"{path} has a degenerate affine (zero voxel size)")
+    orientation = [*(along_row / spacing_c), *(along_column / spacing_r)]
+    n_i, n_j, n_k = data.shape
+    hu = np.clip(np.round(data), -32768, 32767).astype(np.int16)
+
+    def uid(part: str) -> str:
+        return str(pydicom.uid.generate_uid(prefix=PREFIX, entropy_srcs=["nifti", case_id, part]))
+
+    study, series, frame = uid("study"), uid("series"), uid("frame")
+    out = []
+    for k in range(n_k):
+        pixels = np.ascontiguousarray(hu[::-1, ::-1, k].T)
+        corner = to_lps @ (affine @ np.array([n_i - 1, n_j - 1, k, 1.0]))[:3]
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = uid(f"sop-{k}")
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SOPClassUID = CTImageStorage
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality = "CT"
+        ds.BodyPartExamined = VOLUME_BODY_PARTS.get(study_type, "")
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PatientID = "REFERENCE"
+        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+        ds.ImagePositionPatient = [round(float(v), 4) for v in corner]
+        ds.ImageOrientationPatient = [round(float(v), 6) for v in orientation]
+        ds.PixelSpacing = [round(spacing_r, 6), round(spacing_c, 6)]
+        ds.SliceThickness = round(thickness, 4)
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = pixels.tobytes()
+        out.append(ds)
+    return out
