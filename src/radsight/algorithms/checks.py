@@ -6,11 +6,32 @@ when no image passes), or None when it can.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from radsight.algorithms.contract import ImageInput
+from radsight.algorithms.contract import ImageInput, NotAnalysable, StudyInput
 
-__all__ = ["grey_frame_problem"]
+__all__ = ["grey_frame_problem", "usable_images"]
+
+
+def usable_images(
+    study: StudyInput, check_image: Callable[[ImageInput], str | None]
+) -> list[ImageInput]:
+    """The study's images that ``check_image`` passes (it returns the reason an image cannot
+    be read, or None); none left is :class:`NotAnalysable` with every distinct reason."""
+    if not study.images:
+        raise NotAnalysable("the study has no images with pixel data")
+    reasons, usable = [], []
+    for image in study.images:
+        reason = check_image(image)
+        if reason:
+            reasons.append(reason)
+        else:
+            usable.append(image)
+    if not usable:
+        raise NotAnalysable("; ".join(dict.fromkeys(reasons)))
+    return usable
 
 
 def grey_frame_problem(

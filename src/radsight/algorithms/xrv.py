@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from radsight.algorithms.checks import usable_images
 from radsight.algorithms.contract import (
     Algorithm,
     Analysis,
@@ -40,7 +41,6 @@ from radsight.algorithms.contract import (
     Finding,
     FindingSpec,
     ImageInput,
-    NotAnalysable,
     Region,
     StudyInput,
 )
@@ -292,18 +292,7 @@ class TorchXRayVisionAlgorithm(Algorithm):
         return load_session(self.model_dir / self.config["model"])
 
     def _analysable(self, study: StudyInput) -> list[ImageInput]:
-        if not study.images:
-            raise NotAnalysable("the study has no images with pixel data")
-        reasons, usable = [], []
-        for image in study.images:
-            reason = check_image(image)
-            if reason:
-                reasons.append(reason)
-            else:
-                usable.append(image)
-        if not usable:
-            raise NotAnalysable("; ".join(dict.fromkeys(reasons)))
-        return usable
+        return usable_images(study, check_image)
 
     def check(self, study: StudyInput) -> None:
         self._analysable(study)

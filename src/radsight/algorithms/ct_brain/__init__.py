@@ -58,6 +58,7 @@ MIN_BRAIN_MM2 = 2500.0
 #: slices closer than this are sub-sampled: the training slices look like 5 mm slices
 SLAB_MM = 4.0
 
+
 def _get_session() -> Any:
     """The model's ONNX Runtime session (one per process, one thread)."""
     return load_session(MODEL_DIR / CONFIG["model"])

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from radsight.algorithms.ct_volume import AIR_HU, BONE, BRAIN, SUBDURAL, window
-from radsight.algorithms.cxr.preprocess import Letterbox, bilinear_resize
+from radsight.algorithms.cxr.preprocess import Letterbox
+from radsight.algorithms.cxr.preprocess import letterbox as shared_letterbox
 
 __all__ = [
     "CHANNELS",
@@ -138,35 +139,9 @@ def head_mask(values: np.ndarray, level: float) -> tuple[np.ndarray, Crop]:
     return _dilate(_dilate(mask)), crop
 
 
-def _block_mean(img: np.ndarray, k: int) -> np.ndarray:
-    rows, cols = img.shape
-    r, c = rows // k * k, cols // k * k
-    return img[:r, :c].reshape(r // k, k, c // k, k).mean(axis=(1, 3), dtype=np.float32)
-
-
 def letterbox(img: np.ndarray, size: int, fill: float) -> tuple[np.ndarray, Letterbox]:
     """Resample ``img`` so its longer side is ``size`` and centre it on a ``fill`` canvas."""
-    rows, cols = img.shape
-    scale = size / max(rows, cols)
-    k = int(1.0 / scale)
-    src = _block_mean(img, k) if k >= 2 else img.astype(np.float32)
-    height = max(1, min(size, round(rows * scale)))
-    width = max(1, min(size, round(cols * scale)))
-    small = bilinear_resize(src, height, width)
-    top, left = (size - height) // 2, (size - width) // 2
-    canvas = np.full((size, size), fill, dtype=np.float32)
-    canvas[top : top + height, left : left + width] = small
-    box = Letterbox(
-        scale_x=width / cols,
-        scale_y=height / rows,
-        left=float(left),
-        top=float(top),
-        width=width,
-        height=height,
-        source_columns=cols,
-        source_rows=rows,
-    )
-    return canvas, box
+    return shared_letterbox(img, size, fill=fill)
 
 
 def to_channels(hu_canvas: np.ndarray) -> np.ndarray:

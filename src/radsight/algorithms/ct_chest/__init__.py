@@ -93,6 +93,7 @@ BATCH = 16
 #: thinner series are read every n-th slice (see :func:`assess`)
 MODEL_SLICE_MM = 2.0
 
+
 def _get_session() -> Any:
     """The model's ONNX Runtime session (one per process, one thread)."""
     return load_session(MODEL_DIR / CONFIG["model"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radsight.algorithms.cxr.preprocess import Letterbox, _block_mean, bilinear_resize
+from radsight.algorithms.cxr.preprocess import Letterbox, letterbox
 
 __all__ = ["SIZE", "Letterbox", "to_canvas", "to_source"]
 
@@ -22,31 +22,7 @@ SIZE = 256
 
 def to_canvas(img: np.ndarray, size: int = SIZE) -> tuple[np.ndarray, Letterbox]:
     """Letterbox a 2-D 0..1 image onto a ``size`` x ``size`` float32 canvas."""
-    img = np.asarray(img, dtype=np.float32)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
-    rows, cols = img.shape
-    scale = size / max(rows, cols)
-    k = int(1.0 / scale)
-    if k >= 2:
-        img = _block_mean(img, k)
-    height = max(1, min(size, round(rows * scale)))
-    width = max(1, min(size, round(cols * scale)))
-    img = bilinear_resize(img, height, width)
-    top, left = (size - height) // 2, (size - width) // 2
-    canvas = np.zeros((size, size), dtype=np.float32)
-    canvas[top : top + height, left : left + width] = img
-    box = Letterbox(
-        scale_x=width / cols,
-        scale_y=height / rows,
-        left=float(left),
-        top=float(top),
-        width=width,
-        height=height,
-        source_columns=cols,
-        source_rows=rows,
-    )
-    return canvas, box
+    return letterbox(img, size)
 
 
 def to_source(prob: np.ndarray, box: Letterbox, size: int = SIZE) -> np.ndarray:

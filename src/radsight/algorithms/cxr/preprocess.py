@@ -15,11 +15,12 @@ PS3.3 C.18.6: ``(column, row)`` with ``(0, 0)`` at the top-left corner of the fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Letterbox", "bilinear_resize", "normalise", "preprocess"]
+__all__ = ["Letterbox", "bilinear_resize", "letterbox", "normalise", "preprocess"]
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,17 @@ def normalise(img: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarr
     return np.clip((img - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def preprocess(
-    pixels: np.ndarray, size: int = 224, low: float = 1.0, high: float = 99.0
+def letterbox(
+    img: np.ndarray,
+    size: int,
+    values: Callable[[np.ndarray], np.ndarray] | None = None,
+    fill: float = 0.0,
 ) -> tuple[np.ndarray, Letterbox]:
-    """Return a ``size`` x ``size`` float32 image in [0, 1] and its :class:`Letterbox`.
-
-    ``pixels`` is a 2-D array of any numeric type and range, larger values brighter
-    (MONOCHROME1 already inverted).
-    """
-    img = np.asarray(pixels, dtype=np.float32)
+    """A 2-D image on a ``size`` x ``size`` float32 canvas of ``fill`` and its :class:`Letterbox`:
+    integer area averaging, then bilinear resampling so that the longer side is ``size``,
+    centred. ``values`` (e.g. :func:`normalise`) maps the resampled image before it is
+    placed, so that the bars stay out of it."""
+    img = np.asarray(img, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}")
     rows, cols = img.shape
@@ -102,9 +105,10 @@ def preprocess(
     height = max(1, min(size, round(rows * scale)))
     width = max(1, min(size, round(cols * scale)))
     img = bilinear_resize(img, height, width)
-    img = normalise(img, low, high)
+    if values is not None:
+        img = values(img)
     top, left = (size - height) // 2, (size - width) // 2
-    canvas = np.zeros((size, size), dtype=np.float32)
+    canvas = np.full((size, size), fill, dtype=np.float32)
     canvas[top : top + height, left : left + width] = img
     box = Letterbox(
         scale_x=width / cols,
@@ -117,3 +121,14 @@ def preprocess(
         source_rows=rows,
     )
     return canvas, box
+
+
+def preprocess(
+    pixels: np.ndarray, size: int = 224, low: float = 1.0, high: float = 99.0
+) -> tuple[np.ndarray, Letterbox]:
+    """Return a ``size`` x ``size`` float32 image in [0, 1] and its :class:`Letterbox`.
+
+    ``pixels`` is a 2-D array of any numeric type and range, larger values brighter
+    (MONOCHROME1 already inverted).
+    """
+    return letterbox(pixels, size, lambda img: normalise(img, low, high))

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from radsight.algorithms.checks import grey_frame_problem
+from radsight.algorithms.checks import grey_frame_problem, usable_images
 from radsight.algorithms.contract import (
     Algorithm,
     Analysis,
@@ -351,18 +351,7 @@ class MammographyAlgorithm(Algorithm):
         )
 
     def _analysable(self, study: StudyInput) -> list[ImageInput]:
-        if not study.images:
-            raise NotAnalysable("the study has no images with pixel data")
-        reasons, usable = [], []
-        for image in study.images:
-            reason = check_image(image)
-            if reason is None:
-                usable.append(image)
-            else:
-                reasons.append(reason)
-        if not usable:
-            raise NotAnalysable("; ".join(dict.fromkeys(reasons)))
-        return usable
+        return usable_images(study, check_image)
 
     def check(self, study: StudyInput) -> None:
         self._analysable(study)
