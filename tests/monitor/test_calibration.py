@@ -20,19 +20,15 @@ def run_cli(data_dir, *args):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(cli, ["--data-dir", str(data_dir), *args], catch_exceptions=False)
 
 
+def evaluate(rt, algorithm: str, reference, out=None):  # type: ignore[no-untyped-def]
+    """``radsight evaluate`` without a progress bar, the report under ``out`` if given."""
+    args = ["evaluate", "--algorithm", algorithm, "--reference", str(reference), "--no-progress"]
+    return run_cli(rt.settings.data_dir, *args, *(["--out", str(out)] if out else []))
+
+
 def test_calibration_test_on_a_real_reference_set(tmp_path, cxr_reference, rt, client_for):
     out = tmp_path / "out"
-    res = run_cli(
-        rt.settings.data_dir,
-        "evaluate",
-        "--algorithm",
-        "radsight-cxr",
-        "--reference",
-        str(cxr_reference),
-        "--out",
-        str(out),
-        "--no-progress",
-    )
+    res = evaluate(rt, "radsight-cxr", cxr_reference, out)
     assert res.exit_code == 0, res.output
     assert "AUROC" in res.output and "PASSED" in res.output
     assert "at least 400 are needed" in res.output  # 75 studies: the Moscow warning
@@ -82,17 +78,7 @@ def test_dicom_reference_set_with_subgroups_from_headers(tmp_path, rt):
         rows.append(f"{ds.StudyInstanceUID},{'positive' if positive else 'negative'},site{i % 2}")
     (ref / "labels.csv").write_text("\n".join(rows) + "\n")
     (ref / "README.txt").write_text("not DICOM: skipped")
-    res = run_cli(
-        rt.settings.data_dir,
-        "evaluate",
-        "--algorithm",
-        "radsight-bright-region",
-        "--reference",
-        str(ref),
-        "--out",
-        str(tmp_path / "o"),
-        "--no-progress",
-    )
+    res = evaluate(rt, "radsight-bright-region", ref, tmp_path / "o")
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["auroc"]["value"] == 1.0 and summary["positives"] == 10
@@ -116,15 +102,7 @@ def test_failed_test_raises_a_calibration_alert(tmp_path, rt):
         (ref / f"{i}.dcm").write_bytes(dicom_bytes(ds))
         rows.append(f"{ds.StudyInstanceUID},{1 if i % 4 < 2 else 0}")
     (ref / "labels.csv").write_text("\n".join(rows) + "\n")
-    res = run_cli(
-        rt.settings.data_dir,
-        "evaluate",
-        "--algorithm",
-        "radsight-bright-region",
-        "--reference",
-        str(ref),
-        "--no-progress",
-    )
+    res = evaluate(rt, "radsight-bright-region", ref)
     assert res.exit_code == 2 and "FAILED" in res.output and "below the bar 0.81" in res.output
     alerts = run_cli(rt.settings.data_dir, "monitor", "alerts")
     assert "calibration" in alerts.output and "failed" in alerts.output
@@ -145,15 +123,7 @@ def test_bad_reference_sets_get_a_clear_error(tmp_path, rt, labels, message):
     ref.mkdir()
     if labels is not None:
         (ref / "labels.csv").write_text(labels)
-    res = run_cli(
-        rt.settings.data_dir,
-        "evaluate",
-        "--algorithm",
-        "radsight-bright-region",
-        "--reference",
-        str(ref),
-        "--no-progress",
-    )
+    res = evaluate(rt, "radsight-bright-region", ref)
     assert res.exit_code == 1 and message in res.output, res.output
 
 
@@ -186,17 +156,7 @@ def test_mammography_image_reference_set(tmp_path, rt):
             path = mias / "images" / f"{r['refnum']}.png"
             w.writerow([str(path), int(r["label"] != "normal"), side, "MLO"])
     out = tmp_path / "out"
-    res = run_cli(
-        rt.settings.data_dir,
-        "evaluate",
-        "--algorithm",
-        "radsight-mmg",
-        "--reference",
-        str(root),
-        "--out",
-        str(out),
-        "--no-progress",
-    )
+    res = evaluate(rt, "radsight-mmg", root, out)
     summary = json.loads((out / "summary.json").read_text())
     # 20 images and a weak model: the test itself fails the AUROC bar (exit status 2)
     assert res.exit_code == (0 if summary["passed"] else 2), res.output
@@ -298,17 +258,7 @@ def test_nifti_reference_set_through_radsight_evaluate(tmp_path, rt):
             w.writerow([sick.name, 1])
             w.writerow([clean.name, 0])
     out = tmp_path / "out"
-    res = run_cli(
-        rt.settings.data_dir,
-        "evaluate",
-        "--algorithm",
-        "radsight-ct-chest",
-        "--reference",
-        str(root),
-        "--out",
-        str(out),
-        "--no-progress",
-    )
+    res = evaluate(rt, "radsight-ct-chest", root, out)
     summary = json.loads((out / "summary.json").read_text())
     assert "4 studies, 4 analysed" in res.output, res.output
     by_label = {c["label"]: [] for c in summary["cases"]}
