@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from radsight.cli.errors import fail_cleanly
+from radsight.cli.tables import table
 from radsight.config import Settings, load_settings
 
 
@@ -137,7 +138,7 @@ def org_list(c: _Ctx) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         rows = tenants.list_organisations(s)
-        _table(["id", "name", "region"], [(o.id, o.name, r.name) for o, r in rows])
+        table(["id", "name", "region"], [(o.id, o.name, r.name) for o, r in rows])
 
 
 @cli.group()
@@ -170,7 +171,7 @@ def ae_list(c: _Ctx) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         rows = tenants.list_application_entities(s)
-        _table(
+        table(
             ["id", "organisation", "ae_title", "description"],
             [(a.id, a.organisation_id, a.ae_title, a.description) for a in rows],
         )
@@ -240,7 +241,7 @@ def destination_list(c: _Ctx) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         rows = tenants.list_destinations(s)
-        _table(
+        table(
             ["id", "organisation", "name", "ae_title", "host", "port", "enabled"],
             [
                 (d.id, d.organisation_id, d.name, d.ae_title, d.host, d.port, d.enabled)
@@ -308,7 +309,7 @@ def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool
         keys = ["id", "kind", "study_id", "target", "state", "attempts", "error"]
         click.echo(json.dumps([dict(zip(keys, d, strict=True)) for d in data], indent=2))
     else:
-        _table(["id", "kind", "study", "algorithm/destination", "state", "tries", "error"], data)
+        table(["id", "kind", "study", "algorithm/destination", "state", "tries", "error"], data)
 
 
 @cli.command()
@@ -337,7 +338,7 @@ def studies(c: _Ctx, state: str | None, limit: int) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         rows = studystore.list_studies(s, state=state, limit=limit)
-        _table(
+        table(
             ["id", "org", "study_instance_uid", "type", "instances", "state", "reason"],
             [
                 (
@@ -365,7 +366,7 @@ def rejections(c: _Ctx, limit: int) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         rows = studystore.list_rejections(s, limit=limit)
-        _table(
+        table(
             ["id", "when", "source", "calling AE", "code", "status", "message"],
             [
                 (
@@ -388,7 +389,7 @@ def algorithms() -> None:
     from radsight.algorithms.registry import Registry
 
     reg = Registry.from_entry_points()
-    _table(
+    table(
         ["name", "version", "study types", "findings"],
         [
             (a.name, a.version, ",".join(a.study_types), ",".join(f.key for f in a.findings))
@@ -426,17 +427,6 @@ def demo(out_dir: Path, n_studies: int, timeout: float) -> None:
     from radsight.cli.demo import run_demo
 
     sys.exit(run_demo(out_dir, n_studies, timeout))
-
-
-def _table(headers: list[str], rows: list[tuple]) -> None:
-    cells = [[str(h) for h in headers]] + [[str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            click.echo("  ".join("-" * w for w in widths))
-    if not rows:
-        click.echo("(none)")
 
 
 def _register_people_commands() -> None:

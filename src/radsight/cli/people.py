@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from radsight.cli.errors import fail_cleanly
+from radsight.cli.tables import table
 from radsight.store.people import TOKEN_ROLES, USER_ROLES, Principal
 
 
@@ -35,17 +36,6 @@ def _read_password(password_stdin: bool) -> str:
             raise ValueError("no password on standard input")
         return line
     return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
-
-
-def _table(headers: list[str], rows: list[tuple]) -> None:
-    cells = [list(headers)] + [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            click.echo("  ".join("-" * w for w in widths))
-    if not rows:
-        click.echo("(none)")
 
 
 def _when(value: Any) -> str:
@@ -108,12 +98,13 @@ def user_list(c: Any, organisation: str | None) -> None:
     with rt.db.session() as s:
         org_id = tenants.get_organisation(s, organisation).id if organisation else None
         rows = people.list_users(s, org_id)
-        _table(
+        table(
             ["id", "username", "organisation", "role", "disabled", "created"],
             [
                 (u.id, u.username, u.organisation_id, u.role, u.disabled, _when(u.created_at))
                 for u in rows
             ],
+            none="",
         )
 
 
@@ -217,7 +208,7 @@ def token_list(c: Any, organisation: str | None) -> None:
     with rt.db.session() as s:
         org_id = tenants.get_organisation(s, organisation).id if organisation else None
         rows = people.list_tokens(s, org_id)
-        _table(
+        table(
             [
                 "id",
                 "prefix",
@@ -245,6 +236,7 @@ def token_list(c: Any, organisation: str | None) -> None:
                 )
                 for t in rows
             ],
+            none="",
         )
 
 

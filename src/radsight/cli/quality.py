@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from radsight.cli.errors import fail_cleanly
+from radsight.cli.tables import table
 
 
 def _actor() -> str:
@@ -255,7 +256,7 @@ def threshold_list(obj: Any, ref: str | None) -> None:
             for r in rows
         ]
     rt.close()
-    _table(
+    table(
         [
             "id",
             "algorithm",
@@ -315,7 +316,7 @@ def threshold_recalibrate(
                 _fmt(p["npv"]),
             )
         )
-    _table(["threshold", "value", "sensitivity", "specificity", "ppv", "npv"], rows)
+    table(["threshold", "value", "sensitivity", "specificity", "ppv", "npv"], rows)
     for line in rep["verdict"]:
         click.echo(f"  {line}")
 
@@ -366,18 +367,7 @@ def monitor_alerts(obj: Any, show_all: bool) -> None:
             for r in quality.list_alerts(s, open_only=not show_all)
         ]
     rt.close()
-    _table(
+    table(
         ["id", "kind", "severity", "algorithm", "org", "raised", "state", "webhook", "message"],
         rows,
     )
-
-
-def _table(headers: list[str], rows: list[tuple]) -> None:
-    cells = [[str(h) for h in headers]] + [[str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            click.echo("  ".join("-" * w for w in widths))
-    if not rows:
-        click.echo("(none)")
