@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         parents=[common],
         help="cross-validate and train the brain CT haemorrhage model, export it to ONNX",
     )
-    cb.add_argument("--epochs", type=int, default=18)
+    cb.add_argument("--epochs", type=int, default=200)
     cb.add_argument("--folds", type=int, default=5)
     # one thread: on the shared 2-core machine two threads ran 10x slower (oversubscribed)
     cb.add_argument("--threads", type=int, default=1)

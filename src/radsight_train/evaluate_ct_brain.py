@@ -9,7 +9,8 @@ and PNG figures to ``docs/models/ct-brain``:
 - the two real CQ500 DICOM cases through :class:`radsight.algorithms.ct_brain.BrainCTAlgorithm`
   exactly as the platform runs it (series selection, HU, ONNX Runtime on one thread);
 - speed and peak memory of a 40-slice 512 x 512 study;
-- pictures of the marks on the CQ500 slices.
+- pictures of the marks on the CQ500 slices, and of the synthetic collections that
+  training paints on normal slices (``train_ct_brain.add_collections``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def cv_figures(n_boot: int) -> dict:
         "ece": cal["ece"],
         "brier": cal["brier"],
         "calibration_table": cal["table"],
+        # held-out normal slices with a synthetic collection painted on, against the same
+        # slices as they are (written by training; absent for models trained without them)
+        "synthetic_collections": cv.get("synthetic_collections", {}),
     }
 
 
@@ -222,6 +226,56 @@ def roc_figure(out: Path) -> str:
     return "roc-cv.png"
 
 
+def synthetic_figure(data: Path, out: Path, count: int = 4) -> str:
+    """Brain-window pictures of normal training slices as they are and with a synthetic
+    chronic and acute collection, as training paints them (fixed seed; no scores: the
+    shipped model was trained on these slices)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from radsight_train.train_ct_brain import (
+        eval_channels,
+        load_cache,
+        read_items,
+        synthetic_channels,
+    )
+
+    normals = [it for it in read_items(data) if it[1] == 0][::25][:count]
+    cache = load_cache(normals)
+    idx = list(range(len(normals)))
+    rows = [
+        (
+            "as is",
+            np.stack(
+                [
+                    eval_channels(*(cache[k][i, 0].numpy() for k in ("g", "head", "rim")))
+                    for i in idx
+                ]
+            ),
+        ),
+        ("chronic (2-25 HU)", synthetic_channels(cache, idx, True, 7).numpy()),
+        ("acute (55-80 HU)", synthetic_channels(cache, idx, False, 7).numpy()),
+    ]
+    fig, axes = plt.subplots(len(rows), len(idx), figsize=(2 * len(idx), 2.1 * len(rows)), dpi=100)
+    for r, (title, x) in enumerate(rows):
+        for c in idx:
+            ax = axes[r, c]
+            ax.imshow(x[c, 0], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(title)
+            if r == 0:
+                ax.set_title(normals[c][0].stem, fontsize=9)
+    fig.suptitle("Synthetic extra-axial collections on normal training slices (brain window)")
+    fig.tight_layout()
+    fig.savefig(out / "synthetic-collections.png")
+    plt.close(fig)
+    return "synthetic-collections.png"
+
+
 def evaluate(data: Path, out: Path, n_boot: int = 2000) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     algorithm = BrainCTAlgorithm()
@@ -237,6 +291,12 @@ def evaluate(data: Path, out: Path, n_boot: int = 2000) -> dict:
             t=cv["threshold"], s=cv["sensitivity"], p=cv["specificity"], e=cv["ece"], b=cv["brier"]
         )
     )
+    for kind, fig in cv["synthetic_collections"].items():
+        print(
+            f"held-out normals with a synthetic {kind} collection vs as they are: AUROC "
+            f"{fig['auroc_vs_normals']:.3f} ({fig['ci'][0]:.3f}-{fig['ci'][1]:.3f}), "
+            f"sensitivity {fig['sensitivity']:.3f} at the threshold ({fig['n']} slices)"
+        )
     if (data / CQ500).is_dir():
         metrics["cq500"] = cq500_cases(data, algorithm)
         for name, res in metrics["cq500"].items():
@@ -248,5 +308,6 @@ def evaluate(data: Path, out: Path, n_boot: int = 2000) -> dict:
     metrics["speed"] = speed(algorithm)
     print(f"speed: {metrics['speed']}")
     metrics["roc_figure"] = roc_figure(out)
+    metrics["synthetic_figure"] = synthetic_figure(data, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     return metrics

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
@@ -42,7 +43,7 @@ from radsight.algorithms.ct_brain.preprocess import (
 from radsight_train.data import read_gray
 from radsight_train.metrics import auroc_ci
 from radsight_train.model import Block, _conv_bn, count_parameters
-from radsight_train.train_cxr import fit_temperature, set_seeds
+from radsight_train.train_cxr import set_seeds
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "radsight" / "algorithms" / "c
 DATASET = Path("ct-brain") / "head-ct-hemorrhage-256"
 #: share of the head size treated as the skull rim of a PNG slice
 RIM_FRACTION = 0.07
+#: share of normal training slices that get a synthetic extra-axial collection per step
+#: (:func:`add_collections`); 0 trains on the 200 real slices only (1.0.0)
+COLLECTION_SHARE = 0.5
+#: grey level above which a pixel in the outer band of a PNG head is skull (inner table)
+SKULL_GREY = 0.8
 
 
 class BrainNet(nn.Module):
@@ -124,22 +130,117 @@ def canvas_of(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.clip(g, 0, 1), head_c, rim
 
 
+def intracranial(g: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Pixels inside the skull's inner table on a PNG canvas (for synthetic collections).
+
+    The skull is every bright pixel of the head (grey >= :data:`SKULL_GREY`; only normal
+    slices get collections, so bright blood is not an issue); the intracranial space is the
+    largest non-skull region that does not touch the head's outline (the scalp and a grey
+    PNG background do). Where the skull ring is open and no such region is found, the
+    head eroded by the rim is used instead. Empty when the slice has no head.
+    """
+    if not head.any():
+        return np.zeros_like(head)
+    extent = max(1, int(np.ptp(np.nonzero(head)[0])))
+    labels, count = ndimage.label(head & (g < SKULL_GREY))
+    outline = head & ~erode(head, 1)
+    touching = set(np.unique(labels[outline]).tolist())
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    inner = [k for k in range(1, count + 1) if k not in touching]
+    region = labels == max(inner, key=lambda k: sizes[k]) if inner else np.zeros_like(head)
+    if region.sum() < 0.3 * head.sum():
+        region = erode(head, max(2, round(RIM_FRACTION * extent)))
+    return region
+
+
+def collection_geometry(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Depth below the inner table (px) and angle around the region's centre, per pixel."""
+    depth = ndimage.distance_transform_edt(region).astype(np.float32)
+    if not region.any():
+        return depth, np.zeros_like(depth)
+    rows, cols = np.nonzero(region)
+    yy, xx = np.mgrid[0 : region.shape[0], 0 : region.shape[1]]
+    theta = np.arctan2(yy - rows.mean(), xx - cols.mean()).astype(np.float32)
+    return depth, theta
+
+
+def add_collections(
+    hu: torch.Tensor,
+    cache: dict,
+    bi: torch.Tensor,
+    labels: torch.Tensor,
+    gen: torch.Generator,
+    share: float = COLLECTION_SHARE,
+    chronic_share: float = 0.6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint a synthetic extra-axial (subdural-like) collection on some normal slices.
+
+    The 200 training slices show acute, hyperdense blood only; a chronic subdural haematoma
+    is a hypodense crescent against the inner table (CQ500-CT-310 was missed). For a share
+    ``share`` of the normal slices in a batch, a crescent is drawn inside the skull: it
+    spans 60-160 degrees of arc around the head's centre, is 2.5-10 canvas px (about
+    5-20 mm) thick at its middle and tapers to nothing at its ends, and holds either
+    chronic fluid (hypodense, 2-25 HU; ``chronic_share`` of them) or acute blood
+    (hyperdense, 55-80 HU), with noise and a soft edge. Such slices are labelled
+    haemorrhage. No mass effect is drawn.
+    """
+    b = len(bi)
+    depth, theta = cache["depth"][bi], cache["theta"][bi]
+    pick = (labels == 0) & (torch.rand(b, generator=gen) < share)
+    pick &= depth.flatten(1).amax(1) > 12
+    if not bool(pick.any()):
+        return hu, labels
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return (torch.rand(b, generator=gen) * (hi - lo) + lo).view(b, 1, 1, 1)
+
+    centre, half, thick = u(-math.pi, math.pi), u(math.radians(30), math.radians(80)), u(2.5, 10)
+    off = torch.remainder(theta - centre + math.pi, 2 * math.pi) - math.pi
+    profile = (1 - (off / half) ** 2).clamp(min=0).sqrt()
+    alpha = ((thick * profile - depth + 1).clamp(0, 1)) * (depth > 0)
+    chronic = torch.rand(b, generator=gen).view(b, 1, 1, 1) < chronic_share
+    density = torch.where(chronic, u(2, 25), u(55, 80))
+    fluid = density + torch.randn(hu.shape, generator=gen) * 3
+    painted = hu * (1 - alpha) + fluid * alpha
+    hu = torch.where(pick.view(b, 1, 1, 1), painted, hu)
+    return hu, torch.where(pick, torch.ones_like(labels), labels)
+
+
+def synthetic_channels(cache: dict, idx: list[int], chronic: bool, seed: int) -> torch.Tensor:
+    """Held-out check: these (normal) slices at the fixed 40/80 window, each with a synthetic
+    collection (chronic or acute), as the model input. Slices too small to hold one stay
+    as they are (:func:`add_collections`)."""
+    bi = torch.tensor(idx)
+    g, head, rim = cache["g"][bi], cache["head"][bi], cache["rim"][bi]
+    hu = torch.where(head, g.clamp(0, 1) * 80.0, torch.full_like(g, -1000.0))
+    hu = torch.where(rim & (g >= 0.97), torch.full_like(hu, 1000.0), hu)
+    gen = torch.Generator().manual_seed(seed)
+    zeros = torch.zeros(len(idx))
+    hu, _ = add_collections(hu, cache, bi, zeros, gen, 1.0, 1.0 if chronic else 0.0)
+    return _windows(hu)
+
+
 def eval_channels(g: np.ndarray, head: np.ndarray, rim: np.ndarray) -> np.ndarray:
     """The fixed (no augmentation) input of a PNG slice: window 40/80, skull 1000 HU."""
     return to_channels(pseudo_hu(g, head, rim))
 
 
 def load_cache(items: list[tuple[Path, int]]) -> dict[str, torch.Tensor]:
-    gs, heads, rims = [], [], []
+    gs, heads, rims, depths, thetas = [], [], [], [], []
     for path, _ in items:
         g, h, r = canvas_of(path)
+        depth, theta = collection_geometry(intracranial(g, h))
         gs.append(g)
         heads.append(h)
         rims.append(r)
+        depths.append(depth)
+        thetas.append(theta)
     return {
         "g": torch.from_numpy(np.stack(gs)).unsqueeze(1),
         "head": torch.from_numpy(np.stack(heads)).unsqueeze(1),
         "rim": torch.from_numpy(np.stack(rims)).unsqueeze(1),
+        "depth": torch.from_numpy(np.stack(depths)).unsqueeze(1),
+        "theta": torch.from_numpy(np.stack(thetas)).unsqueeze(1),
         "label": torch.tensor([y for _, y in items], dtype=torch.float32),
     }
 
@@ -149,8 +250,11 @@ def _windows(hu: torch.Tensor) -> torch.Tensor:
     return torch.cat(chans, 1)
 
 
-def augmented_batch(cache: dict, bi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Pseudo-HU with a random window, skull density and noise; then geometry; then windows."""
+def augmented_batch(
+    cache: dict, bi: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-HU with a random window, skull density and noise, synthetic collections on
+    some normal slices; then geometry; then windows. Returns the batch and its labels."""
     g, head, rim = cache["g"][bi], cache["head"][bi], cache["rim"][bi]
     b = len(bi)
 
@@ -163,6 +267,7 @@ def augmented_batch(cache: dict, bi: torch.Tensor, gen: torch.Generator) -> torc
     hu = hu + torch.randn(hu.shape, generator=gen) * u(0, 5)
     hu = torch.where(head, hu, torch.full_like(hu, -1000.0))
     hu = torch.where(rim & (g >= 0.97), bone.expand_as(hu), hu)
+    hu, labels = add_collections(hu, cache, bi, cache["label"][bi], gen)
     angle = u(-15, 15).view(b) * math.pi / 180
     scale = torch.exp(u(math.log(0.88), math.log(1.12))).view(b)
     flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
@@ -178,7 +283,7 @@ def augmented_batch(cache: dict, bi: torch.Tensor, gen: torch.Generator) -> torc
     hu = F.grid_sample(hu + 1024, grid, mode="bilinear", align_corners=False) - 1024
     blur = (torch.rand(b, generator=gen) < 0.3).view(b, 1, 1, 1).float()
     hu = blur * F.avg_pool2d(hu, 3, 1, 1, count_include_pad=False) + (1 - blur) * hu
-    return _windows(hu)
+    return _windows(hu), labels
 
 
 def fit(cache: dict, train_idx: list[int], epochs: int, seed: int) -> BrainNet:
@@ -196,9 +301,9 @@ def fit(cache: dict, train_idx: list[int], epochs: int, seed: int) -> BrainNet:
         rng.shuffle(order)
         for s in range(0, len(order), batch):
             bi = torch.tensor(order[s : s + batch])
-            x = augmented_batch(cache, bi, gen)
+            x, y = augmented_batch(cache, bi, gen)
             logit, _ = model(x)
-            loss = F.binary_cross_entropy_with_logits(logit, cache["label"][bi])
+            loss = F.binary_cross_entropy_with_logits(logit, y)
             lr = 2e-3 * min(1.0, (step + 1) / 20) * 0.5 * (1 + math.cos(math.pi * step / steps))
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -222,6 +327,18 @@ def youden(prob: np.ndarray, labels: np.ndarray) -> float:
         if j > best:
             best, t_best = j, float(t)
     return round(t_best, 4)
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Platt scaling as ``sigmoid((logit - shift) / T)``: the pair with the least NLL on a
+    grid. Temperature alone (1.0.0) cannot undo the shift in the logits' base rate that
+    training with synthetic positives brings (half the normal slices of a batch painted)."""
+    ts = np.exp(np.linspace(math.log(0.25), math.log(8), 200))
+    shifts = np.linspace(-6, 6, 241)
+    z = (logits[None, None, :] - shifts[None, :, None]) / ts[:, None, None]
+    nll = (np.logaddexp(0, z) - labels[None, None, :] * z).mean(axis=2)
+    i, j = np.unravel_index(int(np.argmin(nll)), nll.shape)
+    return float(ts[i]), float(shifts[j])
 
 
 def export_onnx(model: BrainNet, path: Path) -> None:
@@ -255,28 +372,57 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
     )
     fold = folds_for(labels, folds)
     oof = np.zeros(len(items))
+    synthetic = {"chronic": np.full(len(items), np.nan), "acute": np.full(len(items), np.nan)}
     for k in range(folds):
         tf = time.time()
         train_idx = [i for i in range(len(items)) if fold[i] != k]
         test_idx = [i for i in range(len(items)) if fold[i] == k]
         model = fit(cache, train_idx, epochs, SEED + k)
         oof[test_idx] = predict(model, fixed[test_idx])
+        normals = [i for i in test_idx if labels[i] == 0]
+        for kind in synthetic:
+            x = synthetic_channels(cache, normals, kind == "chronic", SPLIT_SEED + k)
+            synthetic[kind][normals] = predict(model, x)
         y = np.array(labels)[test_idx]
         auc, _, _ = auroc_ci(y, oof[test_idx], n_boot=10)
         log.info("fold %d/%d: AUROC %.3f (%.0f s)", k + 1, folds, auc, time.time() - tf)
     y = np.array(labels)
     auc, lo, hi = auroc_ci(y, oof)
-    temperature = fit_temperature(oof, y.astype(np.float64), np.ones(len(y)))
-    prob = 1 / (1 + np.exp(-oof / temperature))
+    temperature, shift = fit_platt(oof, y.astype(np.float64))
+    prob = 1 / (1 + np.exp(-(oof - shift) / temperature))
     threshold = youden(prob, y)
     log.info(
-        "CV slice AUROC %.3f (95%% CI %.3f-%.3f), T %.3f, threshold %.4f",
+        "CV slice AUROC %.3f (95%% CI %.3f-%.3f), T %.3f, shift %.3f, threshold %.4f",
         auc,
         lo,
         hi,
         temperature,
+        shift,
         threshold,
     )
+    synthetic_figures = {}
+    normal = y == 0
+    for kind, logits in synthetic.items():
+        held = logits[normal]
+        s_auc, s_lo, s_hi = auroc_ci(
+            np.r_[np.ones(len(held)), np.zeros(len(held))], np.r_[held, oof[normal]]
+        )
+        sens = float((1 / (1 + np.exp(-(held - shift) / temperature)) >= threshold).mean())
+        synthetic_figures[kind] = {
+            "auroc_vs_normals": round(s_auc, 4),
+            "ci": [round(s_lo, 4), round(s_hi, 4)],
+            "sensitivity": round(sens, 4),
+            "n": len(held),
+        }
+        log.info(
+            "held-out normals with a synthetic %s collection vs as they are: AUROC %.3f "
+            "(%.3f-%.3f), sensitivity %.3f at the threshold",
+            kind,
+            s_auc,
+            s_lo,
+            s_hi,
+            sens,
+        )
     final = fit(cache, list(range(len(items))), epochs, SEED)
     onnx_path = MODEL_DIR / "ct_brain.onnx"
     export_onnx(final, onnx_path)
@@ -288,6 +434,7 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
         "input": {"size": SIZE, "channels": [w.name for w in CHANNELS], "range": [0.0, 1.0]},
         "outputs": {"logit": "haemorrhage logit", "cam": "haemorrhage logit map at 1/8"},
         "temperature": round(temperature, 4),
+        "logit_shift": round(shift, 4),
         "thresholds": {"haemorrhage": threshold},
         "min_slices": 1,
         "region": {"level": 0.5, "max_slices": 6},
@@ -296,6 +443,7 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
             "split_seed": SPLIT_SEED,
             "auroc": round(auc, 4),
             "ci": [round(lo, 4), round(hi, 4)],
+            "synthetic_collections": synthetic_figures,
             "oof": [
                 {"id": p.stem, "label": int(yy), "fold": int(f), "probability": round(float(pp), 5)}
                 for (p, yy), f, pp in zip(items, fold, prob, strict=True)
@@ -304,6 +452,7 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
         "training": {
             "seed": SEED,
             "epochs": epochs,
+            "collection_share": COLLECTION_SHARE,
             "threads": threads,
             "seconds": seconds,
             "torch": torch.__version__,

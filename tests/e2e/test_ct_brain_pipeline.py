@@ -107,6 +107,9 @@ def test_cq500_cases_get_haemorrhage_results(tmp_path, make_server, storescp, sh
     # the plainly visible acute haematoma is found: abnormal and urgent, with a mark
     assert haematoma["verdict"] == "abnormal" and haematoma["urgent"] is True
     assert haematoma["report"]["findings"][0]["regions"]
+    # the chronic subdural collection of CQ500-CT-310 is found too (1.1.0), urgent, marked
+    assert positive["verdict"] == "abnormal" and positive["urgent"] is True
+    assert positive["report"]["findings"][0]["regions"]
     # CQ500-CT-1 (ICH by 3 of 3 readers) scores above CQ500-CT-0 (no ICH by 2 of 3)
     assert haematoma["study_score"] > negative["study_score"]
     for row in (negative, positive, haematoma):

@@ -184,7 +184,7 @@ class BrainCTAlgorithm(Algorithm):
     """Intracranial haemorrhage on non-contrast head CT, slice and study level, with marks."""
 
     name = "radsight-ct-brain"
-    version = "1.0.0"
+    version = "1.1.0"
     study_types: tuple[str, ...] = ("ct-brain",)
     time_limit_s = 120.0
     description = (
@@ -234,11 +234,13 @@ class BrainCTAlgorithm(Algorithm):
             batch.append(channels)
             boxes.append((box, crop))
         logits, cams = _get_session().run(None, {"image": np.stack(batch)})
+        # Platt scaling fitted on the out-of-fold logits: p = sigmoid((logit - shift) / T)
         temperature = float(CONFIG["temperature"])
+        shift = float(CONFIG.get("logit_shift", 0.0))
         level = float(CONFIG["region"]["level"])
         out = []
         for k, i in enumerate(indices):
-            prob_map = _sigmoid(cams[k, 0].astype(np.float64) / temperature)
+            prob_map = _sigmoid((cams[k, 0].astype(np.float64) - shift) / temperature)
             box, crop = boxes[k]
             cell = size / prob_map.shape[0]
             # the mark stays on the patient: cells mostly denser than -20 HU (the subdural
@@ -255,7 +257,9 @@ class BrainCTAlgorithm(Algorithm):
                     index=i,
                     sop_instance_uid=image.sop_instance_uid,
                     frame_number=image.frame_number,
-                    probability=float(_sigmoid(np.asarray(logits[k], np.float64) / temperature)),
+                    probability=float(
+                        _sigmoid((np.asarray(logits[k], np.float64) - shift) / temperature)
+                    ),
                     cam=prob_map,
                     bounds=_source_bounds(cells, cell, box, crop.col0, crop.row0),
                 )
