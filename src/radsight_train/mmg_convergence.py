@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from radsight_train import mmg_convergence_maps as cv
-from radsight_train.data import SPLIT_SEED, read_gray
+from radsight_train.data import read_gray
 from radsight_train.metrics import auroc, wilson
 from radsight_train.train_mmg import (
     RANKER_C,
@@ -57,6 +57,7 @@ from radsight_train.train_mmg import (
     image_features,
     mias_items,
     pair_folds,
+    paired_hits,
 )
 
 log = logging.getLogger(__name__)
@@ -309,15 +310,7 @@ def marks_experiment(items: list, sets: dict[str, Candidates], fold: np.ndarray)
         test = located[fold[located] == k]
         nested[test] = _top_hits(c, _fit_cols(c.rows, c.hit, fold[c.image] != k), test)
     nested = nested[located]
-    rng = np.random.default_rng(SPLIT_SEED)
-    draws = rng.integers(0, len(located), (2000, len(located)))
-
-    def paired(a: np.ndarray, b: np.ndarray) -> list[float]:
-        diff = a[draws].mean(1) - b[draws].mean(1)
-        return [
-            round(float(a.mean() - b.mean()), 3),
-            *np.percentile(diff, [2.5, 97.5]).round(3).tolist(),
-        ]
+    paired = paired_hits(len(located))
 
     coverage = {}
     for n in ("shipped_1.1.0", "conv_cands+conv_feats"):

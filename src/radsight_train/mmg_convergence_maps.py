@@ -33,6 +33,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from radsight.algorithms.mmg.features import _erode
+
 __all__ = [
     "CI_RINGS",
     "IMAGE_FEATURES",
@@ -156,14 +158,6 @@ def _smooth(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     ]
     den = np.fft.irfft2(np.fft.rfft2(mask, s=shape) * g, s=shape)[: img.shape[0], : img.shape[1]]
     return np.where(mask > 0, num / np.maximum(den, 1e-3), 0.0)
-
-
-def _erode(mask: np.ndarray, r: int) -> np.ndarray:
-    m = mask > 0
-    c = np.pad(m.astype(np.int32), ((r + 1, r), (r + 1, r))).cumsum(0).cumsum(1)
-    k = 2 * r + 1
-    box = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-    return np.asarray(box == k * k)
 
 
 def _half(a: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -812,16 +813,7 @@ def generator_experiment(
     first = next(iter(cands))
     blob = cands[first].blob_top_hit[located]
     old = per_combo[(first, "plus_place_terms")]  # 1.1.0's shipped pair
-    rng = np.random.default_rng(SPLIT_SEED)
-    draws = rng.integers(0, len(located), (2000, len(located)))
-
-    def paired(a: np.ndarray, b: np.ndarray) -> list[float]:
-        diff = a[draws].mean(1) - b[draws].mean(1)
-        return [
-            round(float(a.mean() - b.mean()), 3),
-            *np.percentile(diff, [2.5, 97.5]).round(3).tolist(),
-        ]
-
+    paired = paired_hits(len(located))
     ship = max(combos, key=lambda c: int(per_combo[c].sum()))
     coverage = {}
     for g, c in cands.items():
@@ -898,6 +890,22 @@ def stacking_experiment(
     return _bootstrap(
         labels, {"shipped_design": base, "plus_ranker_score": stacked}, "shipped_design"
     )
+
+
+def paired_hits(n: int, draws: int = 2000) -> Callable[[np.ndarray, np.ndarray], list[float]]:
+    """A function giving the paired difference of two per-image hit vectors (length ``n``)
+    and its 95 % CI from ``draws`` bootstrap resamples of the images (seed SPLIT_SEED):
+    ``[difference, low, high]``, rounded to 3 decimals."""
+    rows = np.random.default_rng(SPLIT_SEED).integers(0, n, (draws, n))
+
+    def paired(a: np.ndarray, b: np.ndarray) -> list[float]:
+        diff = a[rows].mean(1) - b[rows].mean(1)
+        return [
+            round(float(a.mean() - b.mean()), 3),
+            *np.percentile(diff, [2.5, 97.5]).round(3).tolist(),
+        ]
+
+    return paired
 
 
 def _bootstrap(labels: np.ndarray, scores: dict[str, np.ndarray], base: str) -> dict:
