@@ -316,6 +316,8 @@ def image_summary(maps: ConvergenceMaps, top: int = TOP) -> np.ndarray:
 
 
 def _local_max(a: np.ndarray) -> np.ndarray:
+    """Not below any of the 8 neighbours (>=, where ``features._local_max`` asks >): the
+    maps on the coarse 256-px grid have flat tops, which a strict test would drop."""
     p = np.pad(a, 1, constant_values=-np.inf)
     out = np.ones(a.shape, bool)
     for dy in (0, 1, 2):

@@ -130,6 +130,16 @@ def canvas_of(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.clip(g, 0, 1), head_c, rim
 
 
+def _uniform(b: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+    """``b`` draws from U(lo, hi), shaped to broadcast over a (b, 1, H, W) batch."""
+    return (torch.rand(b, generator=gen) * (hi - lo) + lo).view(b, 1, 1, 1)
+
+
+def _calibrated(logits: np.ndarray, temperature: float, shift: float) -> np.ndarray:
+    """The probabilities the platform reports: ``sigmoid((logit - shift) / T)``."""
+    return 1 / (1 + np.exp(-(logits - shift) / temperature))
+
+
 def intracranial(g: np.ndarray, head: np.ndarray) -> np.ndarray:
     """Pixels inside the skull's inner table on a PNG canvas (for synthetic collections).
 
@@ -192,7 +202,7 @@ def add_collections(
         return hu, labels
 
     def u(lo: float, hi: float) -> torch.Tensor:
-        return (torch.rand(b, generator=gen) * (hi - lo) + lo).view(b, 1, 1, 1)
+        return _uniform(b, lo, hi, gen)
 
     centre, half, thick = u(-math.pi, math.pi), u(math.radians(30), math.radians(80)), u(2.5, 10)
     off = torch.remainder(theta - centre + math.pi, 2 * math.pi) - math.pi
@@ -211,9 +221,9 @@ def synthetic_channels(cache: dict, idx: list[int], chronic: bool, seed: int) ->
     collection (chronic or acute), as the model input. Slices too small to hold one stay
     as they are (:func:`add_collections`)."""
     bi = torch.tensor(idx)
-    g, head, rim = cache["g"][bi], cache["head"][bi], cache["rim"][bi]
-    hu = torch.where(head, g.clamp(0, 1) * 80.0, torch.full_like(g, -1000.0))
-    hu = torch.where(rim & (g >= 0.97), torch.full_like(hu, 1000.0), hu)
+    hu = torch.from_numpy(
+        np.stack([pseudo_hu(*(cache[k][i, 0].numpy() for k in ("g", "head", "rim"))) for i in idx])
+    ).unsqueeze(1)
     gen = torch.Generator().manual_seed(seed)
     zeros = torch.zeros(len(idx))
     hu, _ = add_collections(hu, cache, bi, zeros, gen, 1.0, 1.0 if chronic else 0.0)
@@ -259,7 +269,7 @@ def augmented_batch(
     b = len(bi)
 
     def u(lo: float, hi: float) -> torch.Tensor:
-        return (torch.rand(b, generator=gen) * (hi - lo) + lo).view(b, 1, 1, 1)
+        return _uniform(b, lo, hi, gen)
 
     center, width, bone = u(30, 50), u(70, 120), u(500, 1500)
     gamma = torch.exp(u(math.log(0.8), math.log(1.25)))
@@ -389,7 +399,7 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
     y = np.array(labels)
     auc, lo, hi = auroc_ci(y, oof)
     temperature, shift = fit_platt(oof, y.astype(np.float64))
-    prob = 1 / (1 + np.exp(-(oof - shift) / temperature))
+    prob = _calibrated(oof, temperature, shift)
     threshold = youden(prob, y)
     log.info(
         "CV slice AUROC %.3f (95%% CI %.3f-%.3f), T %.3f, shift %.3f, threshold %.4f",
@@ -407,7 +417,7 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
         s_auc, s_lo, s_hi = auroc_ci(
             np.r_[np.ones(len(held)), np.zeros(len(held))], np.r_[held, oof[normal]]
         )
-        sens = float((1 / (1 + np.exp(-(held - shift) / temperature)) >= threshold).mean())
+        sens = float((_calibrated(held, temperature, shift) >= threshold).mean())
         synthetic_figures[kind] = {
             "auroc_vs_normals": round(s_auc, 4),
             "ci": [round(s_lo, 4), round(s_hi, 4)],

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from radsight.algorithms.ct_brain.preprocess import pseudo_hu  # noqa: E402
 from radsight_train import train_ct_brain as T  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,9 +30,13 @@ def cache() -> dict:
 
 
 def _hu(cache: dict) -> torch.Tensor:
-    g, head, rim = cache["g"], cache["head"], cache["rim"]
-    hu = torch.where(head, g * 80.0, torch.full_like(g, -1000.0))
-    return torch.where(rim & (g >= 0.97), torch.full_like(hu, 1000.0), hu)
+    """The slices in pseudo-HU at the fixed 40/80 window, as a (n, 1, H, W) batch."""
+    n = len(cache["label"])
+    return torch.from_numpy(
+        np.stack(
+            [pseudo_hu(*(cache[k][i, 0].numpy() for k in ("g", "head", "rim"))) for i in range(n)]
+        )
+    ).unsqueeze(1)
 
 
 @pytest.mark.parametrize("chronic", [True, False])
