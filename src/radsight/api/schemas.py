@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Read(BaseModel):
@@ -101,6 +102,21 @@ class JobRead(_Read):
     run_after: datetime
 
 
+def result_file_url(result_id: int, position: int) -> str:
+    """Where ``GET`` returns one output of a result as ``application/dicom``."""
+    return f"/api/results/{result_id}/files/{position}"
+
+
+class ResultObjectRead(BaseModel):
+    """One output of a result: its role (``sr``, ``sc``, ...), SOP class, UIDs and URL."""
+
+    role: str
+    sop_class_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    url: str
+
+
 class ResultRead(_Read):
     id: int
     organisation_id: int
@@ -113,11 +129,43 @@ class ResultRead(_Read):
     verdict: str
     urgent: bool
     report: dict
+    #: every stored output, in encoder order (empty when not analysed)
+    outputs: list[ResultObjectRead]
+    #: the SR's SOP Instance UID and the SC series' UID, from ``outputs``
     sr_sop_instance_uid: str
     sc_series_instance_uid: str
-    output_keys: list[str]
+    output_keys: list[str] = Field(
+        description="object-store keys of the outputs, in order; use outputs[].url",
+        json_schema_extra={"deprecated": True},
+    )
     analysis_seconds: float | None
     created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outputs_from_objects(cls, data: Any) -> Any:
+        """A result row's typed objects -> ``outputs`` and the fields derived from them."""
+        objects = getattr(data, "objects", None)
+        if objects is None:
+            return data
+        fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        first = {o.role: o for o in reversed(objects)}
+        fields["outputs"] = [
+            ResultObjectRead(
+                role=o.role,
+                sop_class_uid=o.sop_class_uid,
+                series_instance_uid=o.series_instance_uid,
+                sop_instance_uid=o.sop_instance_uid,
+                url=result_file_url(data.id, i),
+            )
+            for i, o in enumerate(objects)
+        ]
+        fields["sr_sop_instance_uid"] = first["sr"].sop_instance_uid if "sr" in first else ""
+        fields["sc_series_instance_uid"] = (
+            first["sc"].series_instance_uid if "sc" in first else ""
+        )
+        fields["output_keys"] = [o.storage_key for o in objects]
+        return fields
 
 
 class StudyDetail(StudyRead):

@@ -5,7 +5,7 @@ they raise (:func:`run_checks`). Monitoring reads the store; it never blocks the
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,31 +20,40 @@ from radsight.store.scope import OrgScope
 log = logging.getLogger(__name__)
 
 
+#: role -> (the check of one stored object of that role, the defect when it is unreadable);
+#: a new output type adds its check here (a role without one is stored but not checked)
+OBJECT_CHECKS: dict[str, tuple[Callable[[bytes, str], list[str]], str]] = {
+    "sr": (technical.check_sr, "sr_invalid"),
+    "sc": (technical.check_sc_header, "sc_invalid"),
+}
+
+
 def output_defects(rt: Runtime, s: Any, results: list[dict[str, Any]]) -> dict[int, list[str]]:
-    """Read back each result's SR (and SC headers) and count what is wrong."""
+    """Read back each result's objects, check each by its role, and count what is wrong.
+
+    A result without an SR is ``sr_invalid``; one whose SC count differs from the frames
+    its analysis job was given is ``sc_count_mismatch``.
+    """
     frames = monitoring.analysed_frames(s, sorted({r["study_id"] for r in results}))
     defects: dict[int, list[str]] = {}
     for row in results:
         found: list[str] = []
-        keys = row["output_keys"]
-        if not keys:
+        objects = row["objects"]
+        if not any(o["role"] == "sr" for o in objects):
             found.append("sr_invalid")
-        else:
+        for obj in objects:
+            if obj["role"] not in OBJECT_CHECKS:
+                continue
+            check, unreadable = OBJECT_CHECKS[obj["role"]]
             try:
-                found += technical.check_sr(rt.files.get(keys[0]), row["study_instance_uid"])
+                bad = check(rt.files.get(obj["storage_key"]), row["study_instance_uid"])
             except RadsightError:  # the object is gone from the store
-                found.append("sr_invalid")
-            for key in keys[1:]:
-                try:
-                    bad = technical.check_sc_header(rt.files.get(key), row["study_instance_uid"])
-                except RadsightError:
-                    bad = ["sc_invalid"]
-                found += [d for d in bad if d not in found]
-            expected = frames.get(
-                (row["study_id"], row["algorithm_name"], row["algorithm_version"])
-            )
-            if expected is not None and len(keys) - 1 != expected:
-                found.append("sc_count_mismatch")
+                bad = [unreadable]
+            found += [d for d in bad if d not in found]
+        expected = frames.get((row["study_id"], row["algorithm_name"], row["algorithm_version"]))
+        captures = sum(o["role"] == "sc" for o in objects)
+        if objects and expected is not None and captures != expected:
+            found.append("sc_count_mismatch")
         if found:
             defects[row["result_id"]] = found
     return defects

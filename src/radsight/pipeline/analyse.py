@@ -1,4 +1,4 @@
-"""The body of an analysis job: one (study, algorithm version) -> SR + SC + JSON.
+"""The body of an analysis job: one (study, algorithm version) -> its outputs + JSON.
 
 Called by whichever runner executes jobs (the embedded worker processes, or Celery
 workers when scaled out): it takes the job row's keys and does the rest through the store.
@@ -19,7 +19,6 @@ import pydicom
 
 from radsight.algorithms.contract import Algorithm
 from radsight.algorithms.registry import Registry
-from radsight.dicom.uids import result_uid
 from radsight.errors import (
     AlgorithmError,
     EncodingError,
@@ -29,7 +28,7 @@ from radsight.errors import (
 )
 from radsight.pipeline.inputs import study_input_from
 from radsight.pipeline.jobs import deliver_key
-from radsight.results import AnalysisReport, build_measurement_report, build_secondary_captures
+from radsight.results import AnalysisReport, ResultObject, encode_results, result_uids
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 from radsight.store import quality as qualitystore
@@ -91,7 +90,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         report = AnalysisReport.from_analysis(algorithm, analysis, thresholds)
     except ValueError as exc:
         raise EncodingError(str(exc)) from exc
-    keys, sr_uid, sc_series = _encode_and_store(rt, study, algorithm, report, datasets)
+    objects = _encode_and_store(rt, study, algorithm, report, datasets)
     with rt.db.session() as s:
         row, new = resultstore.save_result(
             s,
@@ -104,9 +103,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             verdict=report.verdict,
             urgent=report.urgent,
             report=report.to_json(),
-            sr_sop_instance_uid=sr_uid,
-            sc_series_instance_uid=sc_series,
-            output_keys=keys,
+            objects=objects,
             analysis_seconds=seconds,
         )
         worklist_store.refresh_study_priority(s, study.id)
@@ -130,23 +127,13 @@ def _encode_and_store(
     algorithm: Algorithm,
     report: AnalysisReport,
     datasets: Sequence[pydicom.Dataset],
-) -> tuple[list[str], str, str]:
-    seed = (study.organisation_id, study.study_instance_uid, algorithm.name, algorithm.version)
-    sr_series = result_uid(*seed, "sr-series")
-    sr_uid = result_uid(*seed, "sr")
-    sc_series = result_uid(*seed, "sc-series")
-    sc_uids = []
-    for ds in datasets:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        for f in range(frames):
-            sc_uids.append(result_uid(*seed, "sc", ds.SOPInstanceUID, f))
+) -> list[ResultObject]:
+    """Run every registered encoder and store its objects; return them in encoder order."""
+    uid = result_uids(
+        study.organisation_id, study.study_instance_uid, algorithm.name, algorithm.version
+    )
     try:
-        sr = build_measurement_report(
-            datasets, report, series_instance_uid=sr_series, sop_instance_uid=sr_uid
-        )
-        scs = build_secondary_captures(
-            datasets, report, series_instance_uid=sc_series, sop_instance_uids=sc_uids
-        )
+        encoded = encode_results(datasets, report, uid)
     except (ValueError, TypeError, AttributeError) as exc:
         raise EncodingError(f"could not encode results: {exc}") from exc
     base = "/".join(
@@ -157,14 +144,14 @@ def _encode_and_store(
             safe_component(f"{algorithm.name}-{algorithm.version}"),
         )
     )
-    keys = []
-    for name, ds in [("sr.dcm", sr)] + [(f"sc-{i + 1:04d}.dcm", d) for i, d in enumerate(scs)]:
+    objects = []
+    for obj in encoded:
         buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        key = f"{base}/{name}"
+        obj.dataset.save_as(buf, enforce_file_format=True)
+        key = f"{base}/{obj.file_name}"
         rt.files.put(key, buf.getvalue())
-        keys.append(key)
-    return keys, sr_uid, sc_series
+        objects.append(obj.stored_as(key))
+    return objects
 
 
 def _save_not_analysed(

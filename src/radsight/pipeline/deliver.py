@@ -1,12 +1,25 @@
-"""The body of a delivery job: C-STORE one result's SR and SC to one destination."""
+"""The body of a delivery job: C-STORE one result's objects (SR, SCs, ...) to one destination."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from radsight.delivery.cstore import Target, send_files
 from radsight.errors import DestinationDisabled, NotFound
 from radsight.runtime import Runtime
 from radsight.store import results as resultstore
-from radsight.store.tables import DestinationRow, JobRow
+from radsight.store.tables import DestinationRow, JobRow, ResultObjectRow
+
+
+def objects_for(
+    dest: DestinationRow, objects: Sequence[ResultObjectRow]
+) -> list[ResultObjectRow]:
+    """The objects of a result that ``dest`` receives, in the result's order.
+
+    Every role today. This is the one place a destination's choice of roles (for
+    instance a PACS that takes the SR but not the Secondary Captures) will apply.
+    """
+    return list(objects)
 
 
 def run_delivery(rt: Runtime, job: JobRow) -> int:
@@ -22,7 +35,7 @@ def run_delivery(rt: Runtime, job: JobRow) -> int:
                 f"destination {dest.name!r} is disabled; enable it and retry job {job.id}"
             )
         target = Target(dest.ae_title, dest.host, dest.port)
-        keys = list(result.output_keys)
+        keys = [o.storage_key for o in objects_for(dest, result.objects)]
     files = [rt.files.get(k) for k in keys]
     return send_files(
         target,

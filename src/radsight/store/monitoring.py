@@ -106,7 +106,7 @@ def analysed_results(
                 "study_id": study.id,
                 "study_instance_uid": study.study_instance_uid,
                 "study_type": study.study_type,
-                "output_keys": list(res.output_keys or []),
+                "objects": [{"role": o.role, "storage_key": o.storage_key} for o in res.objects],
                 "study_score": res.study_score,
                 "verdict": res.verdict,
                 "received_at": study.first_received_at,

@@ -1,6 +1,13 @@
-"""Results: one row per (study, algorithm version), analysed or not analysed."""
+"""Results: one row per (study, algorithm version), analysed or not analysed.
+
+An analysed result owns its stored outputs as ``ResultRow.objects``: ordered rows of
+``result_objects``, each with its role (``sr``, ``sc``, ...) and SOP class.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -8,7 +15,7 @@ from sqlalchemy.orm import Session
 from radsight.errors import NotFound
 from radsight.store.clock import utcnow
 from radsight.store.scope import OrgScope, org_filter
-from radsight.store.tables import ResultRow
+from radsight.store.tables import ResultObjectRow, ResultRow
 
 
 def get_result_for(
@@ -23,8 +30,28 @@ def get_result_for(
     )
 
 
-def save_result(s: Session, **fields: object) -> tuple[ResultRow, bool]:
-    """Insert the result unless it exists already (a rerun after a crash); return (row, new)."""
+class StoredObject(Protocol):
+    """What the store keeps of one output (``radsight.results.ResultObject`` has it)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def sop_class_uid(self) -> str: ...
+    @property
+    def series_instance_uid(self) -> str: ...
+    @property
+    def sop_instance_uid(self) -> str: ...
+    @property
+    def storage_key(self) -> str: ...
+
+
+def save_result(
+    s: Session, *, objects: Sequence[StoredObject] = (), **fields: object
+) -> tuple[ResultRow, bool]:
+    """Insert the result and its outputs unless it exists already (a rerun after a crash).
+
+    ``objects`` are stored in the order given; return (row, new).
+    """
     existing = get_result_for(
         s,
         fields["study_id"],  # type: ignore[arg-type]
@@ -33,7 +60,21 @@ def save_result(s: Session, **fields: object) -> tuple[ResultRow, bool]:
     )
     if existing is not None:
         return existing, False
-    row = ResultRow(created_at=utcnow(), **fields)
+    row = ResultRow(
+        created_at=utcnow(),
+        objects=[
+            ResultObjectRow(
+                position=i,
+                role=o.role,
+                sop_class_uid=o.sop_class_uid,
+                series_instance_uid=o.series_instance_uid,
+                sop_instance_uid=o.sop_instance_uid,
+                storage_key=o.storage_key,
+            )
+            for i, o in enumerate(objects)
+        ],
+        **fields,
+    )
     s.add(row)
     s.flush()
     return row, True

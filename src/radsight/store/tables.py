@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -232,12 +232,33 @@ class ResultRow(Base):
     verdict: Mapped[str] = mapped_column(String(16), default="")
     urgent: Mapped[bool] = mapped_column(default=False)
     report: Mapped[dict] = mapped_column(JSON, default=dict)
-    sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
-    sc_series_instance_uid: Mapped[str] = mapped_column(String(64), default="")
-    #: object-store keys of the SR and the SC images
-    output_keys: Mapped[list] = mapped_column(JSON, default=list)
     analysis_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = _ts()
+    #: the stored outputs (SR, SCs, ...), each with its role, in encoder order
+    objects: Mapped[list[ResultObjectRow]] = relationship(
+        order_by="ResultObjectRow.position", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class ResultObjectRow(Base):
+    """One stored output of a result: its role (``sr``, ``sc``, ...), SOP class and UIDs.
+
+    A table, not a JSON column of ``results``: "the SR of result X" is a filter on
+    ``role``, and a DICOMweb lookup of an output by SOP Instance UID is an index lookup.
+    """
+
+    __tablename__ = "result_objects"
+    __table_args__ = (UniqueConstraint("result_id", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id"), index=True)
+    #: the order the encoders built them in (0, 1, ...), which is the delivery order
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    #: empty for a migrated SC whose UID could not be worked out (see migration 0004)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str] = mapped_column(String(512))
 
 
 # --------------------------------------------------------------------------------------

@@ -109,11 +109,14 @@ def get_result(result_id: int, s: SessionDep, principal: PrincipalDep) -> object
 def get_result_file(
     result_id: int, index: int, s: SessionDep, rt: RuntimeDep, principal: PrincipalDep
 ) -> Response:
-    """The result's DICOM objects: index 0 is the SR, 1.. the Secondary Captures."""
+    """One of the result's DICOM objects, in the order of its ``outputs`` (each one's
+    ``url``); the role of each is in ``outputs[index].role``."""
     result = _visible_result(s, principal, result_id)
-    if not 0 <= index < len(result.output_keys):
+    if not 0 <= index < len(result.objects):
         raise NotFound(f"result {result_id} has no file {index}")
-    return Response(rt.files.get(result.output_keys[index]), media_type="application/dicom")
+    return Response(
+        rt.files.get(result.objects[index].storage_key), media_type="application/dicom"
+    )
 
 
 @router.get("/jobs", response_model=list[JobRead])
