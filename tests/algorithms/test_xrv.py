@@ -430,7 +430,9 @@ def test_pipeline_runs_it_and_encodes_the_results(model_dir, tmp_path, monkeypat
     with rt.db.session() as s:
         (result,) = resultstore.list_results(s)
         assert (result.algorithm_name, result.status) == (NAME, "analysed")
-        report, keys = result.report, list(result.output_keys)
+        report, keys = result.report, [o.storage_key for o in result.objects]
+        roles = [o.role for o in result.objects]
+    assert roles == ["sr", "sc"]
     assert len(report["findings"]) == 18
     assert {f["code"]["scheme"] for f in report["findings"]} == {"SCT", "99RADSIGHT"}
     # the same numbers as the algorithm gives on the same decoded study

@@ -37,6 +37,7 @@ from radsight.store.tables import (
     EvaluationRow,
     InstanceRow,
     JobRow,
+    ResultObjectRow,
     ResultRow,
     VerdictRow,
 )
@@ -130,7 +131,16 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
             study_score=0.9,
             verdict="abnormal",
             report={},
-            output_keys=[inst.storage_key],
+            objects=[
+                ResultObjectRow(
+                    position=0,
+                    role="sr",
+                    sop_class_uid=inst.sop_class_uid,
+                    series_instance_uid="1.2.3",
+                    sop_instance_uid=inst.sop_instance_uid,
+                    storage_key=inst.storage_key,
+                )
+            ],
             created_at=now,
         )
         s.add(result)

@@ -11,9 +11,14 @@ from radsight.monitor.checks import run_checks, technical_report
 from radsight.store import jobs as jobstore
 from radsight.store import quality, tenants
 from radsight.store import results as resultstore
-from radsight.store.tables import JobRow, ResultRow
+from radsight.store.tables import JobRow, ResultObjectRow, ResultRow
 
 from .conftest import analyse_studies, bright_study, make_org, token
+
+
+def the_sr(result: ResultRow) -> ResultObjectRow:
+    (sr,) = [o for o in result.objects if o.role == "sr"]
+    return sr
 
 
 def plant_defects(rt, org):  # type: ignore[no-untyped-def]
@@ -21,17 +26,17 @@ def plant_defects(rt, org):  # type: ignore[no-untyped-def]
         r = sorted(resultstore.list_results(s), key=lambda x: x.id)
         dest = tenants.create_destination(s, org, "pacs", "PACS", "127.0.0.1", 1)
     # 1: an SR that is not DICOM at all
-    rt.files.put(r[0].output_keys[0], b"this is not an SR")
+    rt.files.put(the_sr(r[0]).storage_key, b"this is not an SR")
     # 2: an SR that names another study
-    ds = pydicom.dcmread(io.BytesIO(rt.files.get(r[1].output_keys[0])))
+    ds = pydicom.dcmread(io.BytesIO(rt.files.get(the_sr(r[1]).storage_key)))
     ds.StudyInstanceUID = "1.2.3.4.5.6.7"
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    rt.files.put(r[1].output_keys[0], buf.getvalue())
+    rt.files.put(the_sr(r[1]).storage_key, buf.getvalue())
     with rt.db.session() as s:
-        # 3: one Secondary Capture missing
+        # 3: its Secondary Captures missing
         row = s.get(ResultRow, r[2].id)
-        row.output_keys = list(row.output_keys)[:1]
+        row.objects = [o for o in row.objects if o.role != "sc"]
         # 4: a delivery that failed for good
         job, _ = jobstore.create_job(
             s,
@@ -132,7 +137,18 @@ def test_planted_defects_are_all_detected_and_counted(tmp_path, rt, registry, cl
     assert 'organisation="City Hospital"' not in client.get("/metrics", headers=h).text
     # a repaired output clears its alert on the next pass
     with rt.db.session() as s:
-        s.get(ResultRow, r[2].id).output_keys = list(r[2].output_keys)
+        s.get(ResultRow, r[2].id).objects += [
+            ResultObjectRow(
+                position=o.position,
+                role=o.role,
+                sop_class_uid=o.sop_class_uid,
+                series_instance_uid=o.series_instance_uid,
+                sop_instance_uid=o.sop_instance_uid,
+                storage_key=o.storage_key,
+            )
+            for o in r[2].objects
+            if o.role == "sc"
+        ]
     run_checks(rt, registry)
     with rt.db.session() as s:
         open_keys = {a.key.split(":")[1] for a in quality.list_alerts(s, open_only=True)}
@@ -147,3 +163,41 @@ def test_jobs_table_untouched_by_monitoring(tmp_path, rt, registry):
     run_checks(rt, registry)
     with rt.db.session() as s:
         assert [(j.id, j.state) for j in s.query(JobRow).all()] == before
+
+
+def test_each_object_is_checked_by_its_role_not_its_position(tmp_path, rt, registry):
+    """The SR stored last and a capture first: each still gets its role's check."""
+    org = make_org(rt)
+    analyse_studies(rt, registry, org, [bright_study(True, 1), bright_study(False, 2)], tmp_path)
+    with rt.db.session() as s:
+        first, second = sorted(resultstore.list_results(s), key=lambda x: x.id)
+        for row in (s.get(ResultRow, first.id), s.get(ResultRow, second.id)):
+            sr, *captures = row.objects
+            assert (sr.role, [c.role for c in captures]) == ("sr", ["sc"])
+            # positions swapped: the capture comes first, the SR last
+            sr.position = -1
+            s.flush()
+            for i, c in enumerate(captures):
+                c.position = i
+            s.flush()
+            sr.position = len(captures)
+            s.flush()
+    # in the first result, the capture names another study: an SC header defect only
+    (capture,) = [o for o in first.objects if o.role == "sc"]
+    ds = pydicom.dcmread(io.BytesIO(rt.files.get(capture.storage_key)))
+    ds.StudyInstanceUID = "1.2.3.4.5.6.7"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    rt.files.put(capture.storage_key, buf.getvalue())
+    # the second is untouched: nothing is wrong with it although its SR is now last
+    with rt.db.session() as s:
+        assert [o.role for o in s.get(ResultRow, second.id).objects] == ["sc", "sr"]
+    rep = technical_report(rt)
+    assert rep["defective_results"] == {str(first.id): ["wrong_study"]}
+    # the SR gone to the end of the list is still the SR: break it, and it is sr_invalid
+    rt.files.put(the_sr(second).storage_key, b"not an SR")
+    rep = technical_report(rt)
+    assert rep["defective_results"] == {
+        str(first.id): ["wrong_study"],
+        str(second.id): ["sr_invalid"],
+    }
