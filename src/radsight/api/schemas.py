@@ -161,9 +161,7 @@ class ResultRead(_Read):
             for i, o in enumerate(objects)
         ]
         fields["sr_sop_instance_uid"] = first["sr"].sop_instance_uid if "sr" in first else ""
-        fields["sc_series_instance_uid"] = (
-            first["sc"].series_instance_uid if "sc" in first else ""
-        )
+        fields["sc_series_instance_uid"] = first["sc"].series_instance_uid if "sc" in first else ""
         fields["output_keys"] = [o.storage_key for o in objects]
         return fields
 

@@ -11,9 +11,7 @@ from radsight.store import results as resultstore
 from radsight.store.tables import DestinationRow, JobRow, ResultObjectRow
 
 
-def objects_for(
-    dest: DestinationRow, objects: Sequence[ResultObjectRow]
-) -> list[ResultObjectRow]:
+def objects_for(dest: DestinationRow, objects: Sequence[ResultObjectRow]) -> list[ResultObjectRow]:
     """The objects of a result that ``dest`` receives, in the result's order.
 
     Every role today. This is the one place a destination's choice of roles (for

@@ -141,7 +141,9 @@ def result_uids(
     callable
         ``uid(*parts)``: :func:`radsight.dicom.uids.result_uid` of the seed and ``parts``.
     """
-    return partial(result_uid, organisation_id, study_instance_uid, algorithm_name, algorithm_version)
+    return partial(
+        result_uid, organisation_id, study_instance_uid, algorithm_name, algorithm_version
+    )
 
 
 def encode_results(

@@ -114,9 +114,7 @@ def get_result_file(
     result = _visible_result(s, principal, result_id)
     if not 0 <= index < len(result.objects):
         raise NotFound(f"result {result_id} has no file {index}")
-    return Response(
-        rt.files.get(result.objects[index].storage_key), media_type="application/dicom"
-    )
+    return Response(rt.files.get(result.objects[index].storage_key), media_type="application/dicom")
 
 
 @router.get("/jobs", response_model=list[JobRead])
