@@ -117,6 +117,9 @@ def candidates_experiment(data_root: Path, work: Path, folds: int = 5) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """``python -m experiments.mmg_candidates [DATA] [WORK]`` from the repository root."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = Path(args[0]) if args else default_data_root()
     work = Path(args[1]) if len(args) > 1 else REPO_ROOT / "build" / "mmg-candidates-experiment"

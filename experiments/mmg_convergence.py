@@ -393,8 +393,11 @@ def image_experiment(items: list, conv: np.ndarray, fold: np.ndarray) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return None
     data_root = Path(args[0]) if args else default_data_root()
     work = Path(args[1]) if len(args) > 1 else REPO_ROOT / "build" / "mmg-convergence"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

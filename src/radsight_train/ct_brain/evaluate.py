@@ -10,7 +10,7 @@ and PNG figures to ``docs/models/ct-brain``:
   exactly as the platform runs it (series selection, HU, ONNX Runtime on one thread);
 - speed and peak memory of a 40-slice 512 x 512 study;
 - pictures of the marks on the CQ500 slices, and of the synthetic collections that
-  training paints on normal slices (``train_ct_brain.add_collections``).
+  training paints on normal slices (``radsight_train.ct_brain.train.add_collections``).
 """
 
 from __future__ import annotations

@@ -414,8 +414,8 @@ def _plots(res, sub, cal, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     for name, c in cal.items():
-        conf, acc, _ = zip(*c["table"], strict=True)
-        ax.plot(conf, acc, "o-", label=f"{name} (ECE {c['ece']:.3f})")
+        conf, acc, _ = zip(*c.bins, strict=True)
+        ax.plot(conf, acc, "o-", label=f"{name} (ECE {c.ece:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("predicted probability (temperature-scaled)")
     ax.set_ylabel("observed fraction abnormal")

@@ -115,7 +115,7 @@ def train(data_root: Path, work: Path, folds: int) -> dict:
     )
     config = {
         "model": "mmg.onnx",
-        "architecture": "BlobFeatures (fixed DoG filter bank, radsight_train.mmg.train) + "
+        "architecture": "BlobFeatures (fixed DoG filter bank, radsight_train.mmg.model) + "
         "logistic regressions",
         "input": {"size": SIZE, "percentile_low": 1.0, "percentile_high": 99.0},
         "outputs": {
