@@ -71,3 +71,20 @@ def test_case_bootstrap_of_a_mean() -> None:
 def test_estimate_as_tuple_is_the_model_cards_shape() -> None:
     p, lo, hi = wilson(7, 10).as_tuple()
     assert p == 0.7 and 0.39 < lo < p < hi < 0.92
+
+
+def test_mmg_comparisons_keep_the_experiments_json_shape() -> None:
+    """The mammography training and experiments write these rows into marks.json and the
+    experiments' JSON; the card's "Also tried" tables quote them."""
+    pytest.importorskip("torch", reason="radsight_train.mmg needs the train extra")
+    from radsight_train.mmg.marks import compare_aurocs, paired_hits
+
+    labels, scores = _scores()
+    out = compare_aurocs(labels, scores, "good")
+    assert set(out["weak"]) == {"auroc", "ci", "minus_good", "paired_ci"}
+    assert out["good"]["minus_good"] == 0.0 and out["good"]["paired_ci"] == [0.0, 0.0]
+    assert out["weak"]["paired_ci"][1] < 0.0
+    a = np.array([1, 1, 0, 1] * 20, bool)
+    b = np.array([0, 1, 0, 1] * 20, bool)
+    diff, low, high = paired_hits(a, b)
+    assert diff == 0.25 and low < 0.25 < high
