@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="default: docs/models/<model> (cxr-tb: docs/models/cxr)",
     )
-    ev.add_argument("--bootstrap", type=int, default=2000)
+    ev.add_argument(
+        "--bootstrap",
+        type=int,
+        default=2000,
+        help="resamples for the ct-chest Dice intervals (AUROC intervals are DeLong's)",
+    )
     ev.add_argument("--limit", type=int, default=0, help="about this many images per set (smoke)")
     xr = sub.add_parser(
         "export-xrv",
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "export-xrv":
-        from radsight_train.export_xrv import ExportError, export
+        from radsight_train.xrv.export import ExportError, export
 
         try:
             config = export(
@@ -131,64 +136,64 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train_cxr(args: argparse.Namespace, data: Path) -> None:
-    from radsight_train.train_cxr import train
+    from radsight_train.cxr.train import train
 
     epochs = 0 if args.recalibrate else args.epochs
     train(data, args.work, epochs, args.pediatric_per_class, args.threads, args.max_minutes)
 
 
 def _evaluate_cxr(args: argparse.Namespace, data: Path, out: Path) -> None:
-    from radsight_train.evaluate_cxr import evaluate
+    from radsight_train.cxr.evaluate import evaluate
 
-    evaluate(data, out, args.bootstrap, args.limit)
+    evaluate(data, out, args.limit)
 
 
 def _train_cxr_tb(args: argparse.Namespace, data: Path) -> None:
-    from radsight_train.train_cxr_tb import train
+    from radsight_train.cxr.train_tb import train
 
     train(data, args.work)
 
 
 def _evaluate_cxr_tb(args: argparse.Namespace, data: Path, out: Path) -> None:
-    from radsight_train.evaluate_cxr_tb import evaluate_tb
+    from radsight_train.cxr.evaluate_tb import evaluate_tb
 
-    evaluate_tb(data, out, args.bootstrap, args.limit)
+    evaluate_tb(data, out, args.limit)
 
 
 def _train_ct_chest(args: argparse.Namespace, data: Path) -> None:
-    from radsight_train.train_ct_chest import train
+    from radsight_train.ct_chest.train import train
 
     train(data, args.work, args.steps, args.threads, args.max_minutes)
 
 
 def _evaluate_ct_chest(args: argparse.Namespace, data: Path, out: Path) -> None:
-    from radsight_train.evaluate_ct_chest import evaluate
+    from radsight_train.ct_chest.evaluate import evaluate
 
     evaluate(data, out, args.bootstrap, args.limit)
 
 
 def _train_mmg(args: argparse.Namespace, data: Path) -> None:
-    from radsight_train.train_mmg import train
+    from radsight_train.mmg.train import train
 
     train(data, args.work, args.folds)
 
 
 def _evaluate_mmg(args: argparse.Namespace, data: Path, out: Path) -> None:
-    from radsight_train.evaluate_mmg import evaluate
+    from radsight_train.mmg.evaluate import evaluate
 
-    evaluate(data, out, args.mmg_work, args.bootstrap)
+    evaluate(data, out, args.mmg_work)
 
 
 def _train_ct_brain(args: argparse.Namespace, data: Path) -> None:
-    from radsight_train.train_ct_brain import train
+    from radsight_train.ct_brain.train import train
 
     train(data, args.work, args.epochs, args.folds, args.threads)
 
 
 def _evaluate_ct_brain(args: argparse.Namespace, data: Path, out: Path) -> None:
-    from radsight_train.evaluate_ct_brain import evaluate
+    from radsight_train.ct_brain.evaluate import evaluate
 
-    evaluate(data, out, args.bootstrap)
+    evaluate(data, out)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import pytest
 
 from radsight.algorithms.contract import ImageInput, NotAnalysable, StudyInput
 from radsight.algorithms.ct_brain import CONFIG, HAEMORRHAGE, BrainCTAlgorithm
+from radsight.monitor.metrics import auroc
 from radsight.pipeline.inputs import study_input_from
-from radsight_train.metrics import auroc
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()

@@ -7,7 +7,6 @@ Needs the shared data (``../shared/data`` beside the repository, or
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
@@ -32,8 +31,8 @@ needs_data = pytest.mark.skipif(
     reason=f"chest radiograph data not found under {CXR} (set RADSIGHT_SHARED_DATA)",
 )
 
-# Full test splits (docs/models/cxr.md): adult 0.969 (95% CI 0.949-0.985), pediatric 0.961
-# (0.947-0.972); these 60-image subsets measure 0.950 and 0.964. The bars leave room for noise.
+# Full test splits (docs/models/cxr.md): adult 0.969 (95% CI 0.951-0.986), pediatric 0.961
+# (0.948-0.974); these 60-image subsets measure 0.950 and 0.964. The bars leave room for noise.
 ADULT_AUROC_BAR = 0.90
 PEDIATRIC_AUROC_BAR = 0.90
 
@@ -272,37 +271,3 @@ def test_empty_study_is_refused() -> None:
 )
 def test_is_fluorography(attributes: dict, expected: bool) -> None:
     assert is_fluorography(attributes) is expected
-
-
-@needs_data
-def test_evaluation_reports_tb_external_localisation_and_subgroups(tmp_path, capsys) -> None:
-    """A smoke run of ``radsight-train evaluate cxr`` (every set thinned to ~12 images)."""
-    pytest.importorskip("matplotlib", reason="the evaluation draws PNGs (train extra)")
-    if not (CXR / "tbx11k-tb-boxes-256").is_dir():
-        pytest.skip("TBX11K not found under the shared data")
-    from radsight_train.__main__ import main
-
-    assert (
-        main(["evaluate", "cxr", "--out", str(tmp_path), "--bootstrap", "50", "--limit", "12"]) == 0
-    )
-    printed = capsys.readouterr().out
-    m = json.loads((tmp_path / "metrics.json").read_text())
-    tb = m["tb_external (TBX11K, never trained on; TB-positive only)"]["sensitivity"]
-    for name in ("cxr", "flg"):
-        p, lo, hi = tb[name]["sensitivity"]
-        assert 0 <= lo <= p <= hi <= 1 and tb[name]["specificity"] is None
-    loc = m["localisation"]["tb_boxes_all"]
-    assert loc["images"] > 0 and 0 <= loc["iou_top_box"] <= 1
-    assert 0 <= loc["pointing_game"][0] <= 1
-    groups = m["subgroups"]
-    assert groups["view (PA vs AP)"].startswith("not measurable")
-    sources = groups["source"]
-    assert any(k.startswith("TBX11K") for k in sources) and any(
-        k.startswith("RSNA") for k in sources
-    )
-    assert "subgroups:" in printed and "official val split" in printed
-    assert {p.name for p in tmp_path.glob("*.png")} == {
-        "roc.png",
-        "calibration.png",
-        "examples.png",
-    }

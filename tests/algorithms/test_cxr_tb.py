@@ -232,31 +232,3 @@ def test_tb_marks_are_attached_only_at_the_threshold() -> None:
             assert tb.regions == ()
             return
     pytest.fail("no normal below the threshold among the first 10 test normals")
-
-
-@needs_data
-def test_evaluation_prints_tb_sensitivity_specificity_and_pointing_game(tmp_path, capsys) -> None:
-    """A smoke run of ``radsight-train evaluate cxr-tb`` (every set thinned to ~12 images)."""
-    pytest.importorskip("matplotlib", reason="the evaluation draws PNGs (train extra)")
-    import json
-
-    from radsight_train.__main__ import main
-
-    args = ["evaluate", "cxr-tb", "--out", str(tmp_path), "--bootstrap", "50", "--limit", "12"]
-    assert main(args) == 0
-    printed = capsys.readouterr().out
-    m = json.loads((tmp_path / "tb_metrics.json").read_text())
-    sens = m["tbx11k_val (TB sensitivity; head trained on TBX11K train only)"]["all"]
-    spec = m["specificity on COVID-QU-Ex test Normal (another source)"]
-    for name in ("cxr", "flg"):
-        p, lo, hi = sens[name]["sensitivity"]
-        assert 0 <= lo <= p <= hi <= 1
-        p, lo, hi = spec[name]["specificity"]
-        assert 0 <= lo <= p <= hi <= 1
-    # screening catches at least as many TB films as the diagnostic operating point
-    assert sens["flg"]["sensitivity"][0] >= sens["cxr"]["sensitivity"][0]
-    loc = m["localisation on TBX11K val boxes (top mark's peak / top box)"]
-    assert set(loc) == {"all", "active", "obsolete only"}
-    assert loc["all"]["images"] >= 10 and 0 <= loc["all"]["iou_top_box"] <= 1
-    assert "source-confounded" in printed and "pointing_game" in printed
-    assert (tmp_path / "tb_examples.png").stat().st_size > 10_000

@@ -495,7 +495,7 @@ def test_committed_model_reaches_its_recorded_figure_on_real_mammograms(algorith
     AUROC is recorded in docs/models/mmg/metrics.json; a subset must stay close to it."""
     from PIL import Image
 
-    from radsight_train.metrics import auroc
+    from radsight.monitor.metrics import auroc
 
     metrics = json.loads((REPO / "docs" / "models" / "mmg" / "metrics.json").read_text())
     key = next(k for k in metrics if k.startswith("committed_model_on_its_training_images"))
@@ -577,7 +577,7 @@ def test_committed_ranker_marks_lesions_on_real_mammograms(algorithm) -> None:
     from PIL import Image
 
     from radsight.algorithms.mmg import predict_images
-    from radsight_train.train_mmg import mias_items
+    from radsight_train.mmg.model import mias_items
 
     metrics = json.loads((REPO / "docs" / "models" / "mmg" / "metrics.json").read_text())
     key = next(k for k in metrics if k.startswith("committed_model_on_its_training_images"))
@@ -626,43 +626,3 @@ def test_mlo_position_terms_of_the_ranker_do_not_apply_to_cc_views() -> None:
         else:  # on MLO the corner term ranks: the top mark is the most corner-like candidate
             rows = candidates(feats.breast)
             assert liked[0].response == pytest.approx(5.0 * (rows[:, corner].max() - 0.5))
-
-
-# --- the transfer experiment (not shipped: docs/models/mmg.md, "Also tried: features of the
-# chest radiograph network")
-
-
-@needs_mias
-def test_transfer_experiment_reads_each_cell_from_its_nearest_cxr_tile() -> None:
-    """Each cell of the 28 x 28 grid holds cxr.onnx's features of the tile whose centre is
-    nearest (2 x 2 or 3 x 3 tiles), and the annotated lesion of mdb010 lies on breast cells."""
-    from radsight.algorithms.cxr import CONFIG as CXR_CONFIG
-    from radsight.algorithms.cxr import MODEL_DIR as CXR_DIR
-    from radsight.algorithms.mmg.preprocess import prepare_with_breast
-    from radsight.algorithms.onnx import load_session
-    from radsight_train.data import read_gray
-    from radsight_train.train_mmg import TRANSFER_CANVAS, cxr_cell_features, mias_items
-
-    item = next(it for it in mias_items(DATA) if it.refnum == "mdb010")
-    pixels = read_gray(item.path)
-    f2, cells2, frame = cxr_cell_features(pixels, 224)
-    f3, cells3, _ = cxr_cell_features(pixels, 112)
-    assert f2.shape == f3.shape == (256, 28, 28)
-    assert np.array_equal(cells2, cells3) and 150 < cells2.sum() < 28 * 28
-
-    canvas, breast, _ = prepare_with_breast(pixels, TRANSFER_CANVAS, 0.0, 100.0)
-    inside = breast > 0.5
-    lo, hi = np.percentile(canvas[inside], [1.0, 99.0])
-    canvas = np.where(inside, np.clip((canvas - lo) / (hi - lo), 0, 1), 0).astype(np.float32)
-    session = load_session(CXR_DIR / CXR_CONFIG["model"])
-
-    def feat16(top: int, left: int) -> np.ndarray:
-        tile = canvas[None, None, top : top + 224, left : left + 224]
-        return session.run(["feat16"], {"image": tile})[0][0]
-
-    # cell (12, 20): 2 x 2 tiles read it from tile (0, 1); 3 x 3 tiles from the one at (112, 224)
-    assert np.allclose(f2[:96, 12, 20], feat16(0, 224)[:, 12, 6], atol=1e-5)
-    assert np.allclose(f3[:96, 12, 20], feat16(112, 224)[:, 5, 6], atol=1e-5)
-    les = item.lesions[0]
-    x, y = frame.to_canvas(les.x, les.y)
-    assert cells2[int(y // 16), int(x // 16)]

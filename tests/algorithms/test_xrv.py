@@ -41,8 +41,8 @@ from radsight.pipeline.inputs import study_input_from
 try:  # the export needs torch (the train extra); the runtime tests do not
     import torch
 
-    from radsight_train import export_xrv as xe
     from radsight_train.__main__ import main as train_main
+    from radsight_train.xrv import export as xe
 except ImportError:
     torch = xe = train_main = None  # type: ignore[assignment]
 needs_torch = pytest.mark.skipif(torch is None, reason="needs torch: pip install -e .[train]")
@@ -296,9 +296,9 @@ def test_download_lands_whole_and_missing_files_are_reported(http_server, tmp_pa
 def test_cached_weights_are_not_downloaded_again(tmp_path: Path, monkeypatch) -> None:
     filename = xe.CATALOGUE["densenet121-res224-rsna"][0]
     (tmp_path / filename).write_bytes(b"cached")
-    monkeypatch.setattr("radsight_train.export_xrv._xrv", lambda: None)
+    monkeypatch.setattr("radsight_train.xrv.export._xrv", lambda: None)
     monkeypatch.setattr(
-        "radsight_train.export_xrv.download", lambda *a: pytest.fail("downloaded again")
+        "radsight_train.xrv.export.download", lambda *a: pytest.fail("downloaded again")
     )
     assert xe.fetch_weights("densenet121-res224-rsna", tmp_path) == tmp_path / filename
 

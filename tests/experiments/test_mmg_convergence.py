@@ -1,14 +1,12 @@
 """The convergence-index and spiculation maps of the mammography experiment
-(``radsight_train.mmg_convergence_maps``; not shipped, docs/models/mmg.md) find what they
+(``experiments/mmg_convergence_maps.py``; not shipped, docs/models/mmg.md) find what they
 are built for on synthetic shapes: a faint round mass and a star of thin bright lines."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-pytest.importorskip("radsight_train")
-from radsight_train import mmg_convergence_maps as cv  # noqa: E402
+from experiments import mmg_convergence_maps as cv
 
 SIZE = 512
 

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from radsight.monitor.metrics import auroc_ci
 from radsight_train.data import adult_items, read_gray
-from radsight_train.metrics import auroc_ci
 
 log = logging.getLogger(__name__)
 
 SEED = 20240601
 FOLDS = 5
-MODEL_DIR = Path(__file__).resolve().parents[1] / "radsight" / "algorithms" / "cxr"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "radsight" / "algorithms" / "cxr"
 #: intermediate tensors of cxr.onnx exposed as extra outputs (name -> tensor in the graph)
 FEATURE_OUTPUTS = {
     "feat16": "/stage3/stage3.1/Relu_output_0",
@@ -226,7 +226,7 @@ def train(data_root: Path, work: Path) -> dict:
     normals = [it for it in adult_items(data_root) if it.split == "val" and it.subgroup == "Normal"]
     neg = np.array([score_image(read_gray(it.path), head)[0] for it in normals])
     labels = np.r_[np.ones(len(oof_scores)), np.zeros(len(neg))]
-    image_auroc = auroc_ci(labels, np.r_[oof_scores, neg])
+    image_auroc = auroc_ci(labels, np.r_[oof_scores, neg]).as_tuple()
     log.info(
         "out-of-fold train pointing game %.3f; head top-cell score, OOF TB-train vs val "
         "normals (source-confounded): AUROC %.3f (%.3f-%.3f)",

@@ -33,8 +33,7 @@ from radsight.algorithms.cxr import (
     FluorographyAlgorithm,
     predict_image,
 )
-from radsight_train.data import Item, adult_items, pediatric_items, read_gray
-from radsight_train.evaluate_cxr import (
+from radsight_train.cxr.evaluate import (
     Result,
     _auc_entry,
     _box_mask,
@@ -44,7 +43,8 @@ from radsight_train.evaluate_cxr import (
     draw_boxes,
     image_input,
 )
-from radsight_train.train_cxr_tb import tb_images
+from radsight_train.cxr.train_tb import tb_images
+from radsight_train.data import Item, adult_items, pediatric_items, read_gray
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _rate(results: Sequence[Result], thresholds: dict) -> dict:
     return _operating(results, [], thresholds)
 
 
-def evaluate_tb(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> dict:
+def evaluate_tb(data_root: Path, out: Path, limit: int = 0) -> dict:
     """Run every set; ``limit`` keeps every n-th image (a smoke run only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if not TB_CONFIG:
@@ -163,17 +163,17 @@ def evaluate_tb(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) 
             ),
         },
         "auroc (source-confounded: TBX11K val vs COVID-QU-Ex test Normal)": {
-            "all": _auc_entry(tb, normal, n_boot),
-            "active": _auc_entry(active, normal, n_boot),
-            "obsolete only": _auc_entry(obsolete, normal, n_boot),
+            "all": _auc_entry(tb, normal),
+            "active": _auc_entry(active, normal),
+            "obsolete only": _auc_entry(obsolete, normal),
         },
     }
     m["the head's own top-cell score, rejected as the probability (source-confounded)"] = {
         "TBX11K val vs COVID-QU-Ex test Normal": _auc_entry(
-            [_as_head(r) for r in tb], [_as_head(r) for r in normal], n_boot
+            [_as_head(r) for r in tb], [_as_head(r) for r in normal]
         ),
         "TBX11K val vs COVID-QU-Ex test Non-COVID opacity": _auc_entry(
-            [_as_head(r) for r in tb], [_as_head(r) for r in res["noncovid-test"]], n_boot
+            [_as_head(r) for r in tb], [_as_head(r) for r in res["noncovid-test"]]
         ),
     }
     truth = [_box_mask(r.item.boxes, (256, 256)) for r in tb]

@@ -22,10 +22,10 @@ import numpy as np
 from radsight.algorithms.contract import ImageInput, NotAnalysable, StudyInput
 from radsight.algorithms.mmg import CONFIG, ImagePrediction, MammographyAlgorithm
 from radsight.algorithms.mmg.views import FOR_PRESENTATION_SOP_CLASS
+from radsight.monitor.metrics import auroc, auroc_ci, calibration_curve, roc_points, wilson
+from radsight_train.cxr.evaluate import _print
 from radsight_train.data import read_gray
-from radsight_train.evaluate_cxr import _print
-from radsight_train.metrics import auroc, auroc_ci, calibration, roc_curve, wilson
-from radsight_train.train_mmg import KINDS, MiasImage, mias_items, pair_folds
+from radsight_train.mmg.model import KINDS, MiasImage, mias_items, pair_folds
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ def run(algorithm: MammographyAlgorithm, items: list[MiasImage], fold: int) -> l
     return out
 
 
-def _auc(pos: list[float], neg: list[float], n_boot: int) -> dict:
+def _auc(pos: list[float], neg: list[float]) -> dict:
     scores = np.r_[pos, neg]
     labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    point, lo, hi = auroc_ci(labels, scores, n_boot)
+    point, lo, hi = auroc_ci(labels, scores).as_tuple()
     return {"auroc": point, "ci": [lo, hi], "positives": len(pos), "negatives": len(neg)}
 
 
@@ -113,14 +113,14 @@ def _operating(pos: list[float], neg: list[float], thresholds: dict) -> dict:
     return {
         name: {
             "threshold": t,
-            "sensitivity": wilson(sum(p >= t for p in pos), len(pos)),
-            "specificity": wilson(sum(p < t for p in neg), len(neg)),
+            "sensitivity": wilson(sum(p >= t for p in pos), len(pos)).as_tuple(),
+            "specificity": wilson(sum(p < t for p in neg), len(neg)).as_tuple(),
         }
         for name, t in thresholds.items()
     }
 
 
-def evaluate(data_root: Path, out: Path, work: Path, n_boot: int = 2000) -> dict:
+def evaluate(data_root: Path, out: Path, work: Path) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out.mkdir(parents=True, exist_ok=True)
     items = mias_items(data_root)
@@ -144,14 +144,12 @@ def evaluate(data_root: Path, out: Path, work: Path, n_boot: int = 2000) -> dict
         "refused": [r.refused for r in results if r.refused],
         "thresholds": CONFIG["thresholds"],
     }
-    m["image_normal_vs_abnormal"] = _auc(
-        [r.probability for r in ok if r.item.abnormal], normal, n_boot
-    )
+    m["image_normal_vs_abnormal"] = _auc([r.probability for r in ok if r.item.abnormal], normal)
     m["image_malignant_vs_normal"] = _auc(
-        [r.probability for r in ok if r.item.label == "malignant"], normal, n_boot
+        [r.probability for r in ok if r.item.label == "malignant"], normal
     )
     m["image_benign_vs_normal"] = _auc(
-        [r.probability for r in ok if r.item.label == "benign"], normal, n_boot
+        [r.probability for r in ok if r.item.label == "benign"], normal
     )
     by_pair: dict[int, list[Result]] = {}
     for r in ok:
@@ -161,7 +159,7 @@ def evaluate(data_root: Path, out: Path, work: Path, n_boot: int = 2000) -> dict
         for rs in by_pair.values()
     ]
     m["woman_normal_vs_abnormal (max over both breasts)"] = _auc(
-        [p for p, y in woman if y], [p for p, y in woman if not y], n_boot
+        [p for p, y in woman if y], [p for p, y in woman if not y]
     )
     m["operating_points_image"] = _operating(
         [r.probability for r in ok if r.item.abnormal], normal, thresholds
@@ -170,42 +168,42 @@ def evaluate(data_root: Path, out: Path, work: Path, n_boot: int = 2000) -> dict
         kind: _auc(
             [r.prediction.kinds[kind] for r in ok if kind in r.item.kinds and r.prediction],
             [r.prediction.kinds[kind] for r in ok if not r.item.abnormal and r.prediction],
-            n_boot,
         )
         for kind in KINDS
     }
     m["abnormality_class_vs_normal"] = {
-        cls: _auc([r.probability for r in ok if cls in r.item.classes], normal, n_boot)
+        cls: _auc([r.probability for r in ok if cls in r.item.classes], normal)
         for cls in ("CIRC", "SPIC", "MISC", "CALC", "ARCH", "ASYM")
     }
     m["tissue_normal_vs_abnormal"] = {
         t: _auc(
             [r.probability for r in ok if r.item.abnormal and r.item.tissue == t],
             [r.probability for r in ok if not r.item.abnormal and r.item.tissue == t],
-            n_boot,
         )
         for t in ("F", "G", "D")
     }
     located = [r for r in ok if r.item.lesions and r.prediction]
     m["localisation"] = {
         "images_with_lesion_circles": len(located),
-        "top_mark_hit": wilson(sum(_hit(r.prediction, r.item, 1) for r in located), len(located)),
+        "top_mark_hit": wilson(
+            sum(_hit(r.prediction, r.item, 1) for r in located), len(located)
+        ).as_tuple(),
         "any_of_top3_marks_hit": wilson(
             sum(_hit(r.prediction, r.item, 3) for r in located), len(located)
-        ),
+        ).as_tuple(),
         "top_mark_hit_by_kind": {
             kind: wilson(
                 sum(_hit(r.prediction, r.item, 1) for r in located if kind in r.item.kinds),
                 sum(kind in r.item.kinds for r in located),
-            )
+            ).as_tuple()
             for kind in KINDS
         },
         "rule": "a mark's centre inside an annotated circle (radius at least 10 px = 2 mm)",
     }
     labels = np.array([r.item.abnormal for r in ok], dtype=float)
     probs = np.array([r.probability for r in ok])
-    cal = calibration(labels, probs)
-    m["calibration"] = {"ece": cal["ece"], "brier": cal["brier"], "prevalence": labels.mean()}
+    cal = calibration_curve(labels, probs)
+    m["calibration"] = {"ece": cal.ece, "brier": cal.brier, "prevalence": labels.mean()}
     secs = np.array([r.seconds for r in results])
     m["speed_one_thread"] = {
         "ms_median_per_image": float(np.median(secs) * 1000),
@@ -222,7 +220,7 @@ def evaluate(data_root: Path, out: Path, work: Path, n_boot: int = 2000) -> dict
         "top_mark_hit_resubstitution": wilson(
             sum(_hit(r.prediction, r.item, 1) for r in c_ok if r.item.lesions),
             sum(1 for r in c_ok if r.item.lesions),
-        ),
+        ).as_tuple(),
     }
     _plots(ok, by_pair, out)
     _examples(ok, out)
@@ -255,7 +253,7 @@ def _plots(ok: list[Result], by_pair: dict[int, list[Result]], out: Path) -> Non
     for label, pairs in curves:
         scores = np.array([p for p, _ in pairs])
         labels = np.array([y for _, y in pairs], dtype=bool)
-        fpr, tpr = roc_curve(labels, scores)
+        fpr, tpr, _ = roc_points(labels, scores)
         ax.plot(fpr, tpr, label=f"{label} (AUROC {auroc(labels, scores):.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("1 - specificity")

@@ -17,12 +17,13 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from radsight.monitor.metrics import case_bootstrap, wilson
 from radsight_train.data import read_gray, read_mask
-from radsight_train.metrics import wilson
 
 log = logging.getLogger(__name__)
 SEED = 20240601
@@ -34,13 +35,12 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * (pred & truth).sum() / denominator) if denominator else 1.0
 
 
-def bootstrap(values: np.ndarray, stat, n_boot: int, seed: int = SEED) -> tuple:  # type: ignore[no-untyped-def]
-    """``stat`` of the slice indices and its 95 % percentile bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    n = len(values)
-    boots = [stat(rng.integers(0, n, n)) for _ in range(n_boot)]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(stat(np.arange(n))), float(lo), float(hi)
+def bootstrap(
+    values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int
+) -> tuple[float, float, float]:
+    """``stat`` of the slice indices and its 95 % percentile bootstrap interval over slices
+    (:func:`radsight.monitor.metrics.case_bootstrap`, seed SEED)."""
+    return case_bootstrap(len(values), stat, n_boot, SEED).as_tuple()
 
 
 def _slices(data_root: Path, split: str) -> list[dict]:
@@ -100,7 +100,7 @@ def evaluate_split(data_root: Path, split: str, n_boot: int, limit: int = 0) -> 
         "pooled_dice": bootstrap(d, pooled, n_boot),
         "sensitivity": bootstrap(d, lambda i: float(tp[i].sum() / tr[i].sum()), n_boot),
         "precision": bootstrap(d, lambda i: float(tp[i].sum() / max(1.0, pr[i].sum())), n_boot),
-        "slices_dice_ge_0.5": wilson(int((d >= 0.5).sum()), len(d)),
+        "slices_dice_ge_0.5": wilson(int((d >= 0.5).sum()), len(d)).as_tuple(),
         "area_fraction_mae": float(
             np.mean([abs(r["pred_fraction"] - r["truth_fraction"]) for r in rows])
         ),
@@ -112,9 +112,11 @@ def evaluate_split(data_root: Path, split: str, n_boot: int, limit: int = 0) -> 
         if have:
             px = np.array([r[f"{kind}_px"] for r in have], np.float64)
             found = np.array([r[f"{kind}_found"] for r in have], np.float64)
-            result[f"{kind}_found"] = bootstrap(
-                px, lambda i, px=px, found=found: float(found[i].sum() / px[i].sum()), n_boot
-            )
+
+            def share(i: np.ndarray, px: np.ndarray = px, found: np.ndarray = found) -> float:
+                return float(found[i].sum() / px[i].sum())
+
+            result[f"{kind}_found"] = bootstrap(px, share, n_boot)
     return result
 
 

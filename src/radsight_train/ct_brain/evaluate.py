@@ -10,7 +10,7 @@ and PNG figures to ``docs/models/ct-brain``:
   exactly as the platform runs it (series selection, HU, ONNX Runtime on one thread);
 - speed and peak memory of a 40-slice 512 x 512 study;
 - pictures of the marks on the CQ500 slices, and of the synthetic collections that
-  training paints on normal slices (``train_ct_brain.add_collections``).
+  training paints on normal slices (``radsight_train.ct_brain.train.add_collections``).
 """
 
 from __future__ import annotations
@@ -27,25 +27,25 @@ import pydicom
 from radsight.algorithms.contract import ImageInput, StudyInput
 from radsight.algorithms.ct_brain import CONFIG, BrainCTAlgorithm, SlicePrediction
 from radsight.algorithms.ct_volume import BRAIN, assemble_volume, select_series, window
+from radsight.monitor.metrics import auroc, auroc_ci, calibration_curve, roc_points, wilson
 from radsight.pipeline.inputs import study_input_from
-from radsight_train.metrics import auroc, auroc_ci, calibration, roc_curve, wilson
 
 log = logging.getLogger(__name__)
 
 CQ500 = Path("ct-brain") / "cq500-samples"
 
 
-def cv_figures(n_boot: int) -> dict:
+def cv_figures() -> dict:
     cv = CONFIG["cv"]
     labels = np.array([p["label"] for p in cv["oof"]])
     probs = np.array([p["probability"] for p in cv["oof"]])
     folds = np.array([p["fold"] for p in cv["oof"]])
-    auc, lo, hi = auroc_ci(labels, probs, n_boot)
+    auc, lo, hi = auroc_ci(labels, probs).as_tuple()
     t = float(CONFIG["thresholds"]["haemorrhage"])
-    se = wilson(int((probs[labels == 1] >= t).sum()), int((labels == 1).sum()))
-    sp = wilson(int((probs[labels == 0] < t).sum()), int((labels == 0).sum()))
+    se = wilson(int((probs[labels == 1] >= t).sum()), int((labels == 1).sum())).as_tuple()
+    sp = wilson(int((probs[labels == 0] < t).sum()), int((labels == 0).sum())).as_tuple()
     per_fold = [round(auroc(labels[folds == k], probs[folds == k]), 4) for k in range(cv["folds"])]
-    cal = calibration(labels, probs)
+    cal = calibration_curve(labels, probs)
     return {
         "slices": len(labels),
         "auroc": auc,
@@ -54,9 +54,9 @@ def cv_figures(n_boot: int) -> dict:
         "threshold": t,
         "sensitivity": se,
         "specificity": sp,
-        "ece": cal["ece"],
-        "brier": cal["brier"],
-        "calibration_table": cal["table"],
+        "ece": cal.ece,
+        "brier": cal.brier,
+        "calibration_table": cal.bins,
         # held-out normal slices with a synthetic collection painted on, against the same
         # slices as they are (written by training; absent for models trained without them)
         "synthetic_collections": cv.get("synthetic_collections", {}),
@@ -213,7 +213,7 @@ def roc_figure(out: Path) -> str:
     cv = CONFIG["cv"]
     labels = np.array([p["label"] for p in cv["oof"]])
     probs = np.array([p["probability"] for p in cv["oof"]])
-    fpr, tpr = roc_curve(labels, probs)
+    fpr, tpr, _ = roc_points(labels, probs)
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     ax.plot(fpr, tpr, lw=2)
     ax.plot([0, 1], [0, 1], "--", color="grey")
@@ -235,7 +235,7 @@ def synthetic_figure(data: Path, out: Path, count: int = 4) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from radsight_train.train_ct_brain import (
+    from radsight_train.ct_brain.train import (
         eval_channels,
         load_cache,
         read_items,
@@ -276,10 +276,10 @@ def synthetic_figure(data: Path, out: Path, count: int = 4) -> str:
     return "synthetic-collections.png"
 
 
-def evaluate(data: Path, out: Path, n_boot: int = 2000) -> dict:
+def evaluate(data: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     algorithm = BrainCTAlgorithm()
-    metrics: dict = {"cv": cv_figures(n_boot)}
+    metrics: dict = {"cv": cv_figures()}
     cv = metrics["cv"]
     print(
         f"CV slice AUROC {cv['auroc']:.3f} (95% CI {cv['ci'][0]:.3f}-{cv['ci'][1]:.3f}); "

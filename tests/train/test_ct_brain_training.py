@@ -1,5 +1,5 @@
 """The synthetic extra-axial collections of the brain CT training
-(``radsight_train.train_ct_brain.add_collections``) on real training slices: painted
+(``radsight_train.ct_brain.train.add_collections``) on real training slices: painted
 inside the skull, against its inner table, with the density asked for, on normal slices
 only, and labelled haemorrhage."""
 
@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from radsight.algorithms.ct_brain.preprocess import pseudo_hu  # noqa: E402
-from radsight_train import train_ct_brain as T  # noqa: E402
+from radsight_train.ct_brain import train as T  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()

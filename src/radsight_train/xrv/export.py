@@ -267,14 +267,14 @@ class _StubUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         except (ImportError, AttributeError):
             log.debug("unpickling %s.%s as a stub", module, name)
-            return type(name, (_Stub,), {"__module__": "radsight_train.export_xrv._stubs"})
+            return type(name, (_Stub,), {"__module__": "radsight_train.xrv.export._stubs"})
 
 
 class _StubPickle:
     """A ``pickle_module`` for :func:`torch.load` that tolerates missing classes."""
 
     Unpickler = _StubUnpickler
-    __name__ = "radsight_train.export_xrv._StubPickle"
+    __name__ = "radsight_train.xrv.export._StubPickle"
 
     @staticmethod
     def load(f: Any, **kwargs: Any) -> Any:

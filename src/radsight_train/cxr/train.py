@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SIZE = 224
 SEG = 56
 SEED = 7
-MODEL_DIR = Path(__file__).resolve().parents[1] / "radsight" / "algorithms" / "cxr"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "radsight" / "algorithms" / "cxr"
 OUTPUTS = {
     "logit": "abnormality logit",
     "seg": "[infection, lung] logits at 1/4",
@@ -204,7 +204,7 @@ def export_onnx(model: CxrNet, path: Path) -> None:
         opset_version=17,
         dynamo=False,
     )
-    from radsight_train.train_cxr_tb import add_feature_outputs
+    from radsight_train.cxr.train_tb import add_feature_outputs
 
     add_feature_outputs(path)  # the TB head's inputs (python -m radsight_train cxr-tb)
 

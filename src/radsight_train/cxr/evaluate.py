@@ -24,6 +24,7 @@ from radsight.algorithms.cxr import (
     FluorographyAlgorithm,
     predict_image,
 )
+from radsight.monitor.metrics import auroc_ci, calibration_curve, roc_points, wilson
 from radsight_train.data import (
     Item,
     adult_items,
@@ -33,7 +34,6 @@ from radsight_train.data import (
     read_gray,
     read_mask,
 )
-from radsight_train.metrics import auroc_ci, calibration, roc_curve, wilson
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,18 @@ def run(algorithm: ChestRadiographAlgorithm, items: list[Item]) -> list[Result]:
     return results
 
 
-def _auc_entry(pos: Sequence[Result], neg: Sequence[Result], n_boot: int) -> dict:
+def _auc_entry(pos: Sequence[Result], neg: Sequence[Result]) -> dict:
     scores = np.array([r.probability for r in [*pos, *neg]])
     labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    auc, lo, hi = auroc_ci(labels, scores, n_boot)
+    auc, lo, hi = auroc_ci(labels, scores).as_tuple()
     return {"auroc": auc, "ci": [lo, hi], "positives": len(pos), "negatives": len(neg)}
 
 
 def _operating(pos: Sequence[Result], neg: Sequence[Result], thresholds: dict) -> dict:
     out = {}
     for name, t in thresholds.items():
-        se = wilson(sum(r.probability >= t for r in pos), len(pos))
-        sp = wilson(sum(r.probability < t for r in neg), len(neg)) if neg else None
+        se = wilson(sum(r.probability >= t for r in pos), len(pos)).as_tuple()
+        sp = wilson(sum(r.probability < t for r in neg), len(neg)).as_tuple() if neg else None
         out[name] = {"threshold": t, "sensitivity": se, "specificity": sp}
     return out
 
@@ -127,8 +127,8 @@ def _localisation(results: Sequence[Result], truth: list[np.ndarray]) -> dict:
     n = len(results)
     return {
         "images": n,
-        "pointing_game": wilson(peak_hits, n),
-        "top_box_hit": wilson(top_hits, n),
+        "pointing_game": wilson(peak_hits, n).as_tuple(),
+        "top_box_hit": wilson(top_hits, n).as_tuple(),
         "iou_all_boxes": float(np.mean(ious)),
         "iou_top_box": float(np.mean(top_ious)),
     }
@@ -145,7 +145,7 @@ def _fmt(x) -> str:
     return str(x)
 
 
-def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> dict:
+def evaluate(data_root: Path, out: Path, limit: int = 0) -> dict:
     """Run every evaluation set; ``limit`` keeps every n-th image (a smoke run only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out.mkdir(parents=True, exist_ok=True)
@@ -184,14 +184,12 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
     adult_normal = sub("adult-test", "Normal")
     m["adult_test"] = {
         "opacity_vs_normal (Non-COVID vs Normal, one source: primary)": _auc_entry(
-            sub("adult-test", "Non-COVID"), adult_normal, n_boot
+            sub("adult-test", "Non-COVID"), adult_normal
         ),
         "covid_vs_normal (source-confounded)": _auc_entry(
-            sub("adult-test", "COVID-19"), adult_normal, n_boot
+            sub("adult-test", "COVID-19"), adult_normal
         ),
-        "any_vs_normal": _auc_entry(
-            sub("adult-test", "Non-COVID", "COVID-19"), adult_normal, n_boot
-        ),
+        "any_vs_normal": _auc_entry(sub("adult-test", "Non-COVID", "COVID-19"), adult_normal),
         "operating_points (any vs normal)": _operating(
             sub("adult-test", "Non-COVID", "COVID-19"), adult_normal, thresholds
         ),
@@ -201,16 +199,14 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
     }
     m["adult_val (used for temperature and thresholds)"] = {
         "any_vs_normal": _auc_entry(
-            sub("adult-val", "Non-COVID", "COVID-19"), sub("adult-val", "Normal"), n_boot
+            sub("adult-val", "Non-COVID", "COVID-19"), sub("adult-val", "Normal")
         ),
     }
     ped_normal = sub("pediatric-test", "normal")
     m["pediatric_test"] = {
-        "pneumonia_vs_normal": _auc_entry(
-            sub("pediatric-test", "bacteria", "virus"), ped_normal, n_boot
-        ),
-        "bacterial_vs_normal": _auc_entry(sub("pediatric-test", "bacteria"), ped_normal, n_boot),
-        "viral_vs_normal": _auc_entry(sub("pediatric-test", "virus"), ped_normal, n_boot),
+        "pneumonia_vs_normal": _auc_entry(sub("pediatric-test", "bacteria", "virus"), ped_normal),
+        "bacterial_vs_normal": _auc_entry(sub("pediatric-test", "bacteria"), ped_normal),
+        "viral_vs_normal": _auc_entry(sub("pediatric-test", "virus"), ped_normal),
         "operating_points": _operating(
             sub("pediatric-test", "bacteria", "virus"), ped_normal, thresholds
         ),
@@ -219,7 +215,6 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
         "pneumonia_vs_normal": _auc_entry(
             ok("pediatric-native", lambda r: r.item.label == 1),
             ok("pediatric-native", lambda r: r.item.label == 0),
-            n_boot,
         ),
     }
     tb = ok("tb-external")
@@ -232,7 +227,7 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
             [r for r in tb if r.item.subgroup == "obsolete"], [], thresholds
         ),
         "tb_vs_adult_test_normals (source-confounded, not a valid AUROC)": _auc_entry(
-            tb, adult_normal, n_boot
+            tb, adult_normal
         ),
     }
     # localisation: COVID-19 val infection masks (test has none) and TBX11K boxes
@@ -253,15 +248,17 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
         for r in res[n]
     ]
     nonchest = res["nonchest-test"]
-    m["subgroups"] = _subgroups(data_root, res, sub, thresholds, n_boot)
+    m["subgroups"] = _subgroups(data_root, res, sub, thresholds)
     m["input_checks"] = {
-        "chest_images_refused": wilson(sum(bool(r.refused) for r in chest), len(chest)),
-        "nonchest_images_refused": wilson(sum(bool(r.refused) for r in nonchest), len(nonchest)),
+        "chest_images_refused": wilson(sum(bool(r.refused) for r in chest), len(chest)).as_tuple(),
+        "nonchest_images_refused": wilson(
+            sum(bool(r.refused) for r in nonchest), len(nonchest)
+        ).as_tuple(),
         "nonchest_refused_by_kind": {
             k: wilson(
                 sum(bool(r.refused) for r in nonchest if r.item.subgroup == k),
                 sum(r.item.subgroup == k for r in nonchest),
-            )
+            ).as_tuple()
             for k in sorted({r.item.subgroup for r in nonchest})
         },
         "refusal_reasons": sorted({r.refused for r in chest + nonchest if r.refused})[:10],
@@ -273,8 +270,8 @@ def evaluate(data_root: Path, out: Path, n_boot: int = 2000, limit: int = 0) -> 
     ):
         labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
         probs = np.array([r.probability for r in pos + neg])
-        cal[name] = calibration(labels, probs)
-    m["calibration"] = {k: {"ece": v["ece"], "brier": v["brier"]} for k, v in cal.items()}
+        cal[name] = calibration_curve(labels, probs)
+    m["calibration"] = {k: {"ece": v.ece, "brier": v.brier} for k, v in cal.items()}
     secs = np.array([r.seconds for n in ("adult-test", "tb-external") for r in res[n]])
     native = np.array([r.seconds for r in res["pediatric-native"]])
     m["speed_one_thread"] = {
@@ -316,7 +313,7 @@ def _tb_splits(data_root: Path) -> dict[str, str]:
         return {str(base / r["file"]): r["official_split"] for r in csv.DictReader(f)}
 
 
-def _subgroups(data_root: Path, res: dict, sub, thresholds: dict, n_boot: int) -> dict:
+def _subgroups(data_root: Path, res: dict, sub, thresholds: dict) -> dict:
     """Figures per source (and per view, which the data does not tell)."""
     covid_src = _covid_sources(data_root)
     tb_split = _tb_splits(data_root)
@@ -330,7 +327,7 @@ def _subgroups(data_root: Path, res: dict, sub, thresholds: dict, n_boot: int) -
         "view (PA vs AP)": NO_VIEW_LABELS,
         "source": {
             "RSNA / NIH ChestX-ray14 (USA; adult test Non-COVID vs Normal)": {
-                "abnormal_vs_normal": _auc_entry(sub("adult-test", "Non-COVID"), normal, n_boot),
+                "abnormal_vs_normal": _auc_entry(sub("adult-test", "Non-COVID"), normal),
                 "operating_points": _operating(sub("adult-test", "Non-COVID"), normal, thresholds),
             },
             "COVID-19 Radiography Database (BIMCV/PadChest, SIRM, GitHub; adult test COVID-19,"
@@ -340,7 +337,7 @@ def _subgroups(data_root: Path, res: dict, sub, thresholds: dict, n_boot: int) -
             },
             "Kermany, Guangzhou (pediatric test)": {
                 "abnormal_vs_normal": _auc_entry(
-                    sub("pediatric-test", "bacteria", "virus"), ped_normal, n_boot
+                    sub("pediatric-test", "bacteria", "virus"), ped_normal
                 ),
                 "operating_points": _operating(
                     sub("pediatric-test", "bacteria", "virus"), ped_normal, thresholds
@@ -403,7 +400,7 @@ def _plots(res, sub, cal, out: Path) -> None:
     for label, pos, neg in curves:
         scores = np.array([r.probability for r in pos + neg])
         labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-        fpr, tpr = roc_curve(labels, scores)
+        fpr, tpr, _ = roc_points(labels, scores)
         auc = np.trapezoid(tpr, fpr)
         ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
@@ -417,8 +414,8 @@ def _plots(res, sub, cal, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     for name, c in cal.items():
-        conf, acc, _ = zip(*c["table"], strict=True)
-        ax.plot(conf, acc, "o-", label=f"{name} (ECE {c['ece']:.3f})")
+        conf, acc, _ = zip(*c.bins, strict=True)
+        ax.plot(conf, acc, "o-", label=f"{name} (ECE {c.ece:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("predicted probability (temperature-scaled)")
     ax.set_ylabel("observed fraction abnormal")

@@ -1,25 +1,27 @@
 """Gradient convergence and spiculation features for radsight-mmg: a nested experiment.
 
-``python -m radsight_train.mmg_convergence /work/shared/data build/mmg-convergence``
+``python -m experiments.mmg_convergence ../shared/data build/mmg-convergence``
 writes ``convergence_experiment.json`` (every figure; the declaration first). Nothing
-shipped changes: the maps are :mod:`radsight_train.mmg_convergence_maps` (numpy only,
+shipped changes: the maps are :mod:`experiments.mmg_convergence_maps` (numpy only,
 written so that the platform could use them as they are).
 
 Everything below (``DECLARED``) was fixed before the first run on the mini-MIAS labels:
 
 - **Image heads** (abnormal vs normal): three designs, each the shipped 6 inputs
-  (``train_mmg.DESIGN`` and its contralateral differences) plus new image features (the
-  mean of the 16 highest responses in the inner breast, and it minus the other breast's),
+  (``radsight_train.mmg.model.DESIGN`` and its contralateral differences) plus new image
+  features (the mean of the 16 highest responses in the inner breast, and it minus the
+  other breast's),
   an L2 logistic regression at the shipped C = 0.05. In each outer training split the
   design with the best inner leave-one-fold-out AUROC (the other 4 folds, pooled inner
   out-of-fold predictions; ties: the first listed) is refitted on the training split and
   scores the held-out fold. Compared with the shipped design refitted per fold (the
-  ``abnormal`` head), paired, 2,000 class-stratified bootstraps (``train_mmg._bootstrap``).
+  ``abnormal`` head), paired, 2,000 class-stratified bootstraps
+  (``radsight_train.mmg.marks.compare_aurocs``).
 - **Mark ranker**: three feature sets (and candidate sets), an L2 logistic regression as
-  ``train_mmg.fit_ranker`` (C = 0.1, balanced, standardised), candidates inside a lesion
-  circle against all others. In each outer training split the set with the most inner
-  top-mark hits (ties: the first listed) is refitted and ranks the held-out fold's
-  candidates. Compared with 1.1.0's ranker (``plus_place_terms`` on the shipped
+  ``radsight_train.mmg.marks.fit_ranker`` (C = 0.1, balanced, standardised), candidates
+  inside a lesion circle against all others. In each outer training split the set with
+  the most inner top-mark hits (ties: the first listed) is refitted and ranks the held-out
+  fold's candidates. Compared with 1.1.0's ranker (``plus_place_terms`` on the shipped
   candidates) refitted per fold, paired over the 83 located images (2,000 bootstraps).
 - **Decision rule**: recommend shipping the image heads only if the nested out-of-fold
   AUROC > 0.648 and the paired bootstrap CI of the difference to the shipped design
@@ -38,26 +40,28 @@ from pathlib import Path
 
 import numpy as np
 
-from radsight_train import mmg_convergence_maps as cv
-from radsight_train.data import read_gray
-from radsight_train.metrics import auroc, wilson
-from radsight_train.train_mmg import (
+from experiments import mmg_convergence_maps as cv
+from radsight.monitor.metrics import auroc, wilson
+from radsight_train.data import REPO_ROOT, default_data_root, read_gray
+from radsight_train.mmg.marks import (
     RANKER_C,
     RANKER_VARIANTS,
     Candidates,
-    _bootstrap,
-    _inside,
-    _top_hits,
+    compare_aurocs,
+    fit_ranker,
+    inside,
+    paired_hits,
+    top_hits,
+)
+from radsight_train.mmg.model import (
     apply_head,
     contralateral,
     design,
     fit_head,
     fit_heads,
-    fit_ranker,
     image_features,
     mias_items,
     pair_folds,
-    paired_hits,
 )
 
 log = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ RANKER_SETS = {
 
 DECLARED = {
     "written_before_the_first_run": "2026-12-07 05:18 UTC",
-    "maps": "radsight_train.mmg_convergence_maps: convergence index rings (GRID px) "
+    "maps": "experiments.mmg_convergence_maps: convergence index rings (GRID px) "
     f"{list(cv.CI_RINGS)}, spiculation annuli {list(cv.SPIC_RINGS)}, line share "
     f"{cv.LINE_SHARE}, {cv.SECTORS} sectors for spread, top-{cv.TOP} image features",
     "image_designs": {
@@ -115,7 +119,7 @@ DECLARED = {
 
 
 def _fit_cols(rows: np.ndarray, hit: np.ndarray, use: np.ndarray) -> dict:
-    """``train_mmg.fit_ranker`` over the given rows (all their columns)."""
+    """``radsight_train.mmg.marks.fit_ranker`` over the given rows (all their columns)."""
     from sklearn.linear_model import LogisticRegression
 
     x = rows[use]
@@ -132,7 +136,7 @@ def collect(items: list) -> dict:
     from radsight.algorithms.mmg import contralateral as pick_other
     from radsight.algorithms.mmg import image_features as platform_features
     from radsight.algorithms.mmg.features import CANDIDATE_FEATURES, Candidate, candidates
-    from radsight_train.evaluate_mmg import mias_image_input
+    from radsight_train.mmg.evaluate import mias_image_input
 
     ci_cols = list(range(len(cv.CI_RINGS)))
     sp_cols = [len(cv.CI_RINGS) + i for i in range(len(cv.SPIC_RINGS))]
@@ -158,7 +162,7 @@ def collect(items: list) -> dict:
             other = pick_other(f, [feats[j] for j in idx])
             o = of[id(other)] if other is not f else None
             if f.marks["all"]:
-                out["blob_top_hit"][i] = _inside(items[i], f.marks["all"][0].x, f.marks["all"][0].y)
+                out["blob_top_hit"][i] = inside(items[i], f.marks["all"][0].x, f.marks["all"][0].y)
             if f.breast is None or not f.breast.candidates:
                 continue
             breast = f.breast
@@ -193,7 +197,7 @@ def collect(items: list) -> dict:
                 out["rows"].append(rows[n])
                 out["point"].append(pt)
                 out["diff"].append(diff)
-                out["hit"].append(_inside(items[i], *breast.to_source(cand.x, cand.y)))
+                out["hit"].append(inside(items[i], *breast.to_source(cand.x, cand.y)))
                 out["image"].append(i)
                 out["new"].append(n >= len(breast.candidates))
     for k in ("rows", "point", "diff", "hit", "image", "new"):
@@ -263,7 +267,7 @@ def _kind_breakdown(
     out = {}
     for g, classes in GROUPS.items():
         m = np.array([it.abnormal == 0 or bool(set(it.classes) & set(classes)) for it in items])
-        res = _bootstrap(labels[m], {"shipped": shipped[m], "nested": nested[m]}, "shipped")
+        res = compare_aurocs(labels[m], {"shipped": shipped[m], "nested": nested[m]}, "shipped")
         out[g] = {
             "abnormal_images": int(labels[m].sum()),
             **res["nested"],
@@ -290,7 +294,7 @@ def marks_experiment(items: list, sets: dict[str, Candidates], fold: np.ndarray)
                 else _fit_cols(c.rows, c.hit, use)
             )
             test = located[fold[located] == k]
-            hits[test] = _top_hits(c, ranker, test)
+            hits[test] = top_hits(c, ranker, test)
         return hits
 
     shipped = oof(sets["shipped_1.1.0"], "shipped_1.1.0")[located]
@@ -308,9 +312,8 @@ def marks_experiment(items: list, sets: dict[str, Candidates], fold: np.ndarray)
         inner_hits.append(score)
         c = sets[best]
         test = located[fold[located] == k]
-        nested[test] = _top_hits(c, _fit_cols(c.rows, c.hit, fold[c.image] != k), test)
+        nested[test] = top_hits(c, _fit_cols(c.rows, c.hit, fold[c.image] != k), test)
     nested = nested[located]
-    paired = paired_hits(len(located))
 
     coverage = {}
     for n in ("shipped_1.1.0", "conv_cands+conv_feats"):
@@ -324,16 +327,16 @@ def marks_experiment(items: list, sets: dict[str, Candidates], fold: np.ndarray)
         "images_with_circles": len(located),
         "shipped_1.1.0_refit_per_fold": [
             int(shipped.sum()),
-            *wilson(int(shipped.sum()), len(located)),
+            *wilson(int(shipped.sum()), len(located)).as_tuple(),
         ],
         "per_set_out_of_fold_not_nested": {
-            n: [int(h.sum()), *wilson(int(h.sum()), len(h))] for n, h in per_set.items()
+            n: [int(h.sum()), *wilson(int(h.sum()), len(h)).as_tuple()] for n, h in per_set.items()
         },
-        "per_set_minus_shipped_paired_ci": {n: paired(h, shipped) for n, h in per_set.items()},
-        "nested": [int(nested.sum()), *wilson(int(nested.sum()), len(nested))],
+        "per_set_minus_shipped_paired_ci": {n: paired_hits(h, shipped) for n, h in per_set.items()},
+        "nested": [int(nested.sum()), *wilson(int(nested.sum()), len(nested)).as_tuple()],
         "nested_chosen_per_fold": chosen,
         "inner_hits_per_fold": inner_hits,
-        "nested_minus_shipped_paired_ci": paired(nested, shipped),
+        "nested_minus_shipped_paired_ci": paired_hits(nested, shipped),
         "coverage": coverage,
         "post_hoc_description (no choice made on it)": _mark_breakdown(
             items, located, nested, shipped
@@ -377,10 +380,10 @@ def image_experiment(items: list, conv: np.ndarray, fold: np.ndarray) -> dict:
     for n, name in enumerate(names):
         single[name] = conv[:, n]
         single[f"{name}_minus_other"] = conv[:, n] - other[:, n]
-    single_out = _bootstrap(labels, single, "shipped_design_refit_per_fold")
+    single_out = compare_aurocs(labels, single, "shipped_design_refit_per_fold")
     single_out.pop("shipped_design_refit_per_fold")
     return {
-        "auroc_out_of_fold": _bootstrap(labels, scores, "shipped_design_refit_per_fold"),
+        "auroc_out_of_fold": compare_aurocs(labels, scores, "shipped_design_refit_per_fold"),
         "nested_chosen_per_fold": chosen,
         "inner_auroc_per_fold": inner_auc,
         "single_feature_auroc (16 looked at; fixed features, not fitted)": single_out,
@@ -390,10 +393,13 @@ def image_experiment(items: list, conv: np.ndarray, fold: np.ndarray) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     args = sys.argv[1:] if argv is None else argv
-    data_root = Path(args[0]) if args else Path("/work/shared/data")
-    work = Path(args[1]) if len(args) > 1 else Path("build/mmg-convergence")
+    if args[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return None
+    data_root = Path(args[0]) if args else default_data_root()
+    work = Path(args[1]) if len(args) > 1 else REPO_ROOT / "build" / "mmg-convergence"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         import torch
@@ -431,8 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
             "p95": round(float(np.percentile(sec, 95)), 3),
             "max": round(float(sec.max()), 3),
         },
-        "command": "python -m radsight_train.mmg_convergence /work/shared/data "
-        "build/mmg-convergence",
+        "command": "python -m experiments.mmg_convergence ../shared/data build/mmg-convergence",
         "seconds": round(time.time() - t0),
     }
     (work / "convergence_experiment.json").write_text(

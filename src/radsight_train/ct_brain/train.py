@@ -40,17 +40,17 @@ from radsight.algorithms.ct_brain.preprocess import (
     pseudo_hu,
     to_channels,
 )
+from radsight.monitor.metrics import auroc, auroc_ci
+from radsight_train.cxr.train import set_seeds
 from radsight_train.data import read_gray
-from radsight_train.metrics import auroc_ci
 from radsight_train.model import Block, _conv_bn, count_parameters
-from radsight_train.train_cxr import set_seeds
 
 log = logging.getLogger(__name__)
 
 SIZE = 96
 SEED = 11
 SPLIT_SEED = 20240601
-MODEL_DIR = Path(__file__).resolve().parents[1] / "radsight" / "algorithms" / "ct_brain"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "radsight" / "algorithms" / "ct_brain"
 DATASET = Path("ct-brain") / "head-ct-hemorrhage-256"
 #: share of the head size treated as the skull rim of a PNG slice
 RIM_FRACTION = 0.07
@@ -394,10 +394,10 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
             x = synthetic_channels(cache, normals, kind == "chronic", SPLIT_SEED + k)
             synthetic[kind][normals] = predict(model, x)
         y = np.array(labels)[test_idx]
-        auc, _, _ = auroc_ci(y, oof[test_idx], n_boot=10)
+        auc = auroc(y, oof[test_idx])
         log.info("fold %d/%d: AUROC %.3f (%.0f s)", k + 1, folds, auc, time.time() - tf)
     y = np.array(labels)
-    auc, lo, hi = auroc_ci(y, oof)
+    auc, lo, hi = auroc_ci(y, oof).as_tuple()
     temperature, shift = fit_platt(oof, y.astype(np.float64))
     prob = _calibrated(oof, temperature, shift)
     threshold = youden(prob, y)
@@ -416,7 +416,7 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
         held = logits[normal]
         s_auc, s_lo, s_hi = auroc_ci(
             np.r_[np.ones(len(held)), np.zeros(len(held))], np.r_[held, oof[normal]]
-        )
+        ).as_tuple()
         sens = float((_calibrated(held, temperature, shift) >= threshold).mean())
         synthetic_figures[kind] = {
             "auroc_vs_normals": round(s_auc, 4),
@@ -439,7 +439,7 @@ def train(data_root: Path, work: Path, epochs: int, folds: int, threads: int) ->
     seconds = round(time.time() - t0)
     config = {
         "model": "ct_brain.onnx",
-        "architecture": "BrainNet (radsight_train.train_ct_brain)",
+        "architecture": "BrainNet (radsight_train.ct_brain.train)",
         "parameters": count_parameters(final),
         "input": {"size": SIZE, "channels": [w.name for w in CHANNELS], "range": [0.0, 1.0]},
         "outputs": {"logit": "haemorrhage logit", "cam": "haemorrhage logit map at 1/8"},

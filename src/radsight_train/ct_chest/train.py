@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SEED = 11
 #: training crops of the augmented canvas (a 160 px crop costs 0.4 of the whole canvas)
 CROP = 160
-MODEL_DIR = Path(__file__).resolve().parents[1] / "radsight" / "algorithms" / "ct_chest"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "radsight" / "algorithms" / "ct_chest"
 DATA_SUBDIR = Path("ct-chest") / "covid-semiseg-infnet"
 
 
@@ -219,7 +219,7 @@ def train(data_root: Path, work: Path, steps: int, threads: int, max_minutes: fl
     export_onnx(model, onnx_path)
     config = {
         "model": "ct_chest.onnx",
-        "architecture": "LesionUNet (radsight_train.train_ct_chest)",
+        "architecture": "LesionUNet (radsight_train.ct_chest.train)",
         "parameters": count_parameters(model),
         "input": {"size": SIZE, "window": "LUNG", "range": [0.0, 1.0], "letterbox": True},
         "outputs": {"lesion": "GGO/consolidation logit map at 1/2 resolution"},

@@ -1,0 +1,1 @@
+"""Brain CT haemorrhage model (``ct_brain.onnx``): training and evaluation."""

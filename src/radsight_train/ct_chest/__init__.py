@@ -1,0 +1,1 @@
+"""Chest CT lesion model (``ct_chest.onnx``): training and evaluation."""

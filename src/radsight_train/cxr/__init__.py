@@ -1,0 +1,1 @@
+"""Chest radiograph model (``cxr.onnx``): training, the TB head, evaluation."""

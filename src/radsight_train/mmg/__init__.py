@@ -1,0 +1,2 @@
+"""Mammography model (``mmg.onnx`` + ``mmg.json``): the filter bank, the heads, the mark
+ranker, training with patient-pair cross-validation, evaluation."""

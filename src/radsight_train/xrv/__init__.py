@@ -1,0 +1,1 @@
+"""torchxrayvision DenseNet-121 export for the ``radsight-xrv`` adapter."""
