@@ -11,18 +11,29 @@ A command of the form ``[NAME=value ...] radsight ARGS`` runs the real ``radsigh
 line in a child forked from the test process (the same code as the installed script, without
 paying the 1.5 s import each time); anything else (``$(...)``, pipes, ``export``, ``curl``) runs
 in ``bash``. Variables a command exports stay set for the next commands of the same page.
+
+A command that ends with ``&`` runs in the background, in its own process group, with its
+output in ``background-N.log`` of the page's folder; the harness stops it (SIGTERM) when the
+docs test ends. ``radsight serve &`` is waited for until ``/health`` answers. Every page
+gets free ports in ``RADSIGHT_HTTP_PORT`` and ``RADSIGHT_DICOM_PORT``, and ``:8042`` (the
+default HTTP port the pages show) in a command is that page's HTTP port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import doctest
+import importlib
 import os
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +119,33 @@ def _radsight_argv(command: str) -> tuple[dict[str, str], list[str]] | None:
     return env, tokens[1:]
 
 
+#: what the commands import lazily: imported once in the parent, so that no child pays for it
+#: (a module that another change renames or removes is simply not warmed)
+_WARM_MODULES = (
+    "radsight.cli.people",
+    "radsight.cli.quality",
+    "radsight.server",
+    "radsight.runtime",
+    "radsight.logs",
+    "radsight.algorithms.registry",
+    "radsight.pipeline.routing",
+    "radsight.store",
+    "radsight.store.db",
+    "alembic.command",
+)
+
+
+def _warm() -> None:
+    for name in _WARM_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
 def _run_forked(args: list[str], env: dict[str, str], cwd: Path) -> str:
     """Run ``radsight ARGS`` in a forked child (the CLI is imported once, in the parent)."""
     from radsight.cli.main import cli
+
+    _warm()
 
     with tempfile.TemporaryFile() as out:
         pid = os.fork()
@@ -169,8 +204,66 @@ def _run_bash(command: str, env: dict[str, str], cwd: Path) -> str:
     return res.stdout
 
 
-def run_command(command: str, env: dict[str, str], cwd: Path) -> str:
+def _start_background(
+    command: str, env: dict[str, str], cwd: Path, background: list[subprocess.Popen[bytes]]
+) -> str:
+    log_path = cwd / f"background-{len(background) + 1}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    background.append(proc)
+    if "radsight serve" in command:
+        url = f"http://127.0.0.1:{env['RADSIGHT_HTTP_PORT']}/health"
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"`{command}` did not answer {url}:\n{log_path.read_text()[-3000:]}"
+                    ) from None
+                time.sleep(0.2)
+    return ""
+
+
+def stop_background(background: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each background process group, then SIGKILL what is left after 30 s."""
+    for proc in background:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in background:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    background.clear()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_command(
+    command: str, env: dict[str, str], cwd: Path, background: list[subprocess.Popen[bytes]]
+) -> str:
     """What `command` prints, run in `cwd` with `env` (updated with what it exports)."""
+    if "RADSIGHT_HTTP_PORT" in env:
+        command = command.replace(":8042", f":{env['RADSIGHT_HTTP_PORT']}")
+    if command.rstrip().endswith("&") and not command.rstrip().endswith("&&"):
+        return _start_background(command.rstrip()[:-1], env, cwd, background)
     parsed = _radsight_argv(command)
     # fork only a single-threaded process: a lock held by another thread would stay held
     if parsed is not None and threading.active_count() == 1 and hasattr(os, "fork"):

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import subprocess
+import sys
 import unittest
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +33,13 @@ import pytest
 from sybil import Document, Example
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
-from tests.docs.console import matches, parse_transcript, run_command
+from tests.docs.console import (
+    free_port,
+    matches,
+    parse_transcript,
+    run_command,
+    stop_background,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -47,6 +55,7 @@ class PageRun:
     folder: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
+    background: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
 _RUNS: dict[str, PageRun] = {}
@@ -69,7 +78,7 @@ def _evaluate_console(example: Example) -> None:
     prefix = fence[: len(fence) - len(fence.lstrip())]
     failures = []
     for command in parse_transcript(str(example.parsed), example.line + 1):
-        actual = run_command(command.text, run.env, run.folder)
+        actual = run_command(command.text, run.env, run.folder, run.background)
         if matches(command.expected, actual):
             continue
         page = Path(example.path)
@@ -149,14 +158,18 @@ def test_block(page: str, index: int, tmp_path_factory, monkeypatch) -> None:
         run.folder = tmp_path_factory.mktemp(Path(page).stem)
         run.env = {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")}
         # `radsight` in a bash command is this interpreter's, with this checkout's sources
-        bin_dir = str(Path(os.sys.executable).parent)
+        bin_dir = str(Path(sys.executable).parent)
         run.env["PATH"] = bin_dir + os.pathsep + run.env.get("PATH", "")
         run.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT / "src"), str(ROOT), run.env.get("PYTHONPATH")) if p
         )
+        run.env["RADSIGHT_HTTP_PORT"] = str(free_port())
+        run.env["RADSIGHT_DICOM_PORT"] = str(free_port())
     monkeypatch.chdir(run.folder)
     for key in [k for k in os.environ if k.startswith("RADSIGHT_")]:
         monkeypatch.delenv(key)
+    for key in ("RADSIGHT_HTTP_PORT", "RADSIGHT_DICOM_PORT"):  # the page's free ports
+        monkeypatch.setenv(key, run.env[key])
     # the blocks before this one (skip directives included) run first, once, in order
     for earlier in range(index):
         if earlier not in run.done:
@@ -173,6 +186,8 @@ def test_block(page: str, index: int, tmp_path_factory, monkeypatch) -> None:
 def _rewrite_pages() -> Iterator[None]:
     """With RADSIGHT_DOCS_UPDATE=1, write the collected outputs back, last lines first."""
     yield
+    for run in _RUNS.values():
+        stop_background(run.background)
     for page, rewrites in _REWRITES.items():
         lines = page.read_text().splitlines()
         for first, last, new in sorted(rewrites, reverse=True):
