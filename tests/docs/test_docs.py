@@ -43,7 +43,6 @@ from tests.docs.console import (
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-UPDATE = os.environ.get("RADSIGHT_DOCS_UPDATE") == "1"
 
 
 @dataclass
@@ -67,8 +66,12 @@ class DocsMismatch(AssertionError):
     """A block does not do what its page shows; the message says where and how."""
 
 
+def _shown(page: Path) -> Path:
+    return page.relative_to(ROOT) if page.is_relative_to(ROOT) else page
+
+
 def _where(example: Example) -> str:
-    return f"{Path(example.path).relative_to(ROOT)}:{example.line}"
+    return f"{_shown(Path(example.path))}:{example.line}"
 
 
 def _evaluate_console(example: Example) -> None:
@@ -82,7 +85,7 @@ def _evaluate_console(example: Example) -> None:
         if matches(command.expected, actual):
             continue
         page = Path(example.path)
-        if UPDATE:
+        if os.environ.get("RADSIGHT_DOCS_UPDATE") == "1":
             new = [prefix + line if line else "" for line in actual.rstrip().splitlines()]
             first = example.line + command.output_start  # 0-based page line index
             last = example.line + command.output_end
@@ -98,7 +101,7 @@ def _evaluate_console(example: Example) -> None:
             )
         )
         failures.append(
-            f"{page.relative_to(ROOT)}:{command.line}: `$ {command.text}` printed other "
+            f"{_shown(page)}:{command.line}: `$ {command.text}` printed other "
             f"output.\n--- shown in the page:\n{command.expected}\n--- printed now:\n"
             f"{actual.rstrip()}\n--- diff:\n{diff}"
         )
@@ -125,6 +128,19 @@ PARSERS = [
     CodeBlockParser("sh", _refuse_shell_block),
     SkipParser(),
 ]
+
+
+def open_page(run: PageRun, folder: Path) -> None:
+    """Give a page its folder and environment: no RADSIGHT_* of the caller, free ports."""
+    run.folder = folder
+    run.env = {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")}
+    # `radsight` in a bash command is this interpreter's, with this checkout's sources
+    run.env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + run.env.get("PATH", "")
+    run.env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "src"), str(ROOT), run.env.get("PYTHONPATH")) if p
+    )
+    run.env["RADSIGHT_HTTP_PORT"] = str(free_port())
+    run.env["RADSIGHT_DICOM_PORT"] = str(free_port())
 
 
 def _is_skip_directive(example: Example) -> bool:
@@ -155,16 +171,7 @@ def _evaluate(example: Example) -> None:
 def test_block(page: str, index: int, tmp_path_factory, monkeypatch) -> None:
     run = _RUNS[page]
     if run.folder is None:
-        run.folder = tmp_path_factory.mktemp(Path(page).stem)
-        run.env = {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")}
-        # `radsight` in a bash command is this interpreter's, with this checkout's sources
-        bin_dir = str(Path(sys.executable).parent)
-        run.env["PATH"] = bin_dir + os.pathsep + run.env.get("PATH", "")
-        run.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT / "src"), str(ROOT), run.env.get("PYTHONPATH")) if p
-        )
-        run.env["RADSIGHT_HTTP_PORT"] = str(free_port())
-        run.env["RADSIGHT_DICOM_PORT"] = str(free_port())
+        open_page(run, tmp_path_factory.mktemp(Path(page).stem))
     monkeypatch.chdir(run.folder)
     for key in [k for k in os.environ if k.startswith("RADSIGHT_")]:
         monkeypatch.delenv(key)
@@ -176,7 +183,7 @@ def test_block(page: str, index: int, tmp_path_factory, monkeypatch) -> None:
             run.done.add(earlier)
             try:
                 run.examples[earlier].evaluate()
-            except (unittest.SkipTest, AssertionError, Exception):  # reported by their own test
+            except Exception:  # a skip or a failure: each block's own test reports it
                 pass
     run.done.add(index)
     _evaluate(run.examples[index])
@@ -188,6 +195,11 @@ def _rewrite_pages() -> Iterator[None]:
     yield
     for run in _RUNS.values():
         stop_background(run.background)
+    apply_rewrites()
+
+
+def apply_rewrites() -> None:
+    """Write the outputs collected under RADSIGHT_DOCS_UPDATE=1 into their pages."""
     for page, rewrites in _REWRITES.items():
         lines = page.read_text().splitlines()
         for first, last, new in sorted(rewrites, reverse=True):
