@@ -57,6 +57,8 @@ class PageRun:
     background: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
+#: set to 1, the docs test writes what each differing transcript command printed into its page
+UPDATE = "RADSIGHT_DOCS_UPDATE"
 _RUNS: dict[str, PageRun] = {}
 #: page -> [(first line index, end line index, new lines)] for RADSIGHT_DOCS_UPDATE=1
 _REWRITES: dict[Path, list[tuple[int, int, list[str]]]] = {}
@@ -85,7 +87,7 @@ def _evaluate_console(example: Example) -> None:
         if matches(command.expected, actual):
             continue
         page = Path(example.path)
-        if os.environ.get("RADSIGHT_DOCS_UPDATE") == "1":
+        if os.environ.get(UPDATE) == "1":
             new = [prefix + line if line else "" for line in actual.rstrip().splitlines()]
             first = example.line + command.output_start  # 0-based page line index
             last = example.line + command.output_end
@@ -159,12 +161,18 @@ def _collect() -> Iterator[pytest.param]:
 
 def _evaluate(example: Example) -> None:
     __tracebackhide__ = True
+    skipped = mismatch = None
     try:
         example.evaluate()
     except unittest.SkipTest as exc:
-        pytest.skip(f"{_where(example)}: {exc}")
+        skipped = f"{_where(example)}: {exc}"
     except DocsMismatch as exc:
-        pytest.fail(str(exc), pytrace=False)
+        mismatch = str(exc)
+    # outside the except clauses, so that pytest shows the message once, without a chain
+    if skipped is not None:
+        pytest.skip(skipped)
+    if mismatch is not None:
+        pytest.fail(mismatch, pytrace=False)
 
 
 @pytest.mark.parametrize(("page", "index"), list(_collect()))
@@ -173,7 +181,7 @@ def test_block(page: str, index: int, tmp_path_factory, monkeypatch) -> None:
     if run.folder is None:
         open_page(run, tmp_path_factory.mktemp(Path(page).stem))
     monkeypatch.chdir(run.folder)
-    for key in [k for k in os.environ if k.startswith("RADSIGHT_")]:
+    for key in [k for k in os.environ if k.startswith("RADSIGHT_") and k != UPDATE]:
         monkeypatch.delenv(key)
     for key in ("RADSIGHT_HTTP_PORT", "RADSIGHT_DICOM_PORT"):  # the page's free ports
         monkeypatch.setenv(key, run.env[key])
