@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,12 +49,23 @@ def test_wildcards_and_spacing(expected, actual, same):
 
 
 def test_exports_carry_over_and_radsight_runs_in_the_folder(tmp_path):
-    env = {"PATH": "/usr/bin:/bin"}
+    # the PATH and PYTHONPATH a bash-run `radsight` needs (when threads rule out a fork)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
     assert run_command("export GREETING=hello", env, tmp_path, []) == ""
     assert run_command("echo $GREETING", env, tmp_path, []) == "hello\n"
     out = run_command('radsight org add "City Hospital" --region North', env, tmp_path, [])
     assert out == "organisation 1 'City Hospital' in region 'North'\n"
     assert (tmp_path / "radsight-data" / "radsight.db").exists()
+    # a pipe goes to bash, which finds this interpreter's `radsight` and the same data
+    assert run_command("radsight org list | tail -n 1", env, tmp_path, []).split() == [
+        "1",
+        "City",
+        "Hospital",
+        "North",
+    ]
 
 
 def _run_page(page: Path, folder: Path) -> None:
