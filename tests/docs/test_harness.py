@@ -1,0 +1,106 @@
+"""The docs test itself: transcripts parse, wildcards match, and a drifted page fails well."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from sybil import Document
+
+from tests.docs import test_docs as harness
+from tests.docs.console import matches, parse_transcript, run_command
+
+PAGE = """# A page
+
+```console
+$ radsight org add "City Hospital" \\
+    --region North
+organisation 1 'City Hospital' in region 'North'
+$ radsight org list
+id  name  region
+```
+"""
+
+
+def test_a_transcript_splits_into_commands_with_their_output():
+    first, second = parse_transcript(PAGE.split("```console\n")[1].split("```")[0], 4)
+    assert (first.line, first.text) == (4, 'radsight org add "City Hospital"  --region North')
+    assert first.expected == "organisation 1 'City Hospital' in region 'North'"
+    assert (second.line, second.expected) == (7, "id  name  region")
+    assert (second.output_start, second.output_end) == (4, 5)
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "same"),
+    [
+        ("token 1 'ops' (admin)", "token 1 'ops' (admin)  \n\n", True),
+        ("rst_...", "rst_AbC-9", True),
+        ("a\n...\nz", "a\nb\nc\nz", True),
+        ("id  name", "id          name", True),
+        ("id  name", "id  nome", False),
+        ("a\nz", "a\nb\nz", False),
+        ("", "something", False),
+    ],
+)
+def test_wildcards_and_spacing(expected, actual, same):
+    assert matches(expected, actual) is same
+
+
+def test_exports_carry_over_and_radsight_runs_in_the_folder(tmp_path):
+    # the PATH and PYTHONPATH a bash-run `radsight` needs (when threads rule out a fork)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+    assert run_command("export GREETING=hello", env, tmp_path, []) == ""
+    assert run_command("echo $GREETING", env, tmp_path, []) == "hello\n"
+    out = run_command('radsight org add "City Hospital" --region North', env, tmp_path, [])
+    assert out == "organisation 1 'City Hospital' in region 'North'\n"
+    assert (tmp_path / "radsight-data" / "radsight.db").exists()
+    # a pipe goes to bash, which finds this interpreter's `radsight` and the same data
+    assert run_command("radsight org list | tail -n 1", env, tmp_path, []).split() == [
+        "1",
+        "City",
+        "Hospital",
+        "North",
+    ]
+
+
+def _run_page(page: Path, folder: Path) -> None:
+    document = Document.parse(str(page), *harness.PARSERS)
+    run = harness.PageRun(document, list(document.examples()))
+    harness._RUNS[str(page)] = run
+    harness.open_page(run, folder)
+    folder.mkdir()
+    for example in run.examples:
+        example.evaluate()
+
+
+def test_a_drifted_transcript_names_its_line_and_can_be_rewritten(tmp_path, monkeypatch):
+    page = tmp_path / "page.md"
+    page.write_text(PAGE)
+    monkeypatch.delenv("RADSIGHT_DOCS_UPDATE", raising=False)
+    with pytest.raises(harness.DocsMismatch) as failure:
+        _run_page(page, tmp_path / "first")
+    message = str(failure.value)
+    assert f"{page}:7: `$ radsight org list` printed other output" in message
+    assert "--- shown in the page:\nid  name  region\n--- printed now:\n" in message
+    assert "1   City Hospital  North" in message
+
+    monkeypatch.setenv("RADSIGHT_DOCS_UPDATE", "1")
+    _run_page(page, tmp_path / "second")
+    harness.apply_rewrites()
+    rewritten = page.read_text()
+    assert "$ radsight org list\nid  name           region\n" in rewritten
+    assert rewritten.endswith("1   City Hospital  North\n```\n")
+    monkeypatch.delenv("RADSIGHT_DOCS_UPDATE")
+    _run_page(page, tmp_path / "third")  # the page now passes as it is
+
+
+def test_an_unmarked_shell_block_fails(tmp_path):
+    page = tmp_path / "shell.md"
+    page.write_text("```bash\nradsight serve\n```\n")
+    with pytest.raises(harness.DocsMismatch, match=r"shell\.md:1: a shell block is never run"):
+        _run_page(page, tmp_path / "w")
