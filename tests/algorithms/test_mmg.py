@@ -24,8 +24,8 @@ from radsight.algorithms.contract import ImageInput, NotAnalysable, StudyInput
 from radsight.algorithms.mmg import CONFIG, MammographyAlgorithm, check_image, predict_image
 from radsight.algorithms.mmg.preprocess import prepare
 from radsight.algorithms.mmg.views import laterality, view
+from radsight.dicom.study_types import classify_study_type
 from radsight.pipeline.inputs import study_input_from
-from radsight.pipeline.routing import classify_study_type
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()
