@@ -253,6 +253,8 @@ def test_breast_with_a_mass_is_marked_there() -> None:
     # the right breast's two views carry a bright round mass; the marks must find it
     datasets = four_view_study(mass_side="R")
     study = study_input_from(datasets, "mmg")
+    # the mass is where the right breast is: laterality first, or the check below is vacuous
+    assert [image.image_laterality for image in study.images] == ["R", "L", "R", "L"]
     for image in study.images:
         prediction = predict_image(image)
         top = prediction.top_mark
@@ -521,6 +523,7 @@ def test_marks_are_ranked_candidates_compared_with_the_other_breast() -> None:
 
     assert "ranker" in CONFIG["heads"]
     study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    assert [image.image_laterality for image in study.images] == ["R", "L", "R", "L"]
     ranked = [p for _, p in predict_images(list(study.images))]
     without = {k: v for k, v in CONFIG["heads"].items() if k != "ranker"}
     blobs = [p for _, p in predict_images(list(study.images), without)]
@@ -609,6 +612,7 @@ def test_mlo_position_terms_of_the_ranker_do_not_apply_to_cc_views() -> None:
 
     study = study_input_from(four_view_study(mass_side="R"), "mmg")
     by_view = {im.view_position: image_features(im) for im in study.images[::2]}
+    assert sorted(by_view) == ["CC", "MLO"]  # both branches below run
     n = len(CANDIDATE_FEATURES)
     corner = CANDIDATE_FEATURES.index("top_chest_wall_corner")
     assert corner in MLO_POSITION_COLUMNS

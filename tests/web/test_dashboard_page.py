@@ -26,11 +26,12 @@ from radsight.pipeline.routing import load_rules
 from radsight.runtime import Runtime
 from radsight.store import people, tenants
 from radsight.web import create_app
-from tests.conftest import write_rules
+from tests.conftest import REPO, write_rules
 from tests.monitor.test_dashboard import add_results
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
+SHOT = REPO / "docs" / "quality" / "dashboard.png"  # docs/quality.md shows it
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def browser() -> Iterator[sync_api.Browser]:
 
 
 def test_dashboard_is_styled_and_the_browser_refuses_nothing(site, browser):
-    page = browser.new_page(base_url=site)
+    page = browser.new_page(base_url=site, viewport={"width": 1280, "height": 900})
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
@@ -113,6 +114,7 @@ def test_dashboard_is_styled_and_the_browser_refuses_nothing(site, browser):
     violations = page.evaluate("window.cspViolations")
     refused = [m for m in console if re.search(r"Content Security Policy|Refused to", m)]
     assert violations == [] and refused == [], (violations, console)
+    page.screenshot(path=str(SHOT), full_page=True)
     page.close()
 
 
