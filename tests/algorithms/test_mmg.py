@@ -233,7 +233,8 @@ def test_four_view_study_is_reported_per_breast(algorithm) -> None:
         for region in by_key[key].regions:
             assert uids[region.sop_instance_uid].ImageLaterality == side
     # each mark carries its own view's probability (the SR's "Region probability"); the
-    # finding's is the highest of them
+    # finding's is the highest of them (the right breast's synthetic mass gives marks)
+    assert by_key["suspicion-right"].regions, "no marks: the checks below would be vacuous"
     for finding in analysis.findings:
         own = [r.probability for r in finding.regions]
         assert all(p is not None and 0.0 <= p <= finding.probability + 1e-9 for p in own)
