@@ -76,6 +76,7 @@ def browser() -> Iterator[sync_api.Browser]:
         b.close()
 
 
+@pytest.mark.slow
 def test_dashboard_is_styled_and_the_browser_refuses_nothing(site, browser):
     page = browser.new_page(base_url=site, viewport={"width": 1280, "height": 900})
     console: list[str] = []
