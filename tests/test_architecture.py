@@ -29,7 +29,7 @@ PURE = [
     "monitor/charts.py",
     "monitor/html.py",
     "monitor/dashboard.py",
-    "pages.py",
+    "page_system.py",
 ]
 IO_LIBRARIES = {
     "sqlalchemy",
@@ -94,7 +94,7 @@ def test_edge_libraries_live_in_their_package(library):
 #: data flow of DESIGN.md: ingest and pipeline over the store, review and monitor over them,
 #: the HTTP API over those, the web app over the API, the server and the CLI on top.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "pages"),  # the error tree; the page system (Jinja2 over web/templates)
+    ("errors", "page_system"),  # the error tree; the page system (Jinja2 over web/templates)
     ("config",),  # settings (pydantic-settings)
     ("logs", "dicom"),  # logging set-up; DICOM helpers, study types (pure)
     ("algorithms",),  # the algorithm contract and the built-in algorithms (pure)

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from playwright import sync_api
 
-from radsight import pages
+from radsight import page_system
 from radsight.algorithms.registry import Registry
 from radsight.config import load_settings
 from radsight.pipeline.routing import load_rules
@@ -127,8 +127,8 @@ INLINE = re.compile(
 )
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in pages.TEMPLATES.glob("*.html")))
+@pytest.mark.parametrize("name", sorted(p.name for p in page_system.TEMPLATES.glob("*.html")))
 def test_templates_have_no_inline_style_or_script(name):
     """``style-src 'self'; script-src 'self'``: the browser would refuse any of these."""
-    text = (pages.TEMPLATES / name).read_text()
+    text = (page_system.TEMPLATES / name).read_text()
     assert INLINE.findall(text) == []

@@ -1,6 +1,6 @@
 """The supervisors' dashboard (pure): aggregate activity rows, draw the charts, write CSV.
 
-The page itself is the template ``dashboard.html`` of the page system (:mod:`radsight.pages`),
+The page itself is the template ``dashboard.html`` of the page system (:mod:`radsight.page_system`),
 served by :mod:`radsight.web.dashboard`.
 
 Activity rows come from :func:`radsight.store.monitoring.activity`: (period, organisation,

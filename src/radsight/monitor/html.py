@@ -1,4 +1,4 @@
-"""The calibration test report: a page of the page system (:mod:`radsight.pages`).
+"""The calibration test report: a page of the page system (:mod:`radsight.page_system`).
 
 The report is written once, when the test ends, to the object store (served at
 ``/api/evaluations/{id}/report.html``) and by ``radsight quality evaluate --out``. Its plots
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from radsight.monitor import charts
-from radsight.pages import render_page
+from radsight.page_system import render_page
 
 
 def _ci(e: dict | None) -> str:

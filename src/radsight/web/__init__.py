@@ -3,7 +3,7 @@
 :func:`create_app` is the whole HTTP application: the API of :mod:`radsight.api` with the
 web app installed (:func:`install`): the radiologist's pages, their JSON, the supervisors'
 dashboard, the static files (served from this package; no CDN) and the security headers
-every response carries. The pages are templates of the one page system, :mod:`radsight.pages`.
+every response carries. The pages are templates of the one page system, :mod:`radsight.page_system`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
-from radsight import pages as page_system
+from radsight import page_system
 from radsight.algorithms.registry import Registry
 from radsight.api.app import create_app as create_api
 from radsight.pipeline.routing import RuleSet

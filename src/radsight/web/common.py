@@ -10,15 +10,15 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
-from radsight import pages
+from radsight import page_system
 from radsight.api.auth import get_principal
 from radsight.api.deps import RuntimeDep
 from radsight.errors import Forbidden, NotAuthenticated
 from radsight.review.viewer import STATUS_LABELS, STUDY_TYPE_LABELS
 from radsight.store.people import Principal
 
-#: the one page system (radsight.pages): autoescape on, the shared base template
-templates = Jinja2Templates(env=pages.environment)
+#: the one page system (radsight.page_system): autoescape on, the shared base template
+templates = Jinja2Templates(env=page_system.environment)
 #: who sees the audit trail and the supervisors' dashboard (the header links to them)
 AUDIT_ROLES = ("org_admin", "supervisor", "admin")
 DASHBOARD_ROLES = ("supervisor", "org_admin", "admin")
