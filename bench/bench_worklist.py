@@ -160,12 +160,12 @@ def main() -> int:
     from fastapi.testclient import TestClient
 
     from radsight.algorithms.registry import Registry
-    from radsight.api.app import create_app
     from radsight.config import load_settings
     from radsight.pipeline.routing import load_rules
     from radsight.runtime import Runtime
     from radsight.store import people, tenants
     from radsight.store import worklist as wl
+    from radsight.web import create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-worklist-"))
     settings = load_settings(None, data_dir=tmp, database_url=args.database_url)

@@ -13,7 +13,6 @@ from typing import Any
 import uvicorn
 
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.config import Settings
 from radsight.errors import ConfigError
 from radsight.ingest.dimse import CallerDirectory, start_listener
@@ -21,6 +20,7 @@ from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import RuleSet, load_rules
 from radsight.pipeline.runner import WorkerPool, reap_expired
 from radsight.runtime import Runtime
+from radsight.web import create_app
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from radsight.algorithms.contract import ImageInput, NotAnalysable, StudyInput
 from radsight.algorithms.mmg import CONFIG, MammographyAlgorithm, check_image, predict_image
 from radsight.algorithms.mmg.preprocess import prepare
 from radsight.algorithms.mmg.views import laterality, view
+from radsight.dicom.study_types import classify_study_type
 from radsight.pipeline.inputs import study_input_from
-from radsight.pipeline.routing import classify_study_type
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()
@@ -233,7 +233,8 @@ def test_four_view_study_is_reported_per_breast(algorithm) -> None:
         for region in by_key[key].regions:
             assert uids[region.sop_instance_uid].ImageLaterality == side
     # each mark carries its own view's probability (the SR's "Region probability"); the
-    # finding's is the highest of them
+    # finding's is the highest of them (the right breast's synthetic mass gives marks)
+    assert by_key["suspicion-right"].regions, "no marks: the checks below would be vacuous"
     for finding in analysis.findings:
         own = [r.probability for r in finding.regions]
         assert all(p is not None and 0.0 <= p <= finding.probability + 1e-9 for p in own)
@@ -253,6 +254,8 @@ def test_breast_with_a_mass_is_marked_there() -> None:
     # the right breast's two views carry a bright round mass; the marks must find it
     datasets = four_view_study(mass_side="R")
     study = study_input_from(datasets, "mmg")
+    # the mass is where the right breast is: laterality first, or the check below is vacuous
+    assert [image.image_laterality for image in study.images] == ["R", "L", "R", "L"]
     for image in study.images:
         prediction = predict_image(image)
         top = prediction.top_mark
@@ -521,6 +524,7 @@ def test_marks_are_ranked_candidates_compared_with_the_other_breast() -> None:
 
     assert "ranker" in CONFIG["heads"]
     study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    assert [image.image_laterality for image in study.images] == ["R", "L", "R", "L"]
     ranked = [p for _, p in predict_images(list(study.images))]
     without = {k: v for k, v in CONFIG["heads"].items() if k != "ranker"}
     blobs = [p for _, p in predict_images(list(study.images), without)]
@@ -609,6 +613,7 @@ def test_mlo_position_terms_of_the_ranker_do_not_apply_to_cc_views() -> None:
 
     study = study_input_from(four_view_study(mass_side="R"), "mmg")
     by_view = {im.view_position: image_features(im) for im in study.images[::2]}
+    assert sorted(by_view) == ["CC", "MLO"]  # both branches below run
     n = len(CANDIDATE_FEATURES)
     corner = CANDIDATE_FEATURES.index("top_chest_wall_corner")
     assert corner in MLO_POSITION_COLUMNS

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -282,7 +283,7 @@ def http_server(tmp_path: Path):
 @needs_torch
 def test_download_lands_whole_and_missing_files_are_reported(http_server, tmp_path) -> None:
     served, base = http_server
-    payload = os.urandom(300_000)
+    payload = random.Random(285).randbytes(300_000)  # replayable, incompressible
     (served / "w.pt").write_bytes(payload)
     dest = tmp_path / "cache" / "w.pt"
     assert xe.download(base + "w.pt", dest).read_bytes() == payload

@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.routing import load_rules
 from radsight.store import people
+from radsight.web import create_app
 
 
 @pytest.fixture

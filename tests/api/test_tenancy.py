@@ -25,7 +25,6 @@ from pydantic import TypeAdapter
 from pydicom.uid import generate_uid
 
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.dicom.synthetic import make_radiograph
 from radsight.dicom.uids import PREFIX
 from radsight.ingest.accept import accept_instance
@@ -41,6 +40,7 @@ from radsight.store.tables import (
     ResultRow,
     VerdictRow,
 )
+from radsight.web import create_app
 
 #: answer without credentials: the health check, the API docs, the sign-in page, files
 PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/signin"}

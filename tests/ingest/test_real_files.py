@@ -7,7 +7,6 @@ vendors and transfer syntaxes, some broken on purpose).
 from __future__ import annotations
 
 import io
-import os
 import random
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def test_corrupted_bytes_never_escape_as_another_error(seed):
         data[i : i + 4] = rng.randrange(2**32).to_bytes(4, "little")
     else:  # random bytes spliced into the middle
         i = rng.randrange(len(data))
-        data[i:i] = os.urandom(rng.randint(1, 64))
+        data[i:i] = rng.randbytes(rng.randint(1, 64))
     try:
         parsed = parse_part10(bytes(data))
     except InstanceRejected:

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
@@ -24,6 +23,7 @@ from radsight.store import jobs as jobstore
 from radsight.store import people, tenants
 from radsight.store.clock import utcnow
 from radsight.store.tables import StudyRow
+from radsight.web import create_app
 
 from ..conftest import SHARED_DATA, write_rules
 

@@ -114,7 +114,6 @@ def test_finish_only_by_lease_owner(runtime, study_id):
 
 def test_operator_can_retry_a_dead_job(runtime, study_id):
     from radsight.errors import Conflict
-    from radsight.pipeline.jobs import Transition
 
     job, _ = make_job(runtime, study_id)
     with runtime.db.session() as s:
@@ -122,7 +121,7 @@ def test_operator_can_retry_a_dead_job(runtime, study_id):
             jobstore.retry_job(s, job.id)
     with runtime.db.session() as s:
         jobstore.claim_job(s, "w", 10)
-        jobstore.fail_job(s, job.id, Transition("dead"), "x", "boom")
+        jobstore.fail_job(s, job.id, state="dead", error_code="x", error="boom")
     with runtime.db.session() as s:
         assert jobstore.retry_job(s, job.id).state == "queued"
 

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from radsight.dicom.study_types import classify_study_type, is_fluorography
 from radsight.errors import RoutingRulesError
-from radsight.pipeline.routing import (
-    InstanceInfo,
-    StudyInfo,
-    classify_study_type,
-    is_fluorography,
-    load_rules,
-    parse_rules,
-    route,
-)
+from radsight.pipeline.routing import InstanceInfo, StudyInfo, load_rules, parse_rules, route
 
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 
 from radsight.algorithms.bright_region import BrightRegionAlgorithm
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.inputs import study_input_from
@@ -23,6 +22,7 @@ from radsight.store import people, tenants
 from radsight.store import worklist as worklist_store
 from radsight.store.clock import utcnow
 from radsight.store.tables import ResultRow
+from radsight.web import create_app
 
 PASSWORD = "correct horse battery"
 

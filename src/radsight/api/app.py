@@ -18,7 +18,6 @@ from radsight.errors import RadsightError
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
-from radsight.web import install as install_web
 
 log = logging.getLogger(__name__)
 
@@ -117,5 +116,4 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
 
     app.include_router(quality.router)
     app.include_router(monitoring.router)
-    install_web(app)  # the radiologist's web app (pages, static files, headers)
     return app

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 
 from radsight.dicom.instances import ParsedInstance, parse_part10
+from radsight.dicom.study_types import classify_study_type
 from radsight.errors import InstanceRejected, RadsightError, StorageError
 from radsight.ingest.statuses import status_for
-from radsight.pipeline.routing import classify_study_type
 from radsight.runtime import Runtime
 from radsight.store import studies
 from radsight.store.files import safe_component

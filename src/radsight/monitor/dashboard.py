@@ -1,4 +1,7 @@
-"""The supervisors' dashboard (pure): aggregate activity rows, render HTML and CSV.
+"""The supervisors' dashboard (pure): aggregate activity rows, draw the charts, write CSV.
+
+The page itself is the template ``dashboard.html`` of the page system (:mod:`radsight.page_system`),
+served by :mod:`radsight.web.dashboard`.
 
 Activity rows come from :func:`radsight.store.monitoring.activity`: (period, organisation,
 study type, algorithm, studies, flagged, urgent). "Flagged" is a study the algorithm called
@@ -10,11 +13,9 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from html import escape
 from typing import Any
 
 from radsight.monitor import charts
-from radsight.monitor.html import page, table
 
 CSV_COLUMNS = (
     "period",
@@ -79,58 +80,93 @@ def to_csv(data: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _chart(title: str, items: list[dict], key: str) -> str:
-    if not items:
-        return ""
-    png = charts.bar_png(
-        title,
-        [str(i[key]) for i in items],
-        {"studies": [i["studies"] for i in items], "signs flagged": [i["flagged"] for i in items]},
-    )
-    return f"<img alt='{escape(title)}' src='{charts.data_uri(png)}'>"
+#: the dashboard's charts: (title, activity breakdown, its key)
+CHARTS = (
+    ("Studies and signs flagged per period", "by_period", "period"),
+    ("Per organisation", "by_organisation", "organisation"),
+)
+#: the dashboard's breakdown tables: (key, column label)
+BREAKDOWNS = (
+    ("region", "Region"),
+    ("organisation", "Organisation"),
+    ("study_type", "Study type"),
+    ("algorithm", "Algorithm"),
+)
 
 
-def render(data: dict[str, Any]) -> str:
-    act = data["activity"]
-    t = act["totals"]
-    parts = [
-        "<h1>Radsight: studies, signs and quality</h1>",
-        f"<p>{escape(data['since'] or 'all time')} to {escape(data['until'] or 'now')}, "
-        f"by {escape(data['period'])}; organisations in view: "
-        f"{escape(', '.join(data['organisations']))}. "
-        "Export: <a href='/api/dashboard.csv'>CSV</a>, <a href='/api/dashboard'>JSON</a>.</p>",
-        f"<h2>{t['studies']:,} studies analysed, {t['flagged']:,} with signs flagged "
-        f"({t['urgent']:,} urgent)</h2>",
-        _chart("Studies and signs flagged per period", act["by_period"], "period"),
-        _chart("Per organisation", act["by_organisation"], "organisation"),
-    ]
-    for key, label in (
-        ("region", "Region"),
-        ("organisation", "Organisation"),
-        ("study_type", "Study type"),
-        ("algorithm", "Algorithm"),
-    ):
-        parts.append(f"<h3>By {label.lower()}</h3>")
-        parts.append(
-            table(
-                [label, "studies", "flagged", "urgent"],
-                [[r[key], r["studies"], r["flagged"], r["urgent"]] for r in act[f"by_{key}"]],
-            )
+def chart_images(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The dashboard's bar charts as PNG data URIs, each with its title.
+
+    Parameters
+    ----------
+    data
+        What :func:`radsight.monitor.checks.dashboard_data` returns.
+
+    Returns
+    -------
+    list of dict
+        ``{"title": ..., "src": "data:image/png;base64,..."}`` per chart that has data.
+    """
+    images = []
+    for title, breakdown, key in CHARTS:
+        items = data["activity"][breakdown]
+        if not items:
+            continue
+        png = charts.bar_png(
+            title,
+            [str(i[key]) for i in items],
+            {
+                "studies": [i["studies"] for i in items],
+                "signs flagged": [i["flagged"] for i in items],
+            },
         )
-    parts.append(f"<h2>Turnaround (seconds, last {data['turnaround_days']:g} days)</h2>")
-    parts.append(
-        table(
-            ["stage", "studies", "median", "p95", "max"],
-            [
+        images.append({"title": title, "src": charts.data_uri(png)})
+    return images
+
+
+def figure_tables(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's tables, in page order, each with its heading.
+
+    Parameters
+    ----------
+    data
+        What :func:`radsight.monitor.checks.dashboard_data` returns.
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "heading", "level", "head", "rows"}``: ``level`` is the heading level (2 or
+        3), ``head`` the column names, ``rows`` the cells (``None`` shows as "-").
+    """
+    act = data["activity"]
+    tables = [
+        {
+            "id": f"by-{key.replace('_', '-')}",
+            "heading": f"By {label.lower()}",
+            "level": 3,
+            "head": [label, "studies", "flagged", "urgent"],
+            "rows": [[r[key], r["studies"], r["flagged"], r["urgent"]] for r in act[f"by_{key}"]],
+        }
+        for key, label in BREAKDOWNS
+    ]
+    tables.append(
+        {
+            "id": "turnaround",
+            "heading": f"Turnaround (seconds, last {data['turnaround_days']:g} days)",
+            "level": 2,
+            "head": ["stage", "studies", "median", "p95", "max"],
+            "rows": [
                 [stage.replace("_", " "), q["n"], q["median"], q["p95"], q["max"]]
                 for stage, q in data["turnaround_s"].items()
             ],
-        )
+        }
     )
-    parts.append("<h2>Quality status per algorithm</h2>")
-    parts.append(
-        table(
-            [
+    tables.append(
+        {
+            "id": "quality",
+            "heading": "Quality status per algorithm",
+            "level": 2,
+            "head": [
                 "algorithm",
                 "version",
                 "calibration test",
@@ -141,7 +177,7 @@ def render(data: dict[str, Any]) -> str:
                 "open alerts",
                 "status",
             ],
-            [
+            "rows": [
                 [
                     q["algorithm_name"],
                     q["algorithm_version"],
@@ -155,19 +191,21 @@ def render(data: dict[str, Any]) -> str:
                 ]
                 for q in data["quality"]
             ],
-        )
+        }
     )
-    parts.append("<h2>Open alerts</h2>")
-    parts.append(
-        table(
-            ["raised", "kind", "severity", "algorithm", "message"],
-            [
+    tables.append(
+        {
+            "id": "alerts",
+            "heading": "Open alerts",
+            "level": 2,
+            "head": ["raised", "kind", "severity", "algorithm", "message"],
+            "rows": [
                 [a["created_at"], a["kind"], a["severity"], a["algorithm"], a["message"]]
                 for a in data["alerts"]
             ],
-        )
+        }
     )
-    return page("Radsight dashboard", "\n".join(p for p in parts if p))
+    return tables
 
 
 def quality_row(

@@ -30,7 +30,7 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
 from radsight.config import Settings
-from radsight.pipeline.routing import STUDY_TYPES
+from radsight.dicom.study_types import STUDY_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -30,86 +30,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydicom.uid import UID
 
+from radsight.dicom.study_types import STUDY_TYPES, attribute_text
 from radsight.errors import RoutingRulesError
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 _UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
-STUDY_TYPES = ("cxr", "flg", "mmg", "ct-chest", "ct-brain")
-
-_MAMMO_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
-    "1.2.840.10008.5.1.4.1.1.1.2.1",  # - For Processing
-    "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis
-}
-_HEAD = {"HEAD", "BRAIN", "SKULL", "HEADNECK"}
-_CHEST = {"CHEST", "THORAX", "LUNG", "LUNGS", "TORSO", "CHEST_TO_PELVIS", "CHESTABDOMEN"}
-#: text that marks a fluorography (screening photofluorogram) study; see docs/routing.md
-FLUOROGRAPHY_PATTERN = re.compile(r"(?i)fluorog|флюорог|\bфлг\b|\bflg\b")
-
-
-def _text(attrs: dict[str, Any], key: str) -> str:
-    value = attrs.get(key, "")
-    if isinstance(value, list):
-        return "\\".join(str(v) for v in value)
-    return str(value or "")
-
-
-def is_fluorography(attrs: dict[str, Any]) -> bool:
-    """Fluorography markers: ImageType, protocol or a description naming it (docs/routing.md)."""
-    for key in (
-        "ImageType",
-        "ProtocolName",
-        "StudyDescription",
-        "SeriesDescription",
-        "RequestedProcedureDescription",
-    ):
-        if FLUOROGRAPHY_PATTERN.search(_text(attrs, key)):
-            return True
-    return False
-
-
-#: an unlabelled CT reconstructed on a field this small is a head (chest: 320-500 mm)
-HEAD_FOV_MM = 300.0
-
-
-def _field_of_view_mm(attrs: dict[str, Any]) -> float:
-    """Columns x column spacing (PixelSpacing), or 0 when either is missing or unreadable."""
-    spacing: Any = attrs.get("PixelSpacing")
-    try:
-        column_spacing = float(spacing[1] if isinstance(spacing, list) else spacing)
-        return column_spacing * int(attrs.get("Columns", 0))
-    except (TypeError, ValueError, IndexError):
-        return 0.0
-
-
-def classify_study_type(attrs: dict[str, Any], sop_class_uid: str = "") -> str:
-    """The study type key of DESIGN.md for one instance, or "" when none applies."""
-    modality = _text(attrs, "Modality").upper()
-    body = _text(attrs, "BodyPartExamined").upper().replace(" ", "")
-    words = " ".join(
-        _text(attrs, k) for k in ("StudyDescription", "SeriesDescription", "ProtocolName")
-    ).upper()
-    if modality == "MG" or sop_class_uid in _MAMMO_CLASSES:
-        return "mmg"
-    if modality == "CT":
-        if body in _HEAD or re.search(r"HEAD|BRAIN|CRAN|SKULL", words):
-            return "ct-brain"
-        if body in _CHEST or re.search(r"CHEST|THORAX|LUNG", words):
-            return "ct-chest"
-        if not body and not words.strip() and 0 < _field_of_view_mm(attrs) <= HEAD_FOV_MM:
-            # unlabelled (CQ500's files name no body part): only a head fits this field;
-            # the brain CT input checks still refuse what is not a head
-            return "ct-brain"
-        return ""
-    if modality in {"CR", "DX", "DR", "RG"}:
-        if is_fluorography(attrs):
-            return "flg"
-        if body in _CHEST or (not body and re.search(r"CHEST|THORAX|LUNG", words)):
-            return "cxr"
-        if not body and not words.strip():
-            return "cxr"  # an unlabelled radiograph: the input checks decide
-        return ""
-    return ""
 
 
 class Match(BaseModel):
@@ -275,9 +200,9 @@ def instance_matches(m: Match, inst: InstanceInfo, organisation: str) -> str | N
     """None when the instance meets every condition, else the first reason it does not."""
     a = inst.attributes
     checks: list[tuple[list[str], str, str]] = [
-        (m.modality, _text(a, "Modality").upper(), "modality"),
-        (m.body_part, _text(a, "BodyPartExamined").upper(), "body part"),
-        (m.view_position, _text(a, "ViewPosition").upper(), "view position"),
+        (m.modality, attribute_text(a, "Modality").upper(), "modality"),
+        (m.body_part, attribute_text(a, "BodyPartExamined").upper(), "body part"),
+        (m.view_position, attribute_text(a, "ViewPosition").upper(), "view position"),
         (m.calling_ae_titles, inst.calling_ae_title.upper(), "calling AE title"),
     ]
     for allowed, value, what in checks:
@@ -302,7 +227,7 @@ def instance_matches(m: Match, inst: InstanceInfo, organisation: str) -> str | N
         if (low and actual < limit) or (not low and actual > limit):
             return f"{what} {actual} outside the routed range ({'>=' if low else '<='} {limit})"
     for key, pattern in m.attributes.items():
-        if not re.search(pattern, _text(a, key)):
+        if not re.search(pattern, attribute_text(a, key)):
             return f"{key} does not match {pattern!r}"
     return None
 

@@ -58,7 +58,15 @@ def fail(rt: Runtime, job: JobRow, exc: BaseException, owner: str | None = None)
         backoff_max_s=s_.job_backoff_max_s,
     )
     with rt.db.session() as s:
-        changed = jobstore.fail_job(s, job.id, transition, code, message, owner)
+        changed = jobstore.fail_job(
+            s,
+            job.id,
+            state=transition.state,
+            delay_s=transition.delay_s,
+            error_code=code,
+            error=message,
+            owner=owner,
+        )
         if changed and job.kind == "analyse" and transition.state in ("failed", "dead"):
             close_study_if_done(s, job.study_id, job.id)
     log.warning(

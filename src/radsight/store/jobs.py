@@ -8,7 +8,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from radsight.errors import NotFound
-from radsight.pipeline.jobs import Transition
 from radsight.store.clock import utcnow
 from radsight.store.scope import OrgScope, org_filter
 from radsight.store.tables import JobRow
@@ -118,21 +117,27 @@ def finish_job(s: Session, job_id: int, owner: str | None = None) -> bool:
 def fail_job(
     s: Session,
     job_id: int,
-    transition: Transition,
+    *,
+    state: str,
+    delay_s: float = 0.0,
     error_code: str,
     error: str,
     owner: str | None = None,
 ) -> bool:
+    """Move a running job to ``state`` (queued again after ``delay_s``, failed or dead).
+
+    The state comes from the pure state machine, :func:`radsight.pipeline.jobs.after_failure`.
+    """
     now = utcnow()
     values: dict[str, object] = {
-        "state": transition.state,
+        "state": state,
         "error_code": error_code,
         "error": error[:4000],
         "lease_owner": "",
         "lease_expires_at": None,
     }
-    if transition.state == "queued":
-        values["run_after"] = now + timedelta(seconds=transition.delay_s)
+    if state == "queued":
+        values["run_after"] = now + timedelta(seconds=delay_s)
     else:
         values["finished_at"] = now
     q = update(JobRow).where(JobRow.id == job_id, JobRow.state == "running")

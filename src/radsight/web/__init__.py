@@ -1,7 +1,9 @@
-"""The radiologist's web app: server-rendered pages, a canvas viewer, no build step.
+"""The web app: server-rendered pages, a canvas viewer, no build step.
 
-:func:`install` adds it to the API application: the pages, their JSON, the static files
-(served from this package; no CDN) and the security headers every response carries.
+:func:`create_app` is the whole HTTP application: the API of :mod:`radsight.api` with the
+web app installed (:func:`install`): the radiologist's pages, their JSON, the supervisors'
+dashboard, the static files (served from this package; no CDN) and the security headers
+every response carries. The pages are templates of the one page system, :mod:`radsight.page_system`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
-from radsight.web import api, pages
-from radsight.web.common import HERE, PageError, SignInRequired, render, signin_redirect_url
+from radsight import page_system
+from radsight.algorithms.registry import Registry
+from radsight.api.app import create_app as create_api
+from radsight.pipeline.routing import RuleSet
+from radsight.runtime import Runtime
+from radsight.web import api, dashboard, pages
+from radsight.web.common import PageError, SignInRequired, render, signin_redirect_url
 
 #: no inline script or style, nothing from elsewhere; the viewer's frames are fetched
 CONTENT_SECURITY_POLICY = (
@@ -23,10 +30,18 @@ CONTENT_SECURITY_POLICY = (
 _DOCS = ("/docs", "/redoc")
 
 
+def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
+    """The HTTP application ``radsight serve`` runs: the API and the web app."""
+    app = create_api(rt, registry, rules)
+    install(app)
+    return app
+
+
 def install(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(api.router)
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(dashboard.router)
+    app.mount(page_system.STATIC_URL, StaticFiles(directory=str(page_system.STATIC)), name="static")
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:

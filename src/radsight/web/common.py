@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -11,15 +10,18 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
+from radsight import page_system
 from radsight.api.auth import get_principal
 from radsight.api.deps import RuntimeDep
 from radsight.errors import Forbidden, NotAuthenticated
 from radsight.review.viewer import STATUS_LABELS, STUDY_TYPE_LABELS
 from radsight.store.people import Principal
 
-HERE = Path(__file__).parent
-#: autoescape is on for .html: DICOM text (patient names, descriptions) is never markup
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+#: the one page system (radsight.page_system): autoescape on, the shared base template
+templates = Jinja2Templates(env=page_system.environment)
+#: who sees the audit trail and the supervisors' dashboard (the header links to them)
+AUDIT_ROLES = ("org_admin", "supervisor", "admin")
+DASHBOARD_ROLES = ("supervisor", "org_admin", "admin")
 templates.env.globals.update(status_labels=STATUS_LABELS, study_type_labels=STUDY_TYPE_LABELS)
 assert templates.env.autoescape is True or callable(templates.env.autoescape)
 
@@ -90,10 +92,13 @@ PagePrincipal = Annotated[Principal, Depends(page_principal)]
 def render(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> Response:
+    principal = getattr(request.state, "principal", None)
     base = {
         "csrf_token": getattr(request.state, "csrf_token", ""),
         "display_name": getattr(request.state, "display_name", ""),
-        "principal": getattr(request.state, "principal", None),
+        "principal": principal,
+        "may_audit": principal is not None and principal.role in AUDIT_ROLES,
+        "may_dashboard": principal is not None and principal.role in DASHBOARD_ROLES,
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 

@@ -17,13 +17,12 @@ from radsight.review.verdicts import REVIEWER_ROLES, VerdictRequest, give_verdic
 from radsight.review.viewer import build_study_view, status_text
 from radsight.store import people
 from radsight.store import worklist as worklist_store
-from radsight.web.common import PageError, PagePrincipal, render
+from radsight.web.common import AUDIT_ROLES, PageError, PagePrincipal, render
 
 router = APIRouter(include_in_schema=False)
 
 #: the sign-in form's CSRF token travels in this cookie and in the form (double submit)
 SIGNIN_CSRF_COOKIE = "radsight_signin_csrf"
-AUDIT_ROLES = ("org_admin", "supervisor", "admin")
 
 
 def _safe_next(url: str) -> str:

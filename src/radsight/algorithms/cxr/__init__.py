@@ -26,7 +26,7 @@ the study score stays the abnormality probability.
 Fluorography is told apart by data, not here: routing classifies a CR/DX study as ``flg``
 when its ImageType, ProtocolName, StudyDescription, SeriesDescription or
 RequestedProcedureDescription names fluorography
-(:func:`radsight.pipeline.routing.is_fluorography`, re-exported here).
+(:func:`radsight.dicom.study_types.is_fluorography`, re-exported here).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from radsight.algorithms.contract import (
 )
 from radsight.algorithms.cxr.preprocess import Letterbox, preprocess
 from radsight.algorithms.onnx import load_session
-from radsight.pipeline.routing import is_fluorography
+from radsight.dicom.study_types import is_fluorography
 
 __all__ = [
     "TB_LIKE_LESION",

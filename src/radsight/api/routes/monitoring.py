@@ -14,12 +14,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from radsight.api.auth import PrincipalDep, SupervisorDep, get_principal
 from radsight.api.deps import RuntimeDep
-from radsight.monitor import checks, technical
+from radsight.monitor import checks, dashboard, technical
 from radsight.store import jobs as jobstore
 from radsight.store import monitoring as monitoringstore
 from radsight.store import quality
@@ -163,10 +163,15 @@ def render_metrics(rt, scope) -> bytes:  # type: ignore[no-untyped-def]
     return generate_latest(reg)
 
 
-def _dashboard(rt, principal, since, until, period):  # type: ignore[no-untyped-def]
-    from radsight.monitor.checks import dashboard_data
-
-    return dashboard_data(rt, _scope(rt, principal), since, until, period)
+def dashboard_for(
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    since: datetime | None,
+    until: datetime | None,
+    period: str,
+) -> dict:
+    """The dashboard's figures for what this principal may see (the JSON, CSV and page)."""
+    return checks.dashboard_data(rt, _scope(rt, principal), since, until, period)
 
 
 Period = Annotated[str, Query(pattern="^(day|week|month)$")]
@@ -182,7 +187,7 @@ def dashboard_json(
 ) -> dict:
     """Studies processed and signs flagged by region, organisation, study type and period;
     turnaround; quality status per algorithm; open alerts (supervisors and org admins)."""
-    return _dashboard(rt, principal, since, until, period)
+    return dashboard_for(rt, principal, since, until, period)
 
 
 @router.get("/api/dashboard.csv", response_class=PlainTextResponse)
@@ -193,24 +198,9 @@ def dashboard_csv(
     until: datetime | None = None,
     period: Period = "month",
 ) -> Response:
-    from radsight.monitor.dashboard import to_csv
-
-    body = to_csv(_dashboard(rt, principal, since, until, period))
+    body = dashboard.to_csv(dashboard_for(rt, principal, since, until, period))
     return Response(
         body,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="radsight-activity.csv"'},
     )
-
-
-@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
-def dashboard_page(
-    rt: RuntimeDep,
-    principal: SupervisorDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    period: Period = "month",
-) -> HTMLResponse:
-    from radsight.monitor.dashboard import render
-
-    return HTMLResponse(render(_dashboard(rt, principal, since, until, period)))
