@@ -16,7 +16,8 @@ Findings: ``ggo-consolidation`` (SNOMED CT 1217294009 Ground glass opacity; the 
 mask covers consolidation too) with its lesions outlined per slice (convex POLYGONs on
 the source images; the largest 2 per slice, at most 400, each with its mean probability;
 without a lesion, the most probable 2 components per slice too small to count, at most
-20, as candidates for an operating point below the lesion threshold), and three
+20, or else the area around the map's peak, as candidates for an operating point below
+the lesion threshold), and three
 cumulative severity findings ``involvement-25/50/75`` (declared ``located=False``: a share
 of lung has no place on an image) whose score is a steep logistic of the measured share
 around each cut-off, so that the grade can be read in the SR as the number of positive
@@ -142,7 +143,8 @@ class ChestCTAssessment:
     #: the lesions' outlines (the largest few per slice), each with its mean probability
     regions: tuple[Region, ...]
     #: without a lesion: outlines of the components too small to count (the most probable
-    #: few per slice), each with its probability, none above ``lesion_probability``
+    #: few per slice), each with its probability, none above ``lesion_probability``; with
+    #: no component at all, the area around the map's peak
     faint_regions: tuple[Region, ...] = ()
 
     @property
@@ -250,6 +252,23 @@ def _marks(volume: Volume, lesion: np.ndarray, prob: np.ndarray, step: int) -> t
     )
 
 
+def _peak_region(
+    volume: Volume, prob: np.ndarray, step: int, probability: float
+) -> tuple[Region, ...]:
+    """With no component at the lesion threshold at all: the area around the map's peak at
+    half its value, on the peak's slice, with the finding's probability (the only
+    candidate for an operating point at or below it); none when the map is empty."""
+    k, r, c = np.unravel_index(int(np.argmax(prob)), prob.shape)
+    peak = float(prob[k, r, c])
+    if peak <= 0.0:
+        return ()
+    labels, _ = ndimage.label(prob[k] >= 0.5 * peak, structure=np.ones((3, 3), bool))
+    rows, cols = volume.hu.shape[1:]
+    points = _outline(np.argwhere(labels == labels[r, c]), step, rows, cols)
+    image = volume.images[int(k)]
+    return (Region(image.sop_instance_uid, "POLYGON", points, image.frame_number, probability),)
+
+
 def assess(study: StudyInput) -> ChestCTAssessment:
     """Select, assemble, segment lungs and lesions, and measure (no I/O)."""
     series = check_study(study)
@@ -296,11 +315,12 @@ def assess(study: StudyInput) -> ChestCTAssessment:
     probability = best if regions else min(best, threshold - 1e-3)
     # without a lesion, the components too small to count are the candidates to mark (at
     # an operating point below the lesion threshold), none more probable than the finding
-    faint = (
-        ()
-        if regions
-        else tuple(replace(r, probability=min(probability, r.probability or 0.0)) for r in faint)
-    )
+    if regions:
+        faint = ()
+    elif faint:
+        faint = tuple(replace(r, probability=min(probability, r.probability or 0.0)) for r in faint)
+    else:
+        faint = _peak_region(volume, prob, step, probability)
     return ChestCTAssessment(
         volume=volume,
         lungs=lungs,
