@@ -21,7 +21,6 @@ candidates.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -85,13 +84,13 @@ def _chest(tmp: Path, protocol: str = "") -> Study:
     root = SHARED_DATA / "cxr" / "covid-qu-ex-adult"
     if not root.is_dir():
         pytest.skip(f"{root} is absent: the real-data tests need ../shared/data")
-    with open(root / "labels.csv") as fh:
-        row = next(
-            r
-            for r in csv.DictReader(fh)
-            if r["official_split"] == "Test" and r["label"] == "Normal"
-        )
-    ds = chest_dicom(root / row["file"], tmp / "chest.dcm", monochrome1=False, index=0)
+    # a normal below both the cxr and the (lower) flg screening point: 0.085
+    ds = chest_dicom(
+        root / "images" / "test" / "Normal" / "normal_10.png",
+        tmp / "chest.dcm",
+        monochrome1=False,
+        index=0,
+    )
     if protocol:
         ds.ProtocolName = protocol  # a fluorography marker (docs/routing.md)
     return [ds]
@@ -129,20 +128,27 @@ def ct_brain_study(tmp: Path) -> tuple[Algorithm, Study]:
     return BrainCTAlgorithm(), [ds]
 
 
-def ct_chest_study(tmp: Path) -> tuple[Algorithm, Study]:
+def ct_chest_study(tmp: Path, lesion: bool = True) -> tuple[Algorithm, Study]:
     from radsight.algorithms.ct_chest import ChestCTAlgorithm
     from radsight.algorithms.ct_chest.phantom import chest_phantom
     from tests.e2e.test_ct_chest_pipeline import write_series
 
     folder = tmp / "ct"
     folder.mkdir()
-    write_series(chest_phantom(24, 256, seed=3), folder, pydicom.uid.generate_uid(), "CT-1")
+    hu = chest_phantom(24, 256, lesion=lesion, seed=3)
+    write_series(hu, folder, pydicom.uid.generate_uid(), "CT-1")
     return ChestCTAlgorithm(), [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
 
 
+def ct_chest_clean_study(tmp: Path) -> tuple[Algorithm, Study]:
+    """No lesion (probability 0): lowered to 0, the area around the map's peak is marked."""
+    return ct_chest_study(tmp, lesion=False)
+
+
 #: the studies, and whether one of their findings is Absent at its declared point (so that
-#: lowering the point turns it Present: the defect of issue 13.1); the CT brain cases in
-#: ../shared/data are all called at the declared point
+#: lowering the point turns it Present: the defect of issue 13.1) unless named in
+#: DECLARED_PRESENT: the CT brain cases in ../shared/data are all called at the declared
+#: point, and the chest CT phantom with a lesion too (its clean twin is not)
 STUDIES: dict[str, Callable[[Path], tuple[Algorithm, Study]]] = {
     "radsight-bright-region": bright_region_study,
     "radsight-cxr": cxr_study,
@@ -150,10 +156,11 @@ STUDIES: dict[str, Callable[[Path], tuple[Algorithm, Study]]] = {
     "radsight-mmg": mmg_study,
     "radsight-ct-brain": ct_brain_study,
     "radsight-ct-chest": ct_chest_study,
+    "radsight-ct-chest-clean": ct_chest_clean_study,
 }
 
 
-DECLARED_PRESENT = {"radsight-ct-brain"}
+DECLARED_PRESENT = {"radsight-ct-brain", "radsight-ct-chest"}
 
 
 # --- the pipeline, in-process ------------------------------------------------------------
