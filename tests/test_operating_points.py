@@ -74,6 +74,7 @@ def test_points_in_force_is_idempotent() -> None:
 def test_a_follows_cycle_stops_where_it_closes() -> None:
     """a follows b follows a: each takes the other's declared point (the walk stops
     before it comes back to where it started)."""
+
     class Cycle(Leader):
         findings = (
             FindingSpec("a", CODE, threshold=0.2, follows="b"),

@@ -156,7 +156,9 @@ def test_sr_round_trips_and_validates(name):
     assert attributes.name == "radsight-bright-region"
     assert attributes.serial_number == "1.0.0"
     # three per group (the group, probability, threshold), one more per region probability
-    n_texts = 3 * (len(groups) + len(unmarked) + 1) + sum(r.probability is not None for r in finding.regions)
+    n_texts = 3 * (len(groups) + len(unmarked) + 1) + sum(
+        r.probability is not None for r in finding.regions
+    )
     assert _texts(ds, "111001").count("radsight-bright-region") == n_texts
     assert _texts(ds, "111003").count("1.0.0") == n_texts
 
