@@ -159,3 +159,19 @@ def test_a_region_on_a_finding_declared_not_located_is_refused() -> None:
     analysis = Analysis(findings=(Finding("share", 0.9, (box("1"),)),), study_score=0.9)
     with pytest.raises(ValueError, match="not located"):
         AnalysisReport.from_analysis(Leader(), analysis)
+
+
+def test_the_module_is_pure() -> None:
+    """It imports the algorithm contract and the standard library, nothing with I/O."""
+    import ast
+    import sys
+
+    import radsight.operating_points as module
+
+    tree = ast.parse(open(module.__file__).read())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | {
+        n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    }
+    radsight = {n for n in names if n.startswith("radsight")}
+    assert radsight == {"radsight.algorithms.contract"}
+    assert all(n.split(".")[0] in sys.stdlib_module_names for n in names - radsight)
