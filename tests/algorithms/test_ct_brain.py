@@ -22,6 +22,7 @@ from radsight.algorithms.contract import ImageInput, NotAnalysable, StudyInput
 from radsight.algorithms.ct_brain import CONFIG, HAEMORRHAGE, BrainCTAlgorithm
 from radsight.monitor.metrics import auroc
 from radsight.pipeline.inputs import study_input_from
+from radsight.results.report import AnalysisReport
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()
@@ -165,7 +166,9 @@ def test_findings_carry_the_study_score(algorithm, negative_case, positive_case)
         (finding,) = analysis.findings
         assert finding.key == "intracranial_haemorrhage"
         assert finding.probability == analysis.study_score
-        assert bool(finding.regions) == (analysis.study_score >= algorithm.study_threshold)
+        assert finding.regions  # the most probable slices are candidates, marked or not
+        (reported,) = AnalysisReport.from_analysis(algorithm, analysis).findings
+        assert bool(reported.regions) == (analysis.study_score >= algorithm.study_threshold)
 
 
 @needs_cq500
@@ -217,9 +220,15 @@ def test_tilted_series_is_read_slice_by_slice_and_marks_stay_on_its_slices(
         x0, y0, x1, y1 = s.bounds
         assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
     analysis = algorithm.analyse(negative_case)
-    marked = {r.sop_instance_uid for r in analysis.findings[0].regions}
-    above = {s.sop_instance_uid for s in slices if s.probability >= algorithm.study_threshold}
-    assert marked <= above and len(marked) <= CONFIG["region"]["max_slices"]
+    # the candidates: the most probable slices, in slice order
+    candidates = [r.sop_instance_uid for r in analysis.findings[0].regions]
+    top = sorted(slices, key=lambda s: -s.probability)[: CONFIG["region"]["max_slices"]]
+    assert candidates == [s.sop_instance_uid for s in sorted(top, key=lambda s: s.index)]
+    # the marks: those at the operating point in force
+    (reported,) = AnalysisReport.from_analysis(algorithm, analysis).findings
+    marked = {r.sop_instance_uid for r in reported.regions}
+    above = {s.sop_instance_uid for s in top if s.probability >= algorithm.study_threshold}
+    assert marked == above
     # each marked slice carries its own probability (the SR's "Region probability")
     by_uid = {s.sop_instance_uid: s.probability for s in slices}
     for region in analysis.findings[0].regions:

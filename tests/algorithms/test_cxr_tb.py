@@ -221,14 +221,22 @@ def test_a_site_override_of_the_pneumonia_threshold_holds_for_the_tb_finding() -
 
 
 @needs_data
-def test_tb_marks_are_attached_only_at_the_threshold() -> None:
-    """A normal below the cxr threshold gets no TB marks; the map still has a peak."""
+def test_tb_marks_are_kept_only_at_the_threshold() -> None:
+    """A normal below the cxr threshold still has TB candidates (the map has a peak), but
+    the report marks none; at a routed point below its probability it marks them."""
     cxr = ChestRadiographAlgorithm()
     threshold = cxr.finding_spec(KEY).threshold
     for path in sorted((ADULT / "images" / "test" / "Normal").glob("*.png"))[:10]:
         analysis = cxr.analyse(StudyInput("2.25.9", "cxr", (_image(_gray(path)),)))
         tb = next(f for f in analysis.findings if f.key == KEY)
         if tb.probability < threshold:
-            assert tb.regions == ()
+            assert tb.regions and all(r.probability == tb.probability for r in tb.regions)
+            (declared,) = [
+                f for f in AnalysisReport.from_analysis(cxr, analysis).findings if f.spec.key == KEY
+            ]
+            assert not declared.positive and declared.regions == ()
+            lowered = AnalysisReport.from_analysis(cxr, analysis, {"pneumonia": tb.probability})
+            (marked,) = [f for f in lowered.findings if f.spec.key == KEY]
+            assert marked.positive and marked.regions == tb.regions
             return
     pytest.fail("no normal below the threshold among the first 10 test normals")

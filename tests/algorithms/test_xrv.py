@@ -38,6 +38,7 @@ from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
 from radsight.errors import ConfigError
 from radsight.pipeline.inputs import study_input_from
+from radsight.results.report import AnalysisReport
 
 try:  # the export needs torch (the train extra); the runtime tests do not
     import torch
@@ -336,8 +337,13 @@ def test_algorithm_gives_the_torch_models_probabilities(model_dir, reference_mod
     assert analysis.study_score == max(got)
     rows, cols = pixels.shape
     side = min(rows, cols)
-    for finding in analysis.findings:
-        assert bool(finding.regions) == (finding.probability >= 0.5)
+    # one candidate area per pathology and image, with the image's probability; the
+    # report marks those of the positive findings (at torchxrayvision's point, 0.5)
+    report = AnalysisReport.from_analysis(algorithm, analysis)
+    for finding, reported in zip(analysis.findings, report.findings, strict=True):
+        (candidate,) = finding.regions
+        assert candidate.probability == finding.probability
+        assert reported.regions == ((candidate,) if finding.probability >= 0.5 else ())
         for region in finding.regions:
             x0, y0, x1, y1 = region.bounds()
             assert region.sop_instance_uid == "2.25.5" and region.points[0] == region.points[-1]

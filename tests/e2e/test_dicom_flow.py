@@ -30,7 +30,8 @@ def write_study(folder: Path, n: int = 2, **kwargs: object) -> list[pydicom.Data
             series_instance_uid=series_uid,
             instance_number=i + 1,
             seed=i,
-            bright_spot=(0.3 + 0.4 * i, 0.4, 0.08),
+            # spots the test algorithm finds (0.7): only Present findings are marked
+            bright_spot=(0.3 + 0.4 * i, 0.4, 0.1),
             **kwargs,  # type: ignore[arg-type]
         )
         ds.save_as(folder / f"img{i}.dcm", enforce_file_format=True)

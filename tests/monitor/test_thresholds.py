@@ -60,9 +60,9 @@ def test_newest_threshold_wins_and_an_organisation_overrides_the_default(runtime
             created_by="qe",
         )
     with runtime.db.session() as s:
-        assert quality.thresholds_in_force(s, "a", "1") == {"study": 0.45, "nodule": 0.2}
-        assert quality.thresholds_in_force(s, "a", "1", org) == {"study": 0.7, "nodule": 0.2}
-        assert quality.thresholds_in_force(s, "a", "1", other) == {"study": 0.45, "nodule": 0.2}
+        assert quality.stored_thresholds(s, "a", "1") == {"study": 0.45, "nodule": 0.2}
+        assert quality.stored_thresholds(s, "a", "1", org) == {"study": 0.7, "nodule": 0.2}
+        assert quality.stored_thresholds(s, "a", "1", other) == {"study": 0.45, "nodule": 0.2}
         history = quality.list_thresholds(s, "a", "1")
         assert [h.value for h in history] == [0.2, 0.7, 0.45, 0.4]  # every change kept
     with runtime.db.session() as s:
@@ -143,12 +143,13 @@ def test_pick_on_an_evaluation_and_the_pipeline_uses_the_threshold_in_force(tmp_
         ],
     )
     assert res.exit_code == 0, res.output
+    assert "in force (routing rules' thresholds aside): bright-region 0.6, study 0.6" in res.output
     listing = runner.invoke(cli, [*base, "threshold", "list", "radsight-bright-region"]).output
     assert "target_sensitivity=0.95" in listing and "too many recalls" in listing
     assert "cli:" in listing
     # a positive study (score 0.86): above the newest default, below City Hospital's own 0.95
     with rt.db.session() as s:
-        picked = quality.thresholds_in_force(s, "radsight-bright-region", "1.0.0")["study"]
+        picked = quality.stored_thresholds(s, "radsight-bright-region", "1.0.0")["study"]
     assert picked == 0.6
     analyse_studies(rt, registry, org, [bright_study(True, 1)], tmp_path)
     analyse_studies(rt, registry, org + 1, [bright_study(True, 2)], tmp_path)

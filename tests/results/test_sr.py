@@ -142,8 +142,9 @@ def test_sr_round_trips_and_validates(name):
         else:
             assert "ReferencedFrameNumber" not in reference
 
-    # the study verdict and score
-    (study_group,) = content.get_image_measurement_groups()
+    # the study verdict and score (after a group for each finding without a mark)
+    *unmarked, study_group = content.get_image_measurement_groups()
+    assert len(unmarked) == sum(not f.regions for f in report.findings)
     (score,) = study_group.get_measurements(name=STUDY_SCORE)
     assert score.value == pytest.approx(report.study_score)
     (verdict,) = study_group.get_qualitative_evaluations()
@@ -154,9 +155,12 @@ def test_sr_round_trips_and_validates(name):
     attributes = observer.observer_identifying_attributes
     assert attributes.name == "radsight-bright-region"
     assert attributes.serial_number == "1.0.0"
-    n_groups = len(groups) + 1
-    assert _texts(ds, "111001").count("radsight-bright-region") == 3 * n_groups
-    assert _texts(ds, "111003").count("1.0.0") == 3 * n_groups
+    # three per group (the group, probability, threshold), one more per region probability
+    n_texts = 3 * (len(groups) + len(unmarked) + 1) + sum(
+        r.probability is not None for r in finding.regions
+    )
+    assert _texts(ds, "111001").count("radsight-bright-region") == n_texts
+    assert _texts(ds, "111003").count("1.0.0") == n_texts
 
 
 def test_multiframe_regions_reference_their_frames():
@@ -176,12 +180,13 @@ def test_negative_study_is_normal_with_absent_findings():
     assert report.verdict == "normal"
     data, _, content = _round_trip(_build(sources, report))
     assert_valid_iod(data)
-    for group in content.get_planar_roi_measurement_groups():
-        (call,) = group.get_qualitative_evaluations()
-        assert call.value.meaning == "Absent"
-        (threshold,) = group.get_measurements(name=OPERATING_THRESHOLD)
-        assert threshold.value == 1.0
-    (study_group,) = content.get_image_measurement_groups()
+    # an Absent finding is not marked: one group without a region carries its call
+    assert content.get_planar_roi_measurement_groups() == []
+    finding_group, study_group = content.get_image_measurement_groups()
+    (call,) = finding_group.get_qualitative_evaluations()
+    assert call.value.meaning == "Absent"
+    (threshold,) = finding_group.get_measurements(name=OPERATING_THRESHOLD)
+    assert threshold.value == 1.0
     (verdict,) = study_group.get_qualitative_evaluations()
     assert verdict.value == hd.sr.CodedConcept("17621005", "SCT", "Normal")
     (threshold,) = study_group.get_measurements(name=OPERATING_THRESHOLD)

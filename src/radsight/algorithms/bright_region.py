@@ -3,7 +3,8 @@
 It is not a medical device and finds nothing clinical. It exists so that the whole
 pipeline (routing, jobs, SR, SC, delivery) can be exercised with a result that is known in
 advance: the probability is a fixed function of how much a 1/8-size block stands out from
-the blocks around it and from the image as a whole, and the region is that block.
+the blocks around it and from the image as a whole, and the region is that block. Each
+image gives one candidate region with its own probability; the finding's is the highest.
 """
 
 from __future__ import annotations
@@ -43,22 +44,19 @@ class BrightRegionAlgorithm(Algorithm):
                 raise NotAnalysable(f"image {image.sop_instance_uid} is blank (one value)")
 
     def analyse(self, study: StudyInput) -> Analysis:
-        best_p = 0.0
-        regions = []
-        for image in study.images:
-            p, region = _brightest_block(image.pixels, image.sop_instance_uid, image.frame_number)
-            regions.append((p, region))
-            best_p = max(best_p, p)
-        marked = tuple(r for p, r in regions if p >= 0.5) or tuple(
-            r for p, r in regions if p == best_p
+        # one candidate per image (its brightest block, with that image's probability);
+        # the platform marks those at the operating point in force
+        regions = tuple(
+            _brightest_block(image.pixels, image.sop_instance_uid, image.frame_number)
+            for image in study.images
         )
-        return Analysis(findings=(Finding("bright-region", best_p, marked),), study_score=best_p)
+        best_p = max((r.probability or 0.0 for r in regions), default=0.0)
+        return Analysis(findings=(Finding("bright-region", best_p, regions),), study_score=best_p)
 
 
-def _brightest_block(
-    pixels: np.ndarray, sop_instance_uid: str, frame_number: int | None
-) -> tuple[float, Region]:
-    """The block that stands out most from the blocks around it (a local contrast)."""
+def _brightest_block(pixels: np.ndarray, sop_instance_uid: str, frame_number: int | None) -> Region:
+    """The block that stands out most from the blocks around it (a local contrast), with
+    its probability."""
     img = pixels.astype(np.float64)
     rows, cols = img.shape
     bh, bw = max(rows // 8, 1), max(cols // 8, 1)
@@ -82,5 +80,6 @@ def _brightest_block(
     iy, ix = np.unravel_index(int(np.argmax(contrast)), contrast.shape)
     probability = float(1.0 / (1.0 + np.exp(-(contrast[iy, ix] - 0.8) * 5.0)))
     y, x = ys[iy], xs[ix]
-    region = Region.box(sop_instance_uid, x, y, x + bw, y + bh, frame_number)
-    return round(probability, 6), region
+    return Region.box(
+        sop_instance_uid, x, y, x + bw, y + bh, frame_number, probability=round(probability, 6)
+    )

@@ -54,6 +54,9 @@ class FindingSpec:
     #: takes when no threshold is set for this key itself (a finding that shares another's
     #: probability and operating point, so that a site's override of one holds for both)
     follows: str | None = None
+    #: False for a whole-study measurement with no place on an image (chest CT's share of
+    #: lung involved): such a finding returns no regions and is never marked
+    located: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -109,9 +112,11 @@ class Region:
     #: (column, row) pairs; a POLYGON is closed (first point repeated last)
     points: tuple[tuple[float, float], ...]
     frame_number: int | None = None
-    #: this marked area's own probability in [0, 1] where the algorithm has one (a CT
+    #: this candidate area's own probability in [0, 1] where the algorithm has one (a CT
     #: finding's slice, one view of a mammogram); None when only the finding's applies.
-    #: The SR carries it as "Region probability" beside the finding's probability.
+    #: The platform marks it when this (else the finding's) probability reaches the
+    #: finding's operating point in force (:mod:`radsight.operating_points`). The SR
+    #: carries it as "Region probability" beside the finding's probability.
     probability: float | None = None
 
     def __post_init__(self) -> None:
@@ -148,6 +153,9 @@ class Region:
 
 @dataclass(frozen=True)
 class Finding:
+    """A finding's probability and every candidate region for it (not only those over a
+    threshold: the platform keeps the regions to mark at the point in force)."""
+
     key: str
     probability: float
     regions: tuple[Region, ...] = ()

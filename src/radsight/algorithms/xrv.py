@@ -18,8 +18,10 @@ Preprocessing is torchxrayvision's, reimplemented in numpy (docs/algorithms.md):
 
 Probabilities are torchxrayvision's defaults: ``op_norm(sigmoid(logit))``, which puts each
 pathology's operating threshold (from the weights' calibration) at 0.5. Marked areas come
-from class activation maps (7 x 7 cells on the 224-px crop): the top area of a positive
-finding is the cells around the peak at least half-way from the map's minimum to its peak.
+from class activation maps (7 x 7 cells on the 224-px crop): each image gives one candidate
+area per pathology, the cells around the peak at least half-way from the map's minimum to
+its peak, with the image's probability; the platform marks those at the operating point in
+force (:mod:`radsight.operating_points`).
 """
 
 from __future__ import annotations
@@ -306,12 +308,14 @@ class TorchXRayVisionAlgorithm(Algorithm):
         probs = 1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))
         return op_norm(probs, self._thresholds), cam[0], crop
 
-    def _region(self, image: ImageInput, cam: np.ndarray, crop: Crop) -> Region:
+    def _region(self, image: ImageInput, cam: np.ndarray, crop: Crop, probability: float) -> Region:
         r0, r1, c0, c1 = _top_cells(cam)
         cell = self.size / cam.shape[0]
         x0, y0 = crop.to_source(c0 * cell, r0 * cell)
         x1, y1 = crop.to_source(c1 * cell, r1 * cell)
-        return Region.box(image.sop_instance_uid, x0, y0, x1, y1, image.frame_number)
+        return Region.box(
+            image.sop_instance_uid, x0, y0, x1, y1, image.frame_number, round(probability, 6)
+        )
 
     def analyse(self, study: StudyInput) -> Analysis:
         best: dict[int, float] = {}
@@ -321,8 +325,9 @@ class TorchXRayVisionAlgorithm(Algorithm):
             for i in self._outputs:
                 p = float(np.clip(probs[i], 0.0, 1.0))
                 best[i] = max(best.get(i, 0.0), p)
-                if p >= 0.5:
-                    regions.setdefault(i, []).append(self._region(image, cam[i], crop))
+                # one candidate per image, with the image's probability: the platform
+                # marks those at the operating point in force
+                regions.setdefault(i, []).append(self._region(image, cam[i], crop, p))
         findings = tuple(
             Finding(finding_key(p), round(best[i], 6), tuple(regions.get(i, ())))
             for i, p in self._outputs.items()

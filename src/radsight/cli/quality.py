@@ -144,9 +144,10 @@ def threshold_set(
     organisation: str | None,
     reason: str,
 ) -> None:
-    """Set the threshold of NAME@VERSION by hand."""
+    """Set the threshold of NAME@VERSION by hand; show the points then in force."""
     from radsight.algorithms.registry import Registry
     from radsight.monitor.service import finding_keys
+    from radsight.operating_points import points_in_force
     from radsight.store import quality
 
     a = Registry.from_entry_points().resolve(ref)
@@ -170,7 +171,12 @@ def threshold_set(
                 f"threshold {row.id}: {a.name} {a.version} {key or 'study'} = {value} "
                 f"({organisation or 'all organisations'})"
             )
+        points = points_in_force(a, stored=quality.stored_thresholds(s, a.name, a.version, org_id))
     rt.close()
+    click.echo(
+        "  in force (routing rules' thresholds aside): "
+        + ", ".join(f"{k} {v:g}" for k, v in points.items())
+    )
 
 
 @threshold.command("pick")

@@ -11,7 +11,7 @@ from radsight.errors import ConfigError, NotFound
 from radsight.monitor import alerting, calibration, metrics
 from radsight.monitor.html import evaluation_report
 from radsight.monitor.reference import read_reference
-from radsight.results.report import thresholds_in_force
+from radsight.operating_points import STUDY, points_in_force
 from radsight.runtime import Runtime
 from radsight.store import quality, tenants
 from radsight.store.tables import EvaluationRow, ThresholdRow
@@ -29,11 +29,6 @@ def report_key(evaluation_id: int) -> str:
     return f"quality/evaluations/{evaluation_id}/report.html"
 
 
-def effective_thresholds(algorithm: Algorithm, stored: dict[str, float]) -> dict[str, float]:
-    """Declared thresholds overridden by the store's: what a job would use."""
-    return thresholds_in_force(algorithm, stored)
-
-
 def run_evaluation(
     rt: Runtime,
     algorithm: Algorithm,
@@ -49,7 +44,10 @@ def run_evaluation(
     ref = read_reference(reference)
     with rt.db.session() as s:
         org_id = tenants.get_organisation(s, organisation).id if organisation else None
-        stored = quality.thresholds_in_force(s, algorithm.name, algorithm.version, org_id)
+        points = points_in_force(
+            algorithm,
+            stored=quality.stored_thresholds(s, algorithm.name, algorithm.version, org_id),
+        )
         row = quality.create_evaluation(s, algorithm.name, algorithm.version, ref.name, created_by)
         evaluation_id = row.id
     bars = calibration.Bars(
@@ -61,7 +59,7 @@ def run_evaluation(
         results = calibration.run_cases(
             algorithm,
             ref.cases,
-            stored,
+            points,
             study_type=study_type,
             progress=progress,
             total=len(ref.cases),
@@ -71,7 +69,7 @@ def run_evaluation(
             algorithm.version,
             ref.name,
             results,
-            effective_thresholds(algorithm, stored),
+            points,
             bars,
         )
         html = evaluation_report(summary, evaluation_id)
@@ -195,9 +193,7 @@ def recalibration_report(
 ) -> dict:
     """The old version's study threshold on the new version's calibration test."""
     ev = _evaluation_of(s, new.name, new.version, evaluation_id)
-    old_t = effective_thresholds(old, quality.thresholds_in_force(s, old.name, old.version))[
-        "study"
-    ]
+    old_t = points_in_force(old, stored=quality.stored_thresholds(s, old.name, old.version))[STUDY]
     method, target = metrics.parse_method(method_text)
     labels, scores = calibration.labels_and_scores(ev.summary)
     picked_t = metrics.pick_threshold(labels, scores, method, target)

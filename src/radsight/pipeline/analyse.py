@@ -26,6 +26,7 @@ from radsight.errors import (
     NotAnalysable,
     RadsightError,
 )
+from radsight.operating_points import points_in_force
 from radsight.pipeline.inputs import study_input_from
 from radsight.pipeline.jobs import deliver_key
 from radsight.results import AnalysisReport, ResultObject, encode_results, result_uids
@@ -59,8 +60,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             close_study_if_done(s, study.id, job.id)
             return Outcome("existing", existing.id)
         rows = studystore.list_instances(s, study.id)
-        # the quality engineer's thresholds for this version (and organisation) win
-        in_force = qualitystore.thresholds_in_force(
+        stored = qualitystore.stored_thresholds(
             s, algorithm.name, algorithm.version, study.organisation_id
         )
     wanted = set(job.payload.get("sop_instance_uids") or [i.sop_instance_uid for i, _ in rows])
@@ -85,9 +85,9 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
     except Exception as exc:
         raise AlgorithmError(f"{algorithm.name} {algorithm.version} failed: {exc!r}") from exc
     seconds = time.perf_counter() - t0
-    thresholds = {**(job.payload.get("thresholds") or {}), **in_force}
+    points = points_in_force(algorithm, routed=job.payload.get("thresholds"), stored=stored)
     try:
-        report = AnalysisReport.from_analysis(algorithm, analysis, thresholds)
+        report = AnalysisReport.from_analysis(algorithm, analysis, points)
     except ValueError as exc:
         raise EncodingError(str(exc)) from exc
     objects = _encode_and_store(rt, study, algorithm, report, datasets)

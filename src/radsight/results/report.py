@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from radsight.algorithms.contract import Algorithm, Analysis, FindingSpec, Region
-
-
-def thresholds_in_force(algorithm: Algorithm, overrides: dict[str, float]) -> dict[str, float]:
-    """Each finding's threshold and the study's: ``overrides`` (per version or per
-    organisation) where set, else a ``follows`` finding's threshold in force, else the
-    declared one."""
-    specs = {s.key: s for s in algorithm.findings}
-
-    def resolve(key: str, seen: tuple[str, ...] = ()) -> float:
-        if key in overrides:
-            return overrides[key]
-        spec = specs[key]
-        if spec.follows and spec.follows in specs and spec.follows not in seen:
-            return resolve(spec.follows, (*seen, key))
-        return spec.threshold
-
-    out = {key: resolve(key) for key in specs}
-    out["study"] = overrides.get("study", algorithm.study_threshold)
-    return out
+from radsight.operating_points import STUDY, points_in_force, regions_to_mark
 
 
 @dataclass(frozen=True)
 class ReportedFinding:
     spec: FindingSpec
     probability: float
-    #: the operating threshold in force for this algorithm version (and organisation)
+    #: the operating point in force for this algorithm version (and organisation)
     threshold: float
+    #: the regions to mark: the algorithm's candidates kept at ``threshold``
+    #: (:func:`radsight.operating_points.regions_to_mark`)
     regions: tuple[Region, ...] = ()
 
     @property
@@ -65,15 +50,19 @@ class AnalysisReport:
         cls,
         algorithm: Algorithm,
         analysis: Analysis,
-        thresholds: dict[str, float] | None = None,
+        points: Mapping[str, float] | None = None,
     ) -> AnalysisReport:
-        """Pair each finding with its spec and the threshold in force.
+        """Pair each finding with its spec, its operating point in force and the regions
+        to mark at that point.
 
-        ``thresholds`` overrides the declared thresholds per finding key (per-version or
-        per-organisation operating points; see :func:`thresholds_in_force`); findings the
-        algorithm declares but did not return are reported with probability 0.
+        ``points`` are the operating points in force
+        (:func:`radsight.operating_points.points_in_force`); keys it lacks take the
+        declared point (or a ``follows`` finding's leader's). Findings the algorithm
+        declares but did not return are reported with probability 0. The regions kept are
+        those :func:`radsight.operating_points.regions_to_mark` keeps, so the SR, the SC
+        and the JSON built from this report mark the same regions.
         """
-        in_force = thresholds_in_force(algorithm, thresholds or {})
+        in_force = points_in_force(algorithm, stored=points)
         by_key = {f.key: f for f in analysis.findings}
         unknown = set(by_key) - {s.key for s in algorithm.findings}
         if unknown:
@@ -81,12 +70,18 @@ class AnalysisReport:
         reported = []
         for spec in algorithm.findings:
             found = by_key.get(spec.key)
+            probability = found.probability if found else 0.0
+            candidates = found.regions if found else ()
+            if candidates and not spec.located:
+                raise ValueError(
+                    f"{algorithm.name} returned regions for {spec.key!r}, declared not located"
+                )
             reported.append(
                 ReportedFinding(
                     spec=spec,
-                    probability=found.probability if found else 0.0,
+                    probability=probability,
                     threshold=in_force[spec.key],
-                    regions=found.regions if found else (),
+                    regions=regions_to_mark(probability, in_force[spec.key], candidates),
                 )
             )
         return cls(
@@ -95,7 +90,7 @@ class AnalysisReport:
             manufacturer=algorithm.manufacturer,
             findings=tuple(reported),
             study_score=float(analysis.study_score),
-            study_threshold=in_force["study"],
+            study_threshold=in_force[STUDY],
         )
 
     def to_json(self) -> dict[str, object]:

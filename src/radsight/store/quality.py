@@ -158,13 +158,15 @@ def list_thresholds(
     return list(s.scalars(q))
 
 
-def thresholds_in_force(
+def stored_thresholds(
     s: Session, algorithm_name: str, algorithm_version: str, organisation_id: int | None = None
 ) -> dict[str, float]:
-    """finding key -> threshold (``"study"`` for the study score) set in the store.
+    """finding key -> threshold (``"study"`` for the study score) set in the store for this
+    version: the organisation's own rows over the version's default rows, the newest row
+    of a key over older ones.
 
-    Only keys someone set are returned; the caller falls back to the algorithm's own
-    declared thresholds for the rest.
+    Only keys someone set are returned; :func:`radsight.operating_points.points_in_force`
+    combines them with the routing rule's and the algorithm's declared points.
     """
     rows = s.scalars(
         select(ThresholdRow)

@@ -29,6 +29,7 @@ from radsight.algorithms.ct_brain import CONFIG, BrainCTAlgorithm, SlicePredicti
 from radsight.algorithms.ct_volume import BRAIN, assemble_volume, select_series, window
 from radsight.monitor.metrics import auroc, auroc_ci, calibration_curve, roc_points, wilson
 from radsight.pipeline.inputs import study_input_from
+from radsight.results.report import AnalysisReport
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,13 @@ def cq500_cases(data: Path, algorithm: BrainCTAlgorithm) -> dict:
         out[name] = {
             "study_score": analysis.study_score,
             "positive": analysis.study_score >= algorithm.study_threshold,
-            "marked_slices": len({r.sop_instance_uid for r in analysis.findings[0].regions}),
+            # marked at the declared point (the algorithm returns its candidate slices)
+            "marked_slices": len(
+                {
+                    r.sop_instance_uid
+                    for r in AnalysisReport.from_analysis(algorithm, analysis).findings[0].regions
+                }
+            ),
             "analysed_slices": len(slices),
             "slice_probabilities": [round(s.probability, 4) for s in slices],
             "gantry_tilt_deg": volume.gantry_tilt_deg,

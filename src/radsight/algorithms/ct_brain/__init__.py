@@ -10,7 +10,9 @@ three input channels. The model's class-activation map is the per-slice score's 
 and gives the marked region (a box on the source slice).
 
 - slice level: :meth:`BrainCTAlgorithm.predict_slices` gives every analysed slice's
-  calibrated probability and its region; the SR and SC carry the marked slices' regions;
+  calibrated probability and its region; the ``region.max_slices`` (6) most probable slices
+  are the finding's candidate regions, each with its slice's probability, and the SR and SC
+  carry those at the operating point in force (:mod:`radsight.operating_points`);
 - study level: the highest slice probability; a positive finding is urgent.
 
 Input checks ("not analysed: <reason>"): no CT / no axial series (scouts, secondary
@@ -269,11 +271,10 @@ class BrainCTAlgorithm(Algorithm):
     def analyse(self, study: StudyInput) -> Analysis:
         slices = self.predict_slices(study)
         self._last = None  # do not hold a volume (up to hundreds of MiB) between studies
-        threshold = self.findings[0].threshold
         probability = max(s.probability for s in slices)
-        marked = sorted(
-            (s for s in slices if s.probability >= threshold), key=lambda s: -s.probability
-        )[: int(CONFIG["region"]["max_slices"])]
+        # the most probable slices are the candidates, each with its own probability; the
+        # platform marks those at the operating point in force
+        marked = sorted(slices, key=lambda s: -s.probability)[: int(CONFIG["region"]["max_slices"])]
         regions = tuple(
             Region.box(
                 s.sop_instance_uid,

@@ -14,9 +14,15 @@
 
 Findings: ``ggo-consolidation`` (SNOMED CT 1217294009 Ground glass opacity; the model's
 mask covers consolidation too) with its lesions outlined per slice (convex POLYGONs on
-the source images), and three cumulative severity findings ``involvement-25/50/75``
-whose score is a steep logistic of the measured share around each cut-off, so that the
-grade can be read in the SR as the number of positive findings. The study score is the
+the source images; the largest 2 per slice, at most 400, each with its mean probability;
+without a lesion, the most probable 2 components per slice too small to count, at most
+20, or else the area around the map's peak, as candidates for an operating point below
+the lesion threshold), and three
+cumulative severity findings ``involvement-25/50/75`` (declared ``located=False``: a share
+of lung has no place on an image) whose score is a steep logistic of the measured share
+around each cut-off, so that the grade can be read in the SR as the number of positive
+findings. The platform marks the candidates at the operating point in force
+(:mod:`radsight.operating_points`). The study score is the
 lesion probability when no lesion is found, else 0.5 + 0.5 * min(1, share / 0.75).
 """
 
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +95,7 @@ MIN_LUNG_ML = 200.0
 MIN_MARK_MM2 = 50.0
 MAX_MARKS_PER_SLICE = 2
 MAX_REGIONS = 400
+MAX_FAINT_REGIONS = 20
 BATCH = 16
 #: thinner series are read every n-th slice (see :func:`assess`)
 MODEL_SLICE_MM = 2.0
@@ -133,7 +140,12 @@ class ChestCTAssessment:
     share: float
     grade: int
     lesion_probability: float
+    #: the lesions' outlines (the largest few per slice), each with its mean probability
     regions: tuple[Region, ...]
+    #: without a lesion: outlines of the components too small to count (the most probable
+    #: few per slice), each with its probability, none above ``lesion_probability``; with
+    #: no component at all, the area around the map's peak
+    faint_regions: tuple[Region, ...] = ()
 
     @property
     def lesion_present(self) -> bool:
@@ -196,13 +208,15 @@ def _outline(members: np.ndarray, step: int, rows: int, cols: int) -> tuple:
 
 
 def _marks(volume: Volume, lesion: np.ndarray, prob: np.ndarray, step: int) -> tuple:
-    """Lesion components of at least MIN_MARK_MM2 per slice: the kept mask, outlines of the
-    largest few per slice, and the best component's mean probability (times its size over
-    the minimum size, for smaller ones)."""
+    """Lesion components per slice: the kept mask (components of at least MIN_MARK_MM2),
+    outlines of the largest few kept ones per slice with their mean probability, outlines
+    of the most probable few smaller ones per slice with their probability (mean times
+    size over the minimum size), and the best such probability over all components."""
     cell_mm2 = volume.spacing[1] * volume.spacing[2] * step * step
     min_cells = max(1, math.ceil(MIN_MARK_MM2 / cell_mm2))
     rows, cols = volume.hu.shape[1:]
     candidates: list[tuple[int, float, Region]] = []
+    faint: list[tuple[float, Region]] = []
     best = 0.0
     kept_mask = np.zeros_like(lesion)
     eight = np.ones((3, 3), bool)
@@ -215,14 +229,44 @@ def _marks(volume: Volume, lesion: np.ndarray, prob: np.ndarray, step: int) -> t
         big[0] = False
         kept_mask[k] = big[labels]
         # a component below the size counts in proportion to its size
-        best = max(best, float((means[1:] * np.minimum(1.0, sizes[1:] / min_cells)).max()))
+        weighted = means * np.minimum(1.0, sizes / min_cells)
+        best = max(best, float(weighted[1:].max()))
         image = volume.images[int(k)]
-        for i in [i for i in np.argsort(-sizes) if big[i]][:MAX_MARKS_PER_SLICE]:
+
+        def outline(i: int, p: float, image: ImageInput = image, labels: np.ndarray = labels):
             points = _outline(np.argwhere(labels == i), step, rows, cols)
-            region = Region(image.sop_instance_uid, "POLYGON", points, image.frame_number)
-            candidates.append((int(sizes[i]), float(means[i]), region))
+            return Region(image.sop_instance_uid, "POLYGON", points, image.frame_number, p)
+
+        for i in [i for i in np.argsort(-sizes) if big[i]][:MAX_MARKS_PER_SLICE]:
+            candidates.append((int(sizes[i]), float(means[i]), outline(i, float(means[i]))))
+        small = [i for i in np.argsort(-weighted, kind="stable") if i and not big[i]]
+        for i in small[:MAX_MARKS_PER_SLICE]:
+            faint.append((float(weighted[i]), outline(i, float(weighted[i]))))
     candidates.sort(key=lambda c: -c[0])
-    return kept_mask, tuple(r for _, _, r in candidates[:MAX_REGIONS]), best
+    faint.sort(key=lambda c: -c[0])
+    return (
+        kept_mask,
+        tuple(r for _, _, r in candidates[:MAX_REGIONS]),
+        tuple(r for _, r in faint[:MAX_FAINT_REGIONS]),
+        best,
+    )
+
+
+def _peak_region(
+    volume: Volume, prob: np.ndarray, step: int, probability: float
+) -> tuple[Region, ...]:
+    """With no component at the lesion threshold at all: the area around the map's peak at
+    half its value, on the peak's slice, with the finding's probability (the only
+    candidate for an operating point at or below it); none when the map is empty."""
+    k, r, c = np.unravel_index(int(np.argmax(prob)), prob.shape)
+    peak = float(prob[k, r, c])
+    if peak <= 0.0:
+        return ()
+    labels, _ = ndimage.label(prob[k] >= 0.5 * peak, structure=np.ones((3, 3), bool))
+    rows, cols = volume.hu.shape[1:]
+    points = _outline(np.argwhere(labels == labels[r, c]), step, rows, cols)
+    image = volume.images[int(k)]
+    return (Region(image.sop_instance_uid, "POLYGON", points, image.frame_number, probability),)
 
 
 def assess(study: StudyInput) -> ChestCTAssessment:
@@ -265,10 +309,18 @@ def assess(study: StudyInput) -> ChestCTAssessment:
             prob[k] = ((b - k) * prob[a] + (k - a) * prob[b]) / (b - a)
     prob *= region
     threshold = float(CONFIG.get("lesion_threshold", 0.5))
-    lesion, regions, best = _marks(volume, prob >= threshold, prob, step)
+    lesion, regions, faint, best = _marks(volume, prob >= threshold, prob, step)
     lung_cells = int(region.sum())
     share = float(lesion.sum()) / max(1, lung_cells)
     probability = best if regions else min(best, threshold - 1e-3)
+    # without a lesion, the components too small to count are the candidates to mark (at
+    # an operating point below the lesion threshold), none more probable than the finding
+    if regions:
+        faint = ()
+    elif faint:
+        faint = tuple(replace(r, probability=min(probability, r.probability or 0.0)) for r in faint)
+    else:
+        faint = _peak_region(volume, prob, step, probability)
     return ChestCTAssessment(
         volume=volume,
         lungs=lungs,
@@ -280,6 +332,7 @@ def assess(study: StudyInput) -> ChestCTAssessment:
         grade=grade_for(share, bool(regions)),
         lesion_probability=probability,
         regions=regions,
+        faint_regions=faint,
     )
 
 
@@ -300,7 +353,10 @@ class ChestCTAlgorithm(Algorithm):
         threshold = float(CONFIG.get("lesion_threshold", 0.5))
         self.findings = (
             FindingSpec("ggo-consolidation", GGO_CONSOLIDATION, threshold=threshold),
-            *(FindingSpec(f"involvement-{cut}", code, 0.5) for cut, code in INVOLVEMENT.items()),
+            *(
+                FindingSpec(f"involvement-{cut}", code, 0.5, located=False)
+                for cut, code in INVOLVEMENT.items()
+            ),
         )
         self.study_threshold = 0.5
 
@@ -309,9 +365,8 @@ class ChestCTAlgorithm(Algorithm):
 
     def analyse(self, study: StudyInput) -> Analysis:
         result = assess(study)
-        findings = [
-            Finding("ggo-consolidation", round(result.lesion_probability, 6), result.regions)
-        ]
+        candidates = result.regions or result.faint_regions
+        findings = [Finding("ggo-consolidation", round(result.lesion_probability, 6), candidates)]
         for cut in INVOLVEMENT:
             z = (result.share - cut / 100) / INVOLVEMENT_SOFTNESS
             score = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))

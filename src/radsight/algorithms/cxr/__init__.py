@@ -10,18 +10,21 @@ targets that differ only in their operating threshold:
 
 Per frontal image the model gives an abnormality probability (airspace opacity / pneumonia,
 temperature-calibrated) and two maps at 1/4 resolution: opacity and lung fields. Opacity
-regions become boxes (POLYGON SCOORD) on the source image; the lung map refuses images with
-no lung fields in them (a mammogram or CT slice sent as DX).
+regions become boxes (POLYGON SCOORD) on the source image, at most ``region.max_regions``
+(3) per image, each carrying its image's probability (the platform marks those of the
+images at the operating point in force, :mod:`radsight.operating_points`); the lung map
+refuses images with no lung fields in them (a mammogram or CT slice sent as DX).
 
 A second finding, tuberculosis-like lesion, is marked by a small head on the same network's
 frozen feature maps (``feat16``/``feat32`` outputs of ``cxr.onnx``; weights in the ``tb``
 section of ``cxr.json``, trained by ``python -m radsight_train cxr-tb``): a per-cell logistic
 regression on a 14 x 14 grid of the lung fields, run here with numpy. Its top cells become
-boxes. The data has no TB-negative images from the TB source, and the head's own image-level
-score did not separate TB from normals of another source (docs/models/cxr.md), so the
-finding's probability and operating points are the model's abnormality probability and
-thresholds: the finding says "abnormal; the TB-like lesion, if any, is most likely here", and
-the study score stays the abnormality probability.
+boxes (at most ``tb.region.max_regions``, 2, per image). The data has no TB-negative
+images from the TB source, and the head's own image-level score did not separate TB from
+normals of another source (docs/models/cxr.md), so the finding's probability and operating
+points are the model's abnormality probability and thresholds: the finding says "abnormal;
+the TB-like lesion, if any, is most likely here", and the study score stays the abnormality
+probability.
 
 Fluorography is told apart by data, not here: routing classifies a CR/DX study as ``flg``
 when its ImageType, ProtocolName, StudyDescription, SeriesDescription or
@@ -32,7 +35,7 @@ RequestedProcedureDescription names fluorography
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -341,18 +344,19 @@ class ChestRadiographAlgorithm(Algorithm):
                 predictions.append(prediction)
         if not predictions:
             raise NotAnalysable("no lung fields found: not a frontal chest radiograph")
-        threshold = self.findings[0].threshold
         probability = max(p.probability for p in predictions)
+        # every image's candidate areas, each with its image's probability: the platform
+        # marks those of the images at the operating point in force
         regions = tuple(
-            region for p in predictions if p.probability >= threshold for _, region in p.regions
+            replace(region, probability=round(p.probability, 6))
+            for p in predictions
+            for _, region in p.regions
         )
         findings = [Finding("pneumonia", round(probability, 6), regions)]
         if len(self.findings) > 1:
-            tb_threshold = self.findings[1].threshold
             tb_regions = tuple(
-                region
+                replace(region, probability=round(p.probability, 6))
                 for p in predictions
-                if p.probability >= tb_threshold
                 for _, region in p.tb_regions
             )
             findings.append(Finding("tb-like-lesion", round(probability, 6), tb_regions))

@@ -15,7 +15,10 @@ other breast (same view) into probabilities:
   compares each with the same place in the other breast; without a ranker (or a
   candidate) the strongest blob responses of the filter bank;
 - per breast: the highest image probability over that breast's views (findings
-  ``suspicion-left`` and ``suspicion-right``, marked with each positive image's top mark);
+  ``suspicion-left`` and ``suspicion-right``); the candidate regions are each view's top
+  mark with that view's probability, and for each kind each image's top mark with the
+  image's probability of that kind (one per finding and image); the platform marks those
+  at the operating point in force (:mod:`radsight.operating_points`);
 - per study: the highest breast probability (the worklist score and verdict).
 
 Input checks refuse, with a reason, what the model cannot read: not MG, for-processing
@@ -381,10 +384,10 @@ class MammographyAlgorithm(Algorithm):
                 continue
             score = max(p.probability for _, p in mine)
             breast_scores[side] = score
+            # each view's top mark with that view's probability: the platform marks the
+            # views at the operating point in force
             regions = tuple(
-                p.top_mark.region(im, p.probability)
-                for im, p in mine
-                if p.top_mark is not None and p.probability >= self.study_threshold
+                p.top_mark.region(im, p.probability) for im, p in mine if p.top_mark is not None
             )
             findings.append(Finding(key, round(score, 6), regions))
         for spec in self.findings[2:]:
@@ -392,9 +395,8 @@ class MammographyAlgorithm(Algorithm):
             regions = tuple(
                 m.region(im, p.kinds[spec.key])
                 for im, p in predictions
-                if p.kinds[spec.key] >= spec.threshold
-                # the kind's top mark only: the SC draws and labels every region, and one
-                # per kind and image keeps the capture readable (and its encoding fast)
+                # the kind's top mark only: the SC draws and labels every marked region,
+                # and one per kind and image keeps the capture readable (and fast)
                 for m in p.marks[spec.key][:1]
             )
             findings.append(Finding(spec.key, round(score, 6), regions))

@@ -18,6 +18,7 @@ from radsight.api.auth import OrgAdminDep, PrincipalDep
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.errors import Forbidden, NotFound
 from radsight.monitor.service import pick_and_set_threshold, recalibration_report
+from radsight.operating_points import points_in_force
 from radsight.store import quality, tenants
 
 router = APIRouter(prefix="/api", tags=["quality"])
@@ -136,7 +137,7 @@ def list_thresholds(
 
 
 @router.get("/thresholds/in-force")
-def thresholds_in_force(
+def get_points_in_force(
     algorithm: str,
     s: SessionDep,
     registry: RegistryDep,
@@ -147,14 +148,13 @@ def thresholds_in_force(
     org_id = tenants.get_organisation(s, organisation).id if organisation else None
     if org_id is not None and not principal.may_see(s, org_id):
         raise NotFound(f"organisation {organisation} does not exist")
-    from radsight.monitor.service import effective_thresholds
-
-    stored = quality.thresholds_in_force(s, a.name, a.version, org_id)
+    stored = quality.stored_thresholds(s, a.name, a.version, org_id)
     return {
         "algorithm": a.name,
         "version": a.version,
         "organisation_id": org_id,
-        "thresholds": effective_thresholds(a, stored),
+        # a routing rule's thresholds (per route) apply on top of these, below the stored
+        "thresholds": points_in_force(a, stored=stored),
         "set_in_store": sorted(stored),
     }
 
