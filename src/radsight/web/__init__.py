@@ -1,7 +1,9 @@
 """The radiologist's web app: server-rendered pages, a canvas viewer, no build step.
 
 :func:`install` adds it to the API application: the pages, their JSON, the static files
-(served from this package; no CDN) and the security headers every response carries.
+(served from this package; no CDN), the error page (the API's one error handler shows an
+error as this page to the pages and to browsers) and the security headers every response
+carries.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
 from radsight.web import api, pages
-from radsight.web.common import HERE, PageError, SignInRequired, render, signin_redirect_url
+from radsight.web.common import HERE, SignInRequired, error_page, signin_redirect_url
 
 #: no inline script or style, nothing from elsewhere; the viewer's frames are fetched
 CONTENT_SECURITY_POLICY = (
@@ -32,14 +34,8 @@ def install(app: FastAPI) -> None:
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         return RedirectResponse(signin_redirect_url(exc), status_code=303)
 
-    @app.exception_handler(PageError)
-    async def _page_error(request: Request, exc: PageError) -> Response:
-        return render(
-            request,
-            "error.html",
-            {"message": exc.message, "status": exc.status},
-            status_code=exc.status,
-        )
+    # errors of the pages (and of a browser asking for HTML) are shown as this page
+    app.state.error_page = error_page
 
     @app.middleware("http")
     async def _security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
