@@ -13,6 +13,7 @@ import logging
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from radsight.algorithms.registry import Registry
 from radsight.api.app import create_app
@@ -106,6 +107,33 @@ def test_a_stored_file_that_no_longer_decodes_is_500(site, how, what):
     _corrupt(site, how)
     body = _problem(client.get(path), 500, "stored_object_unreadable")
     assert "cannot be" in body["detail"] and body["instance"] == path
+
+
+@pytest.mark.parametrize("how", ["unreadable", "short pixel data"])
+def test_a_stored_instance_that_cannot_be_converted_is_500(runtime, how):
+    """Explicit VR Little Endian asked of an RLE instance whose stored file is damaged."""
+    registry = Registry.from_entry_points()
+    app = create_app(runtime, registry, load_rules(known_algorithms=registry.refs()))
+    with runtime.db.session() as s:
+        org = tenants.create_organisation(s, "General Hospital", "North").id
+        token = people.create_token(s, "t", "org_admin", org)[1]
+    ds = make_radiograph()
+    ds.compress(RLELossless)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    accept_instance(runtime, buf.getvalue(), organisation_id=org)
+    with runtime.db.session() as s:
+        key = s.query(InstanceRow).one().storage_key
+    path = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    accept = (
+        f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'
+    )
+    headers = {"Authorization": f"Bearer {token}", "Accept": accept}
+    with TestClient(app) as client:
+        assert client.get(path, headers=headers).status_code == 200
+        _corrupt({"rt": runtime, "key": key}, how)
+        body = _problem(client.get(path, headers=headers), 500, "stored_object_unreadable")
+    assert key in body["detail"]
 
 
 def test_a_stored_file_that_no_longer_reads_is_500_for_metadata_too(site):

@@ -190,8 +190,18 @@ def _instances_response(
         raise NotAcceptable(
             f"instances are available as stored or as {ExplicitVRLittleEndian}, not {wanted}"
         )
+    # the first part before the first byte: a stored instance that cannot be converted is
+    # then a 500 answer (a later one can only end the stream, and is logged)
+    stream = parts()
+    first = next(stream, None)
+
+    def all_parts() -> Iterator[tuple[str, bytes]]:
+        if first is not None:
+            yield first
+        yield from stream
+
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return StreamingResponse(iter_parts(parts(), boundary), media_type=media)
+    return StreamingResponse(iter_parts(all_parts(), boundary), media_type=media)
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve a study's instances")
