@@ -1,39 +1,49 @@
 """Radsight's one exception tree.
 
-Every error that crosses a boundary is one of these; each class has a stable ``code``
-that the edges map to their protocol in exactly one place each:
+Every error that crosses a boundary is one of these. Each class has a stable ``code``,
+the HTTP status it is answered with (``http_status``) and whether a job that raised it is
+tried again (``retryable``); a subclass inherits both unless it says otherwise, so the most
+specific class wins. The edges map them to their protocol in exactly one place each:
 
-* DIMSE: ``radsight.ingest.dimse.STATUS_FOR_CODE`` (C-STORE statuses)
-* HTTP: the exception handler in ``radsight.api.app`` (problem+json)
-* jobs: the job row's ``error_code`` and ``error`` (``radsight.pipeline.runner``)
+* DIMSE: ``radsight.ingest.statuses.STATUS_FOR_CODE`` (C-STORE statuses)
+* HTTP: ``radsight.api.problems.error_response``, problem+json or an error page
+* jobs: the job row's ``error_code`` and ``error`` (``radsight.pipeline.runner.fail``)
 * CLI: ``radsight.cli.errors.fail_cleanly`` prints ``error[code]: message`` and exits 1
+
+Whose fault it is decides the class: :class:`InvalidInput` and :class:`InstanceRejected`
+are what a caller sent (4xx, a job that raised them fails for good), while
+:class:`StoredObjectUnreadable` is a file Radsight stored itself that no longer decodes
+(500: the caller can do nothing about it). Any other exception is a bug: HTTP answers 500
+``internal_error`` (logged once, with its traceback), a job retries it as ``internal_error``.
 
 ::
 
-    RadsightError
-    ├── ConfigError                  settings or rules that cannot be used
-    │   └── RoutingRulesError        the routing rules file is invalid
-    ├── InstanceRejected             an incoming instance is refused (recorded)
+    RadsightError                    (HTTP 500)
+    ├── ConfigError                  settings or rules that cannot be used (422)
+    │   └── RoutingRulesError        the routing rules file is invalid (422)
+    ├── InvalidInput                 a value the caller sent cannot be used (422; a ValueError)
+    ├── InstanceRejected             an incoming instance is refused (recorded) (400)
     │   ├── NotDicom                 the bytes are not a DICOM Part 10 object / data set
     │   ├── MalformedDicom           truncated, absurd lengths, undecodable
     │   ├── MissingAttribute         a required attribute (UIDs) is absent or empty
-    │   ├── UnsupportedSopClass      not a storage SOP class we accept
+    │   ├── UnsupportedSopClass      not a storage SOP class we accept (415)
     │   ├── SopClassMismatch         data set SOP class differs from the negotiated one
     │   └── MissingPixelData         an image SOP class without pixel data
-    ├── UnknownCaller                calling AE title not registered to any organisation
-    ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one
-    ├── Forbidden                    signed in, but the role may not do this (or bad CSRF)
-    ├── NotFound                     an entity that does not exist (or is another tenant's)
-    ├── Conflict                     an entity that already exists
-    ├── NotAcceptable                no representation the client accepts (HTTP 406)
+    ├── UnknownCaller                calling AE title not registered to any organisation (400)
+    ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one (401)
+    ├── Forbidden                    signed in, but the role may not do this (or bad CSRF) (403)
+    ├── NotFound                     an entity that does not exist (or is another tenant's) (404)
+    ├── Conflict                     an entity that already exists (409)
+    ├── NotAcceptable                no representation the client's Accept names (406)
     ├── UnsupportedMediaType         a request body of a media type we do not take (415)
-    ├── StorageError                 the file or database write failed (out of resources)
-    ├── NotAnalysable                input checks refused a study ("not analysed: <reason>")
-    ├── AlgorithmError               an algorithm failed while analysing (retried)
-    │   └── AlgorithmTimeout         it ran past its time limit (retried)
-    ├── EncodingError                a result could not be encoded (permanent)
-    ├── DeliveryError                a C-STORE to a destination failed (retried)
-    └── DestinationDisabled          the destination was disabled (not retried)
+    ├── StorageError                 the file or database write failed (503, retried)
+    ├── StoredObjectUnreadable       a file Radsight stored no longer decodes (500)
+    ├── NotAnalysable                input checks refused a study ("not analysed: <reason>") (400)
+    ├── AlgorithmError               an algorithm failed while analysing (500, retried)
+    │   └── AlgorithmTimeout         it ran past its time limit (500, retried)
+    ├── EncodingError                a result could not be encoded (500, permanent)
+    ├── DeliveryError                a C-STORE to a destination failed (500, retried)
+    └── DestinationDisabled          the destination was disabled (400, not retried)
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ class RadsightError(Exception):
     """Base class. ``code`` is stable and machine-readable; the message is for people."""
 
     code = "radsight_error"
+    #: the HTTP status it is answered with: a server-side failure unless a subclass says
+    http_status = 500
     #: whether a job that raised it should be retried
     retryable = False
 
@@ -53,14 +65,29 @@ class RadsightError(Exception):
 
 class ConfigError(RadsightError):
     code = "config_error"
+    http_status = 422
 
 
 class RoutingRulesError(ConfigError):
     code = "routing_rules_invalid"
 
 
+class InvalidInput(RadsightError, ValueError):
+    """A value the caller sent cannot be used: a query parameter, a form field, a body
+    field, a command-line option. The message says which and what would do.
+
+    It is also a ``ValueError``: the parsers in the pure packages raise it where a
+    highdicom-style builder would raise ``ValueError``, so their callers (and pydantic
+    validators, which turn only ``ValueError`` into a validation error) stay as they are.
+    """
+
+    code = "invalid_input"
+    http_status = 422
+
+
 class InstanceRejected(RadsightError):
     code = "instance_rejected"
+    http_status = 400
 
 
 class NotDicom(InstanceRejected):
@@ -77,6 +104,7 @@ class MissingAttribute(InstanceRejected):
 
 class UnsupportedSopClass(InstanceRejected):
     code = "unsupported_sop_class"
+    http_status = 415
 
 
 class SopClassMismatch(InstanceRejected):
@@ -89,39 +117,59 @@ class MissingPixelData(InstanceRejected):
 
 class UnknownCaller(RadsightError):
     code = "unknown_calling_ae_title"
+    http_status = 400
 
 
 class NotAuthenticated(RadsightError):
     code = "not_authenticated"
+    http_status = 401
 
 
 class Forbidden(RadsightError):
     code = "forbidden"
+    http_status = 403
 
 
 class NotFound(RadsightError):
     code = "not_found"
+    http_status = 404
 
 
 class Conflict(RadsightError):
     code = "conflict"
+    http_status = 409
 
 
 class NotAcceptable(RadsightError):
     code = "not_acceptable"
+    http_status = 406
 
 
 class UnsupportedMediaType(RadsightError):
     code = "unsupported_media_type"
+    http_status = 415
 
 
 class StorageError(RadsightError):
     code = "storage_error"
+    http_status = 503
     retryable = True
+
+
+class StoredObjectUnreadable(RadsightError):
+    """A file Radsight stored itself (an instance, a result) cannot be read or decoded.
+
+    A server-side fault (the object store lost or damaged it, or a codec fails on what
+    ingest accepted): 500 to the caller, who can do nothing about it, and a job that
+    meets it fails for good instead of retrying the same bytes.
+    """
+
+    code = "stored_object_unreadable"
 
 
 class NotAnalysable(RadsightError):
     code = "not_analysable"
+    http_status = 400
 
 
 class AlgorithmError(RadsightError):
@@ -144,3 +192,4 @@ class DeliveryError(RadsightError):
 
 class DestinationDisabled(RadsightError):
     code = "destination_disabled"
+    http_status = 400

@@ -66,7 +66,7 @@ def test_tenancy_through_the_api(client):
         ("get", "/api/organisations/Nowhere/destinations", None, 404, "not_found"),
         ("post", "/api/organisations", {"name": "A", "region": "R"}, 409, "conflict"),
         ("post", "/api/organisations", {"name": ""}, 422, "validation_error"),
-        ("post", "/api/organisations/A/ae-titles", {"ae_title": "BAD\\AE"}, 422, "invalid_value"),
+        ("post", "/api/organisations/A/ae-titles", {"ae_title": "BAD\\AE"}, 422, "invalid_input"),
         (
             "post",
             "/api/organisations/A/destinations",

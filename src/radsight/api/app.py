@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI). Errors leave as RFC 9457 problem+json, from one handler."""
+"""The HTTP API (FastAPI). Errors leave as RFC 9457 problems (:mod:`radsight.api.problems`)
+from one handler; anything unexpected is caught once, at the top of the request."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from starlette.responses import Response
 
 import radsight
 from radsight.algorithms.registry import Registry
 from radsight.api.deps import SessionDep
+from radsight.api.problems import error_response
 from radsight.api.routes import studies, tenants
 from radsight.api.schemas import Health
 from radsight.errors import RadsightError
@@ -20,40 +22,6 @@ from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 
 log = logging.getLogger(__name__)
-
-#: HTTP status per error code; anything else is a 400 (client) or 500 (ours)
-HTTP_STATUS = {
-    "not_authenticated": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "not_acceptable": 406,
-    "unsupported_media_type": 415,
-    "config_error": 422,
-    "routing_rules_invalid": 422,
-    "storage_error": 503,
-    "not_dicom": 400,
-    "malformed_dicom": 400,
-    "missing_attribute": 400,
-    "missing_pixel_data": 400,
-    "unsupported_sop_class": 415,
-    "sop_class_mismatch": 400,
-}
-
-
-def problem(status: int, code: str, detail: str, instance: str = "") -> JSONResponse:
-    return JSONResponse(
-        {
-            "type": f"urn:radsight:error:{code}",
-            "title": code.replace("_", " "),
-            "status": status,
-            "detail": detail,
-            "code": code,
-            "instance": instance,
-        },
-        status_code=status,
-        media_type="application/problem+json",
-    )
 
 
 def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
@@ -67,25 +35,18 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
     app.state.rules = rules
 
     @app.exception_handler(RadsightError)
-    async def _radsight_error(request: Request, exc: RadsightError) -> JSONResponse:
-        status = HTTP_STATUS.get(exc.code, 500 if exc.retryable else 400)
-        return problem(status, exc.code, exc.message, str(request.url.path))
-
-    @app.exception_handler(ValueError)
-    async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
-        return problem(422, "invalid_value", str(exc), str(request.url.path))
-
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        return problem(422, "validation_error", detail, str(request.url.path))
+    async def _error(request: Request, exc: Exception) -> Response:
+        return error_response(request, exc)
 
     @app.middleware("http")
     async def _summary(request: Request, call_next):  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # the request's one catch-all: a bug, logged once
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = error_response(request, exc)
         log.info(
             "%s %s -> %d in %.1f ms",
             request.method,

@@ -18,6 +18,7 @@ import click
 
 from radsight.cli.errors import fail_cleanly
 from radsight.cli.tables import table
+from radsight.errors import InvalidInput
 from radsight.store.people import TOKEN_ROLES, USER_ROLES, Principal
 
 
@@ -33,7 +34,7 @@ def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
-            raise ValueError("no password on standard input")
+            raise InvalidInput("no password on standard input")
         return line
     return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
 
@@ -69,7 +70,7 @@ def user_add(
     from radsight.store import people, tenants
 
     if region and role != "supervisor":
-        raise ValueError("--region is for supervisors only")
+        raise InvalidInput("--region is for supervisors only")
     password = _read_password(password_stdin)
     rt = c.runtime()
     with rt.db.session() as s:
@@ -171,7 +172,7 @@ def token_add(
     from radsight.store import people, tenants
 
     if days is not None and days <= 0:
-        raise ValueError("--days must be positive")
+        raise InvalidInput("--days must be positive")
     rt = c.runtime()
     with rt.db.session() as s:
         org_id = tenants.get_organisation(s, organisation).id if organisation else None
@@ -179,9 +180,9 @@ def token_add(
         if username:
             u = people.get_user(s, username)
             if org_id is not None and org_id != u.organisation_id:
-                raise ValueError(f"user {username!r} is not of organisation {organisation!r}")
+                raise InvalidInput(f"user {username!r} is not of organisation {organisation!r}")
             if role != u.role:
-                raise ValueError(f"user {username!r} is a {u.role}: their token has that role")
+                raise InvalidInput(f"user {username!r} is a {u.role}: their token has that role")
             org_id, user_id = u.organisation_id, u.id
         row, plain = people.create_token(s, name, role, org_id, user_id, days)
         people.record_audit(

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass
 
-import pydicom
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
     SecondaryCaptureImageStorage,
 )
 
+from radsight.dicom.stored import read_stored
 from radsight.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ def send_files(
     ae.acse_timeout = timeout_s
     ae.dimse_timeout = timeout_s
     ae.network_timeout = timeout_s
-    datasets = [pydicom.dcmread(io.BytesIO(b)) for b in files]
+    datasets = [read_stored(b, f"{n} of the result") for n, b in enumerate(files, 1)]
     classes = {str(ds.SOPClassUID) for ds in datasets}
     for uid in classes | {Comprehensive3DSRStorage, SecondaryCaptureImageStorage}:
         ae.add_requested_context(uid, _TRANSFER_SYNTAXES)

@@ -17,6 +17,8 @@ import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 
+from radsight.errors import InvalidInput
+
 __all__ = [
     "LEVEL_ATTRIBUTES",
     "Match",
@@ -150,7 +152,7 @@ def parse_qido(params: Iterable[tuple[str, str]], level: str, max_limit: int = 1
 
     ``params`` are the query's (key, value) pairs in order; a key may repeat. Keys of
     the levels above ``level`` match too (``/series?PatientID=...``). Raises
-    ``ValueError`` with a message for the caller on a malformed value.
+    :class:`~radsight.errors.InvalidInput` with a message for the caller on a malformed value.
     """
     levels = {"study": ["study"], "series": ["study", "series"]}.get(
         level, ["study", "series", "instance"]
@@ -168,7 +170,7 @@ def parse_qido(params: Iterable[tuple[str, str]], level: str, max_limit: int = 1
             q.offset = _int_param(name, value, 0, 10**9)
         elif name == "fuzzymatching":
             if value.lower() not in ("true", "false"):
-                raise ValueError(f"fuzzymatching must be true or false, not {value!r}")
+                raise InvalidInput(f"fuzzymatching must be true or false, not {value!r}")
             q.fuzzy = value.lower() == "true"
         elif name == "includefield":
             for item in re.split(r"[,\s]+", value.strip()):
@@ -195,9 +197,9 @@ def _int_param(name: str, value: str, lo: int, hi: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, not {value!r}") from None
+        raise InvalidInput(f"{name} must be an integer, not {value!r}") from None
     if not lo <= number <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {number}")
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, not {number}")
     return number
 
 
@@ -209,7 +211,7 @@ def _match(keyword: str, how: str, value: str, fuzzy: bool) -> Match | None:
         uids = tuple(v.strip() for v in re.split(r"[,\\]", value) if v.strip())
         for uid in uids:
             if not re.fullmatch(r"[0-9.]{1,64}", uid):
-                raise ValueError(f"{keyword} {uid[:70]!r} is not a UID")
+                raise InvalidInput(f"{keyword} {uid[:70]!r} is not a UID")
         return Match(keyword, "uid", uids)
     if how == "date":
         return Match(keyword, "range", _date_range(keyword, value))
@@ -219,7 +221,7 @@ def _match(keyword: str, how: str, value: str, fuzzy: bool) -> Match | None:
         try:
             return Match(keyword, "exact", (str(int(value)),))
         except ValueError:
-            raise ValueError(f"{keyword} must be an integer, not {value!r}") from None
+            raise InvalidInput(f"{keyword} must be an integer, not {value!r}") from None
     if how == "name":
         text = " ".join(value.split("=")[0].replace("^", " ").replace(",", " ").upper().split())
         if "*" in text or "?" in text:
@@ -239,9 +241,11 @@ def _date_range(keyword: str, value: str) -> tuple[str, str]:
         hi = lo
     for part in (lo, hi):
         if part and not _DATE.match(part):
-            raise ValueError(f"{keyword} {value!r} is not a date or date range (YYYYMMDD-YYYYMMDD)")
+            raise InvalidInput(
+                f"{keyword} {value!r} is not a date or date range (YYYYMMDD-YYYYMMDD)"
+            )
     if lo and hi and lo > hi:
-        raise ValueError(f"{keyword} range {value!r} ends before it starts")
+        raise InvalidInput(f"{keyword} range {value!r} ends before it starts")
     return lo, hi
 
 

@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from radsight.errors import InvalidInput
+
 __all__ = ["MediaRange", "boundary_of", "iter_parts", "parse_accept", "split_parts"]
 
 _PARAM = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,]*)')
@@ -74,13 +76,13 @@ def parse_accept(header: str | None) -> list[MediaRange]:
 
 
 def boundary_of(content_type: str) -> str:
-    """The boundary of a multipart Content-Type; ``ValueError`` when there is none."""
+    """The boundary of a multipart Content-Type; ``InvalidInput`` when there is none."""
     media = parse_media_type(content_type)
     if media.media_type != "multipart/related":
-        raise ValueError(f"expected multipart/related, got {media.media_type or 'nothing'}")
+        raise InvalidInput(f"expected multipart/related, got {media.media_type or 'nothing'}")
     boundary = media.params.get("boundary", "")
     if not boundary:
-        raise ValueError("the multipart/related Content-Type has no boundary")
+        raise InvalidInput("the multipart/related Content-Type has no boundary")
     return boundary
 
 
@@ -89,7 +91,7 @@ def split_parts(body: bytes, content_type: str) -> list[tuple[dict[str, str], by
     delimiter = b"--" + boundary_of(content_type).encode()
     chunks = body.split(delimiter)
     if len(chunks) < 3:
-        raise ValueError("the multipart body has no parts (or a wrong boundary)")
+        raise InvalidInput("the multipart body has no parts (or a wrong boundary)")
     parts = []
     for chunk in chunks[1:]:
         if chunk.startswith(b"--"):  # the close delimiter
@@ -100,7 +102,7 @@ def split_parts(body: bytes, content_type: str) -> list[tuple[dict[str, str], by
         if not sep:
             if not head.strip():
                 continue
-            raise ValueError("a multipart part has no header/body separator")
+            raise InvalidInput("a multipart part has no header/body separator")
         headers = {}
         for line in head.decode("latin-1").split("\r\n"):
             name, colon, value = line.partition(":")

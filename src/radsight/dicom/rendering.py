@@ -22,7 +22,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID
 
 from radsight.dicom.pixels import display_image, frames_for_analysis
-from radsight.errors import MalformedDicom
+from radsight.errors import InvalidInput, MalformedDicom
 
 __all__ = ["RenderOptions", "native_frame", "parse_render_options", "render_frame"]
 
@@ -59,46 +59,51 @@ def parse_render_options(
 ) -> RenderOptions:
     """Read ``window=center,width[,function]``, ``viewport=vw,vh[,sx,sy,sw,sh]``, ``quality``.
 
-    Raises ``ValueError`` with a message for the caller when a value is malformed.
+    Raises :class:`~radsight.errors.InvalidInput` (a ``ValueError``) with a message for the
+    caller when a value is malformed.
     """
     win = None
     if window:
         parts = [p.strip() for p in window.split(",")]
         if len(parts) not in (2, 3):
-            raise ValueError(f"window must be center,width[,function], not {window!r}")
+            raise InvalidInput(f"window must be center,width[,function], not {window!r}")
         try:
             center, width = float(parts[0]), float(parts[1])
         except ValueError:
-            raise ValueError(f"window center and width must be numbers: {window!r}") from None
+            raise InvalidInput(f"window center and width must be numbers: {window!r}") from None
         function = (parts[2] if len(parts) == 3 else "linear").upper()
         if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
-            raise ValueError(f"window function must be linear, linear-exact or sigmoid: {window!r}")
+            raise InvalidInput(
+                f"window function must be linear, linear-exact or sigmoid: {window!r}"
+            )
         if not np.isfinite(center) or not np.isfinite(width) or width <= 1.0:
-            raise ValueError(f"window width must be greater than 1: {window!r}")
+            raise InvalidInput(f"window width must be greater than 1: {window!r}")
         win = (center, width, function)
     view = crop = None
     if viewport:
         try:
             numbers = [int(float(p)) for p in viewport.split(",") if p.strip() != ""]
         except ValueError:
-            raise ValueError(f"viewport must be vw,vh[,sx,sy,sw,sh]: {viewport!r}") from None
+            raise InvalidInput(f"viewport must be vw,vh[,sx,sy,sw,sh]: {viewport!r}") from None
         if len(numbers) not in (2, 6) or numbers[0] <= 0 or numbers[1] <= 0:
-            raise ValueError(f"viewport must be vw,vh[,sx,sy,sw,sh] with vw, vh > 0: {viewport!r}")
+            raise InvalidInput(
+                f"viewport must be vw,vh[,sx,sy,sw,sh] with vw, vh > 0: {viewport!r}"
+            )
         if max(numbers[:2]) > 8192:
-            raise ValueError("viewport is larger than 8192 pixels")
+            raise InvalidInput("viewport is larger than 8192 pixels")
         view = (numbers[0], numbers[1])
         if len(numbers) == 6:
             if numbers[4] <= 0 or numbers[5] <= 0:
-                raise ValueError("viewport sw and sh must be positive")
+                raise InvalidInput("viewport sw and sh must be positive")
             crop = (numbers[2], numbers[3], numbers[4], numbers[5])
     q = 90
     if quality:
         try:
             q = int(quality)
         except ValueError:
-            raise ValueError(f"quality must be an integer 1-100: {quality!r}") from None
+            raise InvalidInput(f"quality must be an integer 1-100: {quality!r}") from None
         if not 1 <= q <= 100:
-            raise ValueError(f"quality must be 1-100, not {q}")
+            raise InvalidInput(f"quality must be 1-100, not {q}")
     return RenderOptions(win, view, crop, q)
 
 
@@ -110,7 +115,8 @@ def render_frame(
     Raises
     ------
     ValueError
-        When the frame number is out of range or the media type is not rendered.
+        When the frame number is out of range or the media type is not rendered (the
+        caller checks both first: a programming error).
     radsight.errors.MalformedDicom, radsight.errors.MissingPixelData
         When the pixel data cannot be decoded.
     """
@@ -278,7 +284,10 @@ def encapsulated_frame(ds: Dataset, frame_number: int) -> bytes:
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if not 1 <= frame_number <= count:
         raise ValueError(f"frame {frame_number} is out of range 1-{count}")
-    for n, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=count), 1):
-        if n == frame_number:
-            return bytes(frame)
+    try:
+        for n, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=count), 1):
+            if n == frame_number:
+                return bytes(frame)
+    except Exception as exc:  # a broken item tag or length in the encapsulation
+        raise MalformedDicom(f"cannot read encapsulated frame {frame_number}: {exc}") from exc
     raise MalformedDicom(f"the encapsulated Pixel Data has no frame {frame_number}")

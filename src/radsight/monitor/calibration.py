@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from radsight.algorithms.contract import Algorithm
-from radsight.errors import InstanceRejected, NotAnalysable
+from radsight.errors import InstanceRejected, InvalidInput, NotAnalysable
 from radsight.monitor import metrics
 from radsight.monitor.reference import ReferenceCase, age_band
 from radsight.pipeline.inputs import study_input_from
@@ -243,7 +243,7 @@ def threshold_performance(summary: dict, threshold: float) -> dict:
     """How a study-score threshold performs on an evaluation's cases (recalibration)."""
     cases = [c for c in summary.get("cases", []) if c.get("score") is not None]
     if not cases:
-        raise ValueError("the evaluation has no analysed cases")
+        raise InvalidInput("the evaluation has no analysed cases")
     y = np.array([c["label"] for c in cases], dtype=int)
     x = np.array([c["score"] for c in cases], dtype=float)
     return {"threshold": threshold, **metrics.Confusion.at(y, x, threshold).to_json()}

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from radsight.errors import InvalidInput
 from radsight.monitor.metrics import Confusion, Estimate, wilson
 
 GROUP_KEYS = ("algorithm_name", "algorithm_version", "organisation_id", "study_type")
@@ -31,7 +32,7 @@ def period_of(when: datetime, period: str) -> str:
         return when.strftime("%Y-%m")
     if period == "all":
         return "all"
-    raise ValueError(f"period must be day, week, month or all, not {period!r}")
+    raise InvalidInput(f"period must be day, week, month or all, not {period!r}")
 
 
 def figures(
@@ -42,7 +43,7 @@ def figures(
     """One row per group (and period) with the confusion table and its figures."""
     for key in group_by:
         if key not in GROUP_KEYS:
-            raise ValueError(f"cannot group by {key!r}; use {', '.join(GROUP_KEYS)}")
+            raise InvalidInput(f"cannot group by {key!r}; use {', '.join(GROUP_KEYS)}")
     study: dict[tuple, dict[str, Any]] = {}
     finding: dict[tuple, list[str]] = defaultdict(list)
     for v in sorted(verdicts, key=lambda v: (v["created_at"], v["verdict_id"])):

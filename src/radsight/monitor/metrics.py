@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from radsight.errors import InvalidInput
+
 Z95 = 1.959963984540054
 
 
@@ -354,7 +356,7 @@ def roc_points(
     y, x = _as_arrays(labels, scores)
     m, n = int(y.sum()), int((~y).sum())
     if m == 0 or n == 0:
-        raise ValueError("a ROC curve needs positive and negative cases")
+        raise InvalidInput("a ROC curve needs positive and negative cases")
     order = np.argsort(-x, kind="mergesort")
     xs, ys = x[order], y[order]
     last = np.r_[np.flatnonzero(np.diff(xs)), len(xs) - 1]  # end of each run of ties
@@ -385,16 +387,16 @@ def pick_threshold(
         j = np.where(finite, tpr - fpr, -np.inf)
         return float(thr[int(np.argmax(j))])
     if target is None or not 0.0 < target <= 1.0:
-        raise ValueError(f"method {method!r} needs a target in (0, 1], got {target}")
+        raise InvalidInput(f"method {method!r} needs a target in (0, 1], got {target}")
     if method == "sensitivity":
         ok = np.flatnonzero(finite & (tpr >= target - 1e-12))
         return float(thr[ok[0]])
     if method == "specificity":
         ok = np.flatnonzero(finite & (1.0 - fpr >= target - 1e-12))
         if len(ok) == 0:
-            raise ValueError(f"no threshold reaches specificity {target}")
+            raise InvalidInput(f"no threshold reaches specificity {target}")
         return float(thr[ok[-1]])
-    raise ValueError(f"method must be youden, sensitivity or specificity, not {method!r}")
+    raise InvalidInput(f"method must be youden, sensitivity or specificity, not {method!r}")
 
 
 def parse_method(text: str) -> tuple[str, float | None]:
@@ -407,11 +409,11 @@ def parse_method(text: str) -> tuple[str, float | None]:
         try:
             target = float(value)
         except ValueError:
-            raise ValueError(f"{text!r}: the target must be a number like 0.95") from None
+            raise InvalidInput(f"{text!r}: the target must be a number like 0.95") from None
         if not 0.0 < target <= 1.0:
-            raise ValueError(f"{text!r}: the target must lie in (0, 1]")
+            raise InvalidInput(f"{text!r}: the target must lie in (0, 1]")
         return name, target
-    raise ValueError(f"{text!r}: give youden, sensitivity=0.95 or specificity=0.9")
+    raise InvalidInput(f"{text!r}: give youden, sensitivity=0.95 or specificity=0.9")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import pydicom
 
 from radsight.algorithms.contract import Algorithm
 from radsight.algorithms.registry import Registry
+from radsight.dicom.stored import read_stored
 from radsight.errors import (
     AlgorithmError,
     EncodingError,
@@ -69,7 +70,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         if inst.sop_instance_uid in wanted:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # odd values were already checked at ingest
-                datasets.append(pydicom.dcmread(io.BytesIO(rt.files.get(inst.storage_key))))
+                datasets.append(read_stored(rt.files.get(inst.storage_key), inst.storage_key))
     t0 = time.perf_counter()
     try:
         study_input = study_input_from(datasets, study.study_type)

@@ -33,6 +33,9 @@ from radsight.store.tables import JobRow
 
 log = logging.getLogger(__name__)
 
+#: the code of a job that failed with an exception outside radsight.errors
+INTERNAL_ERROR = "internal_error"
+
 
 def execute_job(rt: Runtime, registry: Registry, job: JobRow) -> str:
     if job.kind == "analyse":
@@ -43,11 +46,19 @@ def execute_job(rt: Runtime, registry: Registry, job: JobRow) -> str:
 
 
 def fail(rt: Runtime, job: JobRow, exc: BaseException, owner: str | None = None) -> str:
-    """Record a failed attempt: retry with backoff, fail, or dead-letter."""
+    """Record a failed attempt: retry with backoff, fail, or dead-letter.
+
+    The job edge of :mod:`radsight.errors`: a :class:`RadsightError` fails with its code,
+    retried when its class is ``retryable``; a caller's
+    :class:`~radsight.errors.InvalidInput` or a
+    :class:`~radsight.errors.StoredObjectUnreadable` fails for good (the same bytes give
+    the same failure). Any other exception is a bug or a library's surprise:
+    ``internal_error``, retried (it may be transient) and logged with its traceback.
+    """
     if isinstance(exc, RadsightError):
         code, message, retryable = exc.code, exc.message, exc.retryable
-    else:  # a bug or an unexpected library error: retry, it may be transient
-        code, message, retryable = "internal_error", f"{type(exc).__name__}: {exc}", True
+    else:
+        code, message, retryable = INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", True
     s_ = rt.settings
     max_attempts = job.max_attempts
     transition = after_failure(
@@ -78,6 +89,7 @@ def fail(rt: Runtime, job: JobRow, exc: BaseException, owner: str | None = None)
         code,
         message,
         transition.state,
+        exc_info=exc if code == INTERNAL_ERROR else None,
     )
     return transition.state
 

@@ -9,7 +9,6 @@ levels over its range, far finer than any display.
 
 from __future__ import annotations
 
-import io
 import warnings
 from dataclasses import dataclass
 
@@ -17,7 +16,8 @@ import numpy as np
 import pydicom
 
 from radsight.dicom.pixels import frames_for_analysis
-from radsight.errors import MalformedDicom, NotFound
+from radsight.dicom.stored import decoding_stored, read_stored
+from radsight.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -51,22 +51,23 @@ def _default_window(ds: pydicom.Dataset, values: np.ndarray) -> tuple[float, flo
     return float(lo + hi) / 2.0, float(hi - lo)
 
 
-def read_display_frame(dicom_bytes: bytes, frame_index: int) -> DisplayFrame:
+def read_display_frame(dicom_bytes: bytes, frame_index: int, what: str = "") -> DisplayFrame:
     """Decode frame ``frame_index`` (0-based) of a stored instance for the viewer.
+
+    ``what`` names the stored object (its key) in an error.
 
     Raises
     ------
     radsight.errors.NotFound
         When the instance has no such frame.
-    radsight.errors.MalformedDicom, radsight.errors.MissingPixelData
-        When the pixel data cannot be decoded.
+    radsight.errors.StoredObjectUnreadable
+        When the stored file cannot be read or its pixel data cannot be decoded.
+    radsight.errors.MissingPixelData
+        When the instance has no pixel data.
     """
-    with warnings.catch_warnings():
+    ds = read_stored(dicom_bytes, what or "instance")
+    with warnings.catch_warnings(), decoding_stored(what or "instance"):
         warnings.simplefilter("ignore")  # odd values were reported at ingest
-        try:
-            ds = pydicom.dcmread(io.BytesIO(dicom_bytes))
-        except Exception as exc:
-            raise MalformedDicom(f"cannot read the stored instance: {exc}") from exc
         frames = frames_for_analysis(ds)
     if not 0 <= frame_index < len(frames):
         raise NotFound(f"the instance has {len(frames)} frame(s); there is no frame {frame_index}")

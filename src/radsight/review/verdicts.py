@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from radsight.errors import Forbidden, NotFound
+from radsight.errors import Forbidden, InvalidInput, NotFound
 from radsight.store import people
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
@@ -57,8 +57,8 @@ def _judged_result(s: Any, study: StudyRow, req: VerdictRequest) -> ResultRow | 
         return results[0]
     if req.kind == "finding":
         if not results:
-            raise ValueError(f"study {study.id} has no AI findings to judge")
-        raise ValueError(f"study {study.id} has {len(results)} results: give result_id")
+            raise InvalidInput(f"study {study.id} has no AI findings to judge")
+        raise InvalidInput(f"study {study.id} has {len(results)} results: give result_id")
     return None
 
 
@@ -73,7 +73,7 @@ def give_verdict(
         The study (or result) is not one of the caller's organisations'.
     radsight.errors.Forbidden
         The caller is not a radiologist, or is a token without a person behind it.
-    ValueError
+    radsight.errors.InvalidInput
         An unknown kind, value or finding; a missing or too long text.
     """
     study = visible_study(s, principal, study_id)
@@ -83,20 +83,20 @@ def give_verdict(
         raise Forbidden("a verdict is given by a person: use a user's token or sign in")
     text = req.text.strip()
     if req.kind == "conclusion" and not text:
-        raise ValueError("a conclusion needs some text")
+        raise InvalidInput("a conclusion needs some text")
     if req.kind == "repeat" and not text:
-        raise ValueError("say why the scan should be repeated")
+        raise InvalidInput("say why the scan should be repeated")
     limit = MAX_REASON if req.kind == "repeat" else MAX_TEXT
     if len(text) > limit:
-        raise ValueError(f"the text is {len(text)} characters; at most {limit}")
+        raise InvalidInput(f"the text is {len(text)} characters; at most {limit}")
     if req.kind in ("finding", "study") and text:
-        raise ValueError(f"a {req.kind} verdict has a value, not text")
+        raise InvalidInput(f"a {req.kind} verdict has a value, not text")
     result = _judged_result(s, study, req)
     if req.kind == "finding":
         assert result is not None  # _judged_result raises for a finding without one
         keys = [f.get("key") for f in (result.report or {}).get("findings", [])]
         if req.finding_key not in keys:
-            raise ValueError(
+            raise InvalidInput(
                 f"{result.algorithm_name} {result.algorithm_version} reports no finding "
                 f"{req.finding_key!r}"
             )

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
+from radsight.errors import InvalidInput
 from radsight.store.scope import OrgScope, org_filter
 from radsight.store.tables import (
     InstanceRow,
@@ -281,7 +282,7 @@ def _int() -> Any:
 
 def _period(s: Session, column: Any, period: str) -> Any:
     if period not in ("day", "week", "month"):
-        raise ValueError(f"period must be day, week or month, not {period!r}")
+        raise InvalidInput(f"period must be day, week or month, not {period!r}")
     if s.get_bind().dialect.name == "postgresql":
         return func.to_char(
             func.date_trunc(period, column), "YYYY-MM-DD" if period != "month" else "YYYY-MM"

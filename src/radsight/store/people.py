@@ -21,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radsight.errors import Conflict, NotAuthenticated, NotFound
+from radsight.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
 from radsight.store.clock import utcnow
 from radsight.store.tables import (
     ApiTokenRow,
@@ -84,7 +84,7 @@ def _sha256(text: str) -> str:
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
     return _hasher.hash(password)
 
 
@@ -101,10 +101,10 @@ def create_user(
     region_id: int | None = None,
 ) -> UserRow:
     if role not in USER_ROLES:
-        raise ValueError(f"role must be one of {', '.join(USER_ROLES)}, not {role!r}")
+        raise InvalidInput(f"role must be one of {', '.join(USER_ROLES)}, not {role!r}")
     username = username.strip()
     if not username or len(username) > 64:
-        raise ValueError("a username has 1 to 64 characters")
+        raise InvalidInput("a username has 1 to 64 characters")
     if s.scalar(select(UserRow).where(UserRow.username == username)):
         raise Conflict(f"user {username!r} already exists")
     now = utcnow()
@@ -194,11 +194,11 @@ def create_token(
 ) -> tuple[ApiTokenRow, str]:
     """A new token; the plain text is returned once and never stored."""
     if role not in TOKEN_ROLES:
-        raise ValueError(f"role must be one of {', '.join(TOKEN_ROLES)}, not {role!r}")
+        raise InvalidInput(f"role must be one of {', '.join(TOKEN_ROLES)}, not {role!r}")
     if role == "admin" and organisation_id is not None:
-        raise ValueError("an admin token is platform-wide: give it no organisation")
+        raise InvalidInput("an admin token is platform-wide: give it no organisation")
     if role != "admin" and organisation_id is None:
-        raise ValueError(f"a {role} token belongs to an organisation")
+        raise InvalidInput(f"a {role} token belongs to an organisation")
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     row = ApiTokenRow(

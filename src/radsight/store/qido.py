@@ -13,7 +13,7 @@ from sqlalchemy import Select, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from radsight.dicom.dicomweb_json import Match, QidoQuery
-from radsight.errors import NotFound
+from radsight.errors import InvalidInput, NotFound
 from radsight.store.scope import OrgScope, org_filter
 from radsight.store.tables import InstanceRow, SeriesRow, StudyRow
 
@@ -146,7 +146,7 @@ def search_studies(
     if study_uid:
         q = q.where(StudyRow.study_instance_uid == study_uid)
     if any(m.keyword in _SERIES_COLUMNS or m.keyword in _INSTANCE_COLUMNS for m in query.matches):
-        raise ValueError("study searches match study attributes only")
+        raise InvalidInput("study searches match study attributes only")
     q = _filtered(q, query, scope, StudyRow.organisation_id)
     ids, more = _page(s, q, query, [StudyRow.id.desc()])
     page = [i for (i,) in ids]
@@ -161,7 +161,7 @@ def search_series(
     if study_uid:
         q = q.where(StudyRow.study_instance_uid == study_uid)
     if any(m.keyword in _INSTANCE_COLUMNS for m in query.matches):
-        raise ValueError("series searches match study and series attributes only")
+        raise InvalidInput("series searches match study and series attributes only")
     q = _filtered(q, query, scope, SeriesRow.organisation_id)
     order = [StudyRow.id.desc(), SeriesRow.series_number, SeriesRow.id]
     rows, more = _page(s, q, query, order)

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from radsight.errors import NotFound
+from radsight.errors import InvalidInput, NotFound
 from radsight.store.clock import utcnow
 from radsight.store.scope import OrgScope, org_filter
 from radsight.store.tables import AlertRow, EvaluationRow, ThresholdRow
@@ -113,9 +113,9 @@ def set_threshold(
     evaluation_id: int | None = None,
 ) -> ThresholdRow:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"a threshold must lie in [0, 1], got {value}")
+        raise InvalidInput(f"a threshold must lie in [0, 1], got {value}")
     if method not in THRESHOLD_METHODS:
-        raise ValueError(f"method must be one of {', '.join(THRESHOLD_METHODS)}, not {method!r}")
+        raise InvalidInput(f"method must be one of {', '.join(THRESHOLD_METHODS)}, not {method!r}")
     if evaluation_id is not None:
         get_evaluation(s, evaluation_id)
     row = ThresholdRow(

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from radsight.errors import Conflict, NotFound
+from radsight.errors import Conflict, InvalidInput, NotFound
 from radsight.store.clock import utcnow
 from radsight.store.tables import (
     ApplicationEntityRow,
@@ -89,9 +89,9 @@ def create_destination(
 ) -> DestinationRow:
     ae_title = validate_ae_title(ae_title)
     if not 0 < port < 65536:
-        raise ValueError(f"port must be 1-65535, got {port}")
+        raise InvalidInput(f"port must be 1-65535, got {port}")
     if not host.strip():
-        raise ValueError("host must not be empty")
+        raise InvalidInput("host must not be empty")
     exists = s.scalar(
         select(DestinationRow).where(
             DestinationRow.organisation_id == organisation_id, DestinationRow.name == name
@@ -137,7 +137,7 @@ def validate_ae_title(ae_title: str) -> str:
     """PS3.5 AE VR: 1-16 characters, no backslash or control characters, not all spaces."""
     value = ae_title.strip()
     if not value or len(value) > 16:
-        raise ValueError(f"AE title must be 1-16 characters, got {ae_title!r}")
+        raise InvalidInput(f"AE title must be 1-16 characters, got {ae_title!r}")
     if any(ord(c) < 32 or ord(c) > 126 or c == "\\" for c in value):
-        raise ValueError(f"AE title {ae_title!r} has characters the AE VR does not allow")
+        raise InvalidInput(f"AE title {ae_title!r} has characters the AE VR does not allow")
     return value

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radsight.errors import NotFound
+from radsight.errors import InvalidInput, NotFound
 from radsight.store.clock import utcnow
 from radsight.store.tables import StudyRow, UserRow, VerdictRow
 
@@ -74,15 +74,15 @@ def create_verdict(
 ) -> VerdictRow:
     """Append a verdict; the one in force for the same key, if any, is superseded.
 
-    Raises ``ValueError`` for a kind or value outside :data:`VERDICT_VALUES`.
+    Raises ``InvalidInput`` for a kind or value outside :data:`VERDICT_VALUES`.
     """
     if kind not in VERDICT_VALUES:
-        raise ValueError(f"verdict kind must be one of {', '.join(VERDICT_VALUES)}, not {kind!r}")
+        raise InvalidInput(f"verdict kind must be one of {', '.join(VERDICT_VALUES)}, not {kind!r}")
     if value not in VERDICT_VALUES[kind]:
         allowed = ", ".join(v for v in VERDICT_VALUES[kind] if v) or "nothing (use text)"
-        raise ValueError(f"a {kind} verdict takes {allowed}, not {value!r}")
+        raise InvalidInput(f"a {kind} verdict takes {allowed}, not {value!r}")
     if (kind == "finding") != bool(finding_key):
-        raise ValueError("a finding verdict names its finding; other kinds do not")
+        raise InvalidInput("a finding verdict names its finding; other kinds do not")
     previous = current_verdict(s, study.id, kind, finding_key, result_id)
     now = at or utcnow()
     row = VerdictRow(

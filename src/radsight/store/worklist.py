@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Integer, and_, func, or_, select, tuple_, 
 from sqlalchemy.orm import Session
 
 from radsight.dicom.instances import name_for_search
-from radsight.errors import NotFound
+from radsight.errors import InvalidInput, NotFound
 from radsight.store.tables import InstanceRow, ResultRow, StudyRow
 
 #: status filter -> what the worklist shows
@@ -81,9 +81,9 @@ def parse_cursor(cursor: str) -> tuple[int, float | None, int]:
         score = None if score_s == "" else float(score_s)
         last_id = int(id_s)
     except ValueError:
-        raise ValueError(f"not a worklist cursor: {cursor[:40]!r}") from None
+        raise InvalidInput(f"not a worklist cursor: {cursor[:40]!r}") from None
     if seg not in (0, 1, 2) or (seg < 2) == (score is None):
-        raise ValueError(f"not a worklist cursor: {cursor[:40]!r}")
+        raise InvalidInput(f"not a worklist cursor: {cursor[:40]!r}")
     return seg, score, last_id
 
 
@@ -103,7 +103,7 @@ def _filters(q: WorklistQuery) -> list[ColumnElement[bool]]:
         where.append(StudyRow.study_type == q.study_type)
     if q.status:
         if q.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {q.status!r}")
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, not {q.status!r}")
         where.append(_status_clause(q.status))
     if q.received_from is not None:
         where.append(StudyRow.first_received_at >= q.received_from)

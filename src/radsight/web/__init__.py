@@ -2,8 +2,10 @@
 
 :func:`create_app` is the whole HTTP application: the API of :mod:`radsight.api` with the
 web app installed (:func:`install`): the radiologist's pages, their JSON, the supervisors'
-dashboard, the static files (served from this package; no CDN) and the security headers
-every response carries. The pages are templates of the one page system, :mod:`radsight.page_system`.
+dashboard, the static files (served from this package; no CDN), the error page (the API's
+one error mapping, :mod:`radsight.api.problems`, shows an error as this page to the pages and
+to browsers) and the security headers every response carries. The pages are templates of the
+one page system, :mod:`radsight.page_system`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from radsight.api.app import create_app as create_api
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
 from radsight.web import api, dashboard, pages
-from radsight.web.common import PageError, SignInRequired, render, signin_redirect_url
+from radsight.web.common import SignInRequired, error_page, signin_redirect_url
 
 #: no inline script or style, nothing from elsewhere; the viewer's frames are fetched
 CONTENT_SECURITY_POLICY = (
@@ -47,14 +49,8 @@ def install(app: FastAPI) -> None:
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         return RedirectResponse(signin_redirect_url(exc), status_code=303)
 
-    @app.exception_handler(PageError)
-    async def _page_error(request: Request, exc: PageError) -> Response:
-        return render(
-            request,
-            "error.html",
-            {"message": exc.message, "status": exc.status},
-            status_code=exc.status,
-        )
+    # errors of the pages (and of a browser asking for HTML) are shown as this page
+    app.state.error_page = error_page
 
     @app.middleware("http")
     async def _security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]

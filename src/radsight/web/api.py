@@ -186,7 +186,7 @@ def viewer_frame(
         if inst is None or not principal.may_see(s, inst.organisation_id):
             raise NotFound(f"instance {instance_id} does not exist")
         key = inst.storage_key
-    frame = read_display_frame(rt.files.get(key), frame_index)
+    frame = read_display_frame(rt.files.get(key), frame_index, key)
     return Response(
         frame.data,
         media_type="application/octet-stream",

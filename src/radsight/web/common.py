@@ -1,4 +1,4 @@
-"""What every page shares: templates, the signed-in user, errors shown as pages."""
+"""What every page shares: templates, the signed-in user, the error page."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from starlette.responses import Response
 from radsight import page_system
 from radsight.api.auth import get_principal
 from radsight.api.deps import RuntimeDep
-from radsight.errors import Forbidden, NotAuthenticated
+from radsight.api.problems import Problem
+from radsight.errors import NotAuthenticated
 from radsight.review.viewer import STATUS_LABELS, STUDY_TYPE_LABELS
 from radsight.store.people import Principal
 
@@ -63,17 +64,9 @@ class SignInRequired(Exception):
         self.reason = reason
 
 
-class PageError(Exception):
-    """Shown as an error page with this status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 async def page_principal(request: Request, rt: RuntimeDep) -> Principal:
     """The caller of an HTML page: signed in (or a token), else off to the sign-in page."""
+    request.state.html_errors = True  # a page's errors are shown as the error page
     try:
         return await get_principal(request, rt)
     except NotAuthenticated as exc:
@@ -82,8 +75,6 @@ async def page_principal(request: Request, rt: RuntimeDep) -> Principal:
             target = "/worklist"
         reason = "expired" if "expired" in exc.message else ""
         raise SignInRequired(target, reason) from None
-    except Forbidden as exc:
-        raise PageError(403, exc.message) from None
 
 
 PagePrincipal = Annotated[Principal, Depends(page_principal)]
@@ -101,6 +92,12 @@ def render(
         "may_dashboard": principal is not None and principal.role in DASHBOARD_ROLES,
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def error_page(request: Request, problem: Problem) -> Response:
+    """An error as a page: what went wrong, its status and its stable code."""
+    context = {"message": problem.detail, "status": problem.status, "code": problem.code}
+    return render(request, "error.html", context, status_code=problem.status)
 
 
 def signin_redirect_url(exc: SignInRequired) -> str:

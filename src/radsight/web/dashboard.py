@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from radsight.api.deps import RuntimeDep
 from radsight.api.routes.monitoring import Period, dashboard_for
+from radsight.errors import Forbidden
 from radsight.monitor import dashboard
-from radsight.web.common import DASHBOARD_ROLES, PageError, PagePrincipal, render
+from radsight.web.common import DASHBOARD_ROLES, PagePrincipal, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,7 +27,7 @@ def dashboard_page(
 ) -> Response:
     """Studies, signs flagged, turnaround, quality status and open alerts, with charts."""
     if principal.role not in DASHBOARD_ROLES:
-        raise PageError(403, f"The dashboard is for supervisors; you are {principal.role}.")
+        raise Forbidden(f"The dashboard is for supervisors; you are {principal.role}.")
     data = dashboard_for(rt, principal, since, until, period)
     return render(
         request,

@@ -7,19 +7,21 @@ from datetime import datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from radsight.api.auth import SESSION_COOKIE
 from radsight.api.deps import RuntimeDep, SessionDep
-from radsight.errors import NotAuthenticated, NotFound, RadsightError
+from radsight.api.problems import mark_html_errors
+from radsight.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound
 from radsight.review.verdicts import REVIEWER_ROLES, VerdictRequest, give_verdict, visible_study
 from radsight.review.viewer import build_study_view, status_text
 from radsight.store import people
 from radsight.store import worklist as worklist_store
-from radsight.web.common import AUDIT_ROLES, PageError, PagePrincipal, render
+from radsight.web.common import AUDIT_ROLES, PagePrincipal, render
 
-router = APIRouter(include_in_schema=False)
+#: an error on a page is shown as the error page (status and code), not as JSON
+router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_html_errors)])
 
 #: the sign-in form's CSRF token travels in this cookie and in the form (double submit)
 SIGNIN_CSRF_COOKIE = "radsight_signin_csrf"
@@ -71,7 +73,7 @@ def signin(
 ) -> Response:
     expected = request.cookies.get(SIGNIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf_token):
-        raise PageError(403, "The sign-in form expired or came from another site: reload it.")
+        raise Forbidden("The sign-in form expired or came from another site: reload it.")
     try:
         user = people.authenticate(s, username, password)
     except NotAuthenticated as exc:
@@ -132,7 +134,7 @@ def _date(value: str, name: str) -> datetime | None:
     try:
         return datetime.strptime(value, "%Y-%m-%d")
     except ValueError:
-        raise PageError(400, f"{name}: give a date as YYYY-MM-DD, not {value[:20]!r}") from None
+        raise InvalidInput(f"{name}: give a date as YYYY-MM-DD, not {value[:20]!r}") from None
 
 
 @router.get("/worklist")
@@ -148,7 +150,7 @@ def worklist_page(
     cursor: Annotated[str, Query(max_length=80)] = "",
 ) -> Response:
     if status and status not in worklist_store.STATUSES:
-        raise PageError(400, f"unknown status {status[:32]!r}")
+        raise InvalidInput(f"unknown status {status[:32]!r}")
     day_to = _date(received_to, "to")
     query = worklist_store.WorklistQuery(
         organisation_ids=principal.organisation_ids(s),
@@ -160,10 +162,7 @@ def worklist_page(
         cursor=cursor,
         limit=50,
     )
-    try:
-        page = worklist_store.list_worklist(s, query)
-    except ValueError as exc:
-        raise PageError(400, str(exc)) from None
+    page = worklist_store.list_worklist(s, query)
     best = _best_results(s, [st.id for st in page.studies])
     rows = [
         {
@@ -211,10 +210,7 @@ def _best_results(s: SessionDep, study_ids: list[int]) -> dict[int, dict[str, ob
 def viewer_page(
     request: Request, study_id: int, s: SessionDep, principal: PagePrincipal
 ) -> Response:
-    try:
-        study = visible_study(s, principal, study_id)
-    except NotFound as exc:
-        raise PageError(404, exc.message) from None
+    study = visible_study(s, principal, study_id)
     people.record_audit(
         s,
         principal,
@@ -250,15 +246,10 @@ def verdict_form(
     req = VerdictRequest(kind, value, text, finding_key, result_id)
     try:
         give_verdict(s, principal, study_id, req, _client(request))
-    except NotFound as exc:
-        raise PageError(404, exc.message) from None
-    except (ValueError, RadsightError) as exc:
+    except InvalidInput as exc:  # shown on the form; other errors are the error page
         s.rollback()
-        message = exc.message if isinstance(exc, RadsightError) else str(exc)
-        if isinstance(exc, RadsightError) and exc.code == "forbidden":
-            raise PageError(403, message) from None
         return RedirectResponse(
-            f"/studies/{study_id}?error={quote(message)}#verdicts", status_code=303
+            f"/studies/{study_id}?error={quote(exc.message)}#verdicts", status_code=303
         )
     return RedirectResponse(f"/studies/{study_id}#verdicts", status_code=303)
 
@@ -273,12 +264,11 @@ def audit_page(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
     if study and not study.isdigit():
-        raise PageError(400, f"study: give a study number, not {study!r}")
+        raise InvalidInput(f"study: give a study number, not {study!r}")
     study_id = int(study) if study else None
     if principal.role not in AUDIT_ROLES:
-        raise PageError(
-            403,
-            f"the audit trail is for organisation admins and supervisors; you are {principal.role}",
+        raise Forbidden(
+            f"the audit trail is for organisation admins and supervisors; you are {principal.role}"
         )
     per_page = 100
     events = people.list_audit(

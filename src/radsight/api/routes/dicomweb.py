@@ -25,6 +25,7 @@ from radsight.dicom.multipart import parse_media_type, split_parts
 from radsight.errors import (
     Forbidden,
     InstanceRejected,
+    InvalidInput,
     MissingAttribute,
     NotDicom,
     RadsightError,
@@ -260,7 +261,7 @@ async def _stow(request: Request, rt: Runtime, principal: Principal, study: str 
     body = await request.body()
     try:
         parts = split_parts(body, content_type)
-    except ValueError as exc:
+    except InvalidInput as exc:
         raise UnsupportedMediaType(f"cannot read the multipart body: {exc}") from exc
     outcome = await run_in_threadpool(
         _store_parts, rt, principal.organisation_id, parts, study, base_url(request)

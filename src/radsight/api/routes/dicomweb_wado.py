@@ -3,7 +3,9 @@
 Every retrieve is scoped to the caller's organisations (404 for another tenant's study),
 and a retrieve of instances or metadata is recorded in the audit trail as
 ``study.retrieve`` (frames and rendered images, which a viewer fetches by the hundred
-after the metadata, are not). Media types follow the ``Accept`` header, or 406.
+after the metadata, are not). Media types follow the ``Accept`` header, or 406. A stored
+file that no longer reads or decodes is a 500 ``stored_object_unreadable`` (see
+:mod:`radsight.dicom.stored`), never a 406 or a 400.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from radsight.dicom.rendering import (
     parse_render_options,
     render_frame,
 )
-from radsight.errors import NotAcceptable, NotFound
+from radsight.dicom.stored import decoding_stored, read_stored
+from radsight.errors import InvalidInput, NotAcceptable, NotFound, StoredObjectUnreadable
 from radsight.runtime import Runtime
 from radsight.store import qido
 from radsight.store.people import Principal, record_audit
@@ -103,7 +106,7 @@ def _negotiate_dicom(request: Request) -> str:
     raise NotAcceptable('instances are multipart/related; type="application/dicom"')
 
 
-def _as_transfer_syntax(data: bytes, stored: str, wanted: str) -> tuple[bytes, str]:
+def _as_transfer_syntax(data: bytes, stored: str, wanted: str, what: str) -> tuple[bytes, str]:
     """The instance in the transfer syntax asked for (PS3.18 8.7.3.5)."""
     if wanted in ("*", stored):
         return data, stored
@@ -115,15 +118,18 @@ def _as_transfer_syntax(data: bytes, stored: str, wanted: str) -> tuple[bytes, s
         return data, stored  # no syntax asked for: compressed pixels are not expanded
     if stored == ExplicitVRLittleEndian:
         return data, stored
-    ds = pydicom.dcmread(io.BytesIO(data))
+    ds = read_stored(data, what)
     try:
         if UID(stored).is_compressed:
             ds.decompress()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         out = io.BytesIO()
         ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
-    except Exception as exc:  # the codecs raise many kinds
-        raise NotAcceptable(f"cannot convert {stored} to {ExplicitVRLittleEndian}: {exc}") from exc
+    except Exception as exc:  # the codecs raise many kinds; the client asked for nothing wrong
+        raise StoredObjectUnreadable(
+            f"stored object {what} cannot be converted from {stored} to "
+            f"{ExplicitVRLittleEndian}: {exc}"
+        ) from exc
     return out.getvalue(), ExplicitVRLittleEndian
 
 
@@ -160,7 +166,7 @@ def _audit(s: SessionDep, principal: Principal, request: Request, rows: Rows, wh
 
 
 def _read(rt: Runtime, row: InstanceRow) -> pydicom.Dataset:
-    return pydicom.dcmread(io.BytesIO(rt.files.get(row.storage_key)))
+    return read_stored(rt.files.get(row.storage_key), row.sop_instance_uid)
 
 
 # --- instances -----------------------------------------------------------------------------
@@ -176,7 +182,7 @@ def _instances_response(
 
     def parts() -> Iterator[tuple[str, bytes]]:
         for key, stored in keys:
-            data, syntax = _as_transfer_syntax(rt.files.get(key), stored, wanted)
+            data, syntax = _as_transfer_syntax(rt.files.get(key), stored, wanted, key)
             yield f"application/dicom; transfer-syntax={syntax}", data
 
     if wanted not in ("*", "", ExplicitVRLittleEndian) and any(ts != wanted for _k, ts in keys):
@@ -184,8 +190,18 @@ def _instances_response(
         raise NotAcceptable(
             f"instances are available as stored or as {ExplicitVRLittleEndian}, not {wanted}"
         )
+    # the first part before the first byte: a stored instance that cannot be converted is
+    # then a 500 answer (a later one can only end the stream, and is logged)
+    stream = parts()
+    first = next(stream, None)
+
+    def all_parts() -> Iterator[tuple[str, bytes]]:
+        if first is not None:
+            yield first
+        yield from stream
+
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return StreamingResponse(iter_parts(parts(), boundary), media_type=media)
+    return StreamingResponse(iter_parts(all_parts(), boundary), media_type=media)
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve a study's instances")
@@ -311,11 +327,11 @@ def _frame_numbers(frames: str, count: int) -> list[int]:
     try:
         numbers = [int(f) for f in frames.split(",") if f.strip()]
     except ValueError:
-        raise ValueError(
+        raise InvalidInput(
             f"frames must be a comma-separated list of numbers, not {frames!r}"
         ) from None
     if not numbers:
-        raise ValueError("no frame numbers given")
+        raise InvalidInput("no frame numbers given")
     bad = [n for n in numbers if not 1 <= n <= count]
     if bad:
         raise NotFound(f"the instance has frames 1-{count}; there is no frame {bad[0]}")
@@ -343,7 +359,8 @@ def retrieve_frames(
     if "PixelData" not in ds:
         raise NotFound(f"instance {instance} has no pixel data")
     take = native_frame if how == "native" else encapsulated_frame
-    parts = [(part_type, take(ds, n)) for n in numbers]
+    with decoding_stored(row.sop_instance_uid):
+        parts = [(part_type, take(ds, n)) for n in numbers]
     boundary = new_boundary()
     main = part_type.split(";")[0]
     return Response(
@@ -375,7 +392,8 @@ def retrieve_bulkdata(
     if element is None or not isinstance(element.value, bytes | bytearray):
         raise NotFound(f"instance {instance} has no bulk data {tag}")
     if element.tag == 0x7FE00010 and UID(row.transfer_syntax_uid).is_compressed:
-        value = b"".join(native_frame(ds, n) for n in range(1, row.number_of_frames + 1))
+        with decoding_stored(row.sop_instance_uid):
+            value = b"".join(native_frame(ds, n) for n in range(1, row.number_of_frames + 1))
     else:
         value = bytes(element.value)
     boundary = new_boundary()
@@ -413,14 +431,16 @@ def _rendered(
     if not 1 <= frame <= row.number_of_frames:
         raise NotFound(f"the instance has frames 1-{row.number_of_frames}; there is no {frame}")
     ds = _read(rt, row)
-    return Response(render_frame(ds, frame, options, media), media_type=media)
+    with decoding_stored(row.sop_instance_uid):
+        image = render_frame(ds, frame, options, media)
+    return Response(image, media_type=media)
 
 
 def _single_frame(frame: str) -> int:
     try:
         return int(frame)
     except ValueError:
-        raise ValueError(f"a rendered frame is one number, not {frame!r}") from None
+        raise InvalidInput(f"a rendered frame is one number, not {frame!r}") from None
 
 
 @router.get(

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from radsight.api.auth import OrgAdminDep, PrincipalDep
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
-from radsight.errors import Forbidden, NotFound
+from radsight.errors import Forbidden, InvalidInput, NotFound
 from radsight.monitor.service import pick_and_set_threshold, recalibration_report
 from radsight.operating_points import points_in_force
 from radsight.store import quality, tenants
@@ -171,7 +171,7 @@ def set_threshold(
         raise Forbidden("an organisation admin sets thresholds for their own organisation only")
     if body.method:
         if body.evaluation_id is None:
-            raise ValueError("a picked threshold needs evaluation_id")
+            raise InvalidInput("a picked threshold needs evaluation_id")
         _, _, rows = pick_and_set_threshold(
             s,
             a.name,
@@ -185,7 +185,7 @@ def set_threshold(
         )
         return rows[0]
     if body.value is None:
-        raise ValueError("give a value, or a method and an evaluation_id")
+        raise InvalidInput("give a value, or a method and an evaluation_id")
     return quality.set_threshold(
         s,
         algorithm_name=a.name,

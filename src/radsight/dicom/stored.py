@@ -1,0 +1,60 @@
+"""Reading back what Radsight stored itself (pure: pydicom).
+
+An instance was parsed and checked when it was accepted, so when its stored bytes no
+longer read, or its pixels do not decode, the fault is ours (the object store damaged
+it, or a codec fails on what ingest let through), not the caller's: such failures are
+:class:`~radsight.errors.StoredObjectUnreadable` (HTTP 500, a job fails for good), never
+:class:`~radsight.errors.MalformedDicom` (400, "you sent bad DICOM") or
+:class:`~radsight.errors.NotAcceptable` (406, which is for the ``Accept`` header alone).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pydicom
+
+from radsight.errors import MalformedDicom, StoredObjectUnreadable
+
+__all__ = ["decoding_stored", "read_stored"]
+
+
+def read_stored(data: bytes, what: str) -> pydicom.Dataset:
+    """The data set of a stored instance file.
+
+    Parameters
+    ----------
+    data
+        The bytes the object store gave back for the key.
+    what
+        Names the object in the error (e.g. its storage key or SOP Instance UID).
+
+    Raises
+    ------
+    radsight.errors.StoredObjectUnreadable
+        When the bytes are not (any more) a readable DICOM file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd values were reported at ingest
+            return pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # pydicom raises many kinds on damaged bytes
+        raise StoredObjectUnreadable(
+            f"stored object {what} cannot be read ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+@contextmanager
+def decoding_stored(what: str) -> Iterator[None]:
+    """Decode a stored object's pixels inside this block: a decode failure
+    (:class:`~radsight.errors.MalformedDicom` from :mod:`radsight.dicom.pixels` or
+    :mod:`radsight.dicom.rendering`) becomes :class:`~radsight.errors.StoredObjectUnreadable`."""
+    try:
+        yield
+    except MalformedDicom as exc:
+        raise StoredObjectUnreadable(
+            f"stored object {what} cannot be decoded: {exc.message}"
+        ) from exc
