@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.routing import load_rules
 from radsight.store import people, tenants
 from radsight.store.tables import InstanceRow
+from radsight.web import create_app
 
 #: what Chromium sends when it opens a URL
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"

@@ -38,7 +38,6 @@ from sqlalchemy import update
 
 from radsight.algorithms.contract import Algorithm, Analysis, Region, StudyInput
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.cli.main import cli
 from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
@@ -52,6 +51,7 @@ from radsight.store import jobs as jobstore
 from radsight.store import people, tenants
 from radsight.store.clock import utcnow
 from radsight.store.tables import StudyRow
+from radsight.web import create_app
 
 from ..conftest import SHARED_DATA
 

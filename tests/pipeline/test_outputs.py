@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage, generate_uid
 
 from radsight.algorithms.registry import Registry
-from radsight.api.app import create_app
 from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
 from radsight.dicom.uids import result_uid
@@ -25,6 +24,7 @@ from radsight.store import jobs as jobstore
 from radsight.store import results as resultstore
 from radsight.store import tenants
 from radsight.store.tables import ResultRow
+from radsight.web import create_app
 from tests.conftest import write_rules
 from tests.monitor.conftest import analyse_studies, make_org, token
 
