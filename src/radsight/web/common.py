@@ -13,9 +13,9 @@ from starlette.responses import Response
 
 from radsight.api.auth import get_principal
 from radsight.api.deps import RuntimeDep
+from radsight.auth import Principal
 from radsight.errors import Forbidden, NotAuthenticated
 from radsight.review.viewer import STATUS_LABELS, STUDY_TYPE_LABELS
-from radsight.store.people import Principal
 
 HERE = Path(__file__).parent
 #: autoescape is on for .html: DICOM text (patient names, descriptions) is never markup
