@@ -8,6 +8,9 @@ Every route except ``/health`` and the sign-in page depends on :data:`PrincipalD
   PATCH, DELETE) must also carry the session's CSRF token, in the ``X-CSRF-Token`` header
   or a ``csrf_token`` form field.
 
+Which organisations the caller may see is :data:`ScopeDep`, from the one rule
+:func:`radsight.auth.scope_of`; every store read of tenant rows requires that scope.
+
 Failures are :class:`NotAuthenticated` (401) or :class:`Forbidden` (403), turned into
 problem+json by the one handler in :mod:`radsight.api.app`.
 """

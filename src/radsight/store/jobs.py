@@ -184,19 +184,6 @@ def count_by_state(s: Session, *, scope: Scope) -> dict[str, int]:
     return {f"{kind}.{state}": n for kind, state, n in s.execute(q)}
 
 
-def open_analysis_jobs(s: Session, study_id: int) -> int:
-    return int(
-        s.scalar(
-            select(func.count()).where(
-                JobRow.study_id == study_id,
-                JobRow.kind == "analyse",
-                JobRow.state.in_(("queued", "running")),
-            )
-        )
-        or 0
-    )
-
-
 def retry_job(s: Session, job_id: int, *, scope: Scope) -> JobRow:
     """Put a failed or dead-lettered job back in the queue (an operator's decision)."""
     row = get_job(s, job_id, scope=scope)

@@ -79,14 +79,6 @@ def list_application_entities(s: Session, *, scope: Scope) -> list[ApplicationEn
     return list(s.scalars(q.where(scope.where(ApplicationEntityRow.organisation_id))))
 
 
-def get_organisation_for_ae(s: Session, ae_title: str) -> int | None:
-    return s.scalar(
-        select(ApplicationEntityRow.organisation_id).where(
-            ApplicationEntityRow.ae_title == ae_title.strip()
-        )
-    )
-
-
 def create_destination(
     s: Session, organisation_id: int, name: str, ae_title: str, host: str, port: int
 ) -> DestinationRow:

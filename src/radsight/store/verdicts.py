@@ -12,7 +12,6 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radsight.errors import NotFound
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
 from radsight.store.tables import StudyRow, UserRow, VerdictRow
@@ -155,10 +154,3 @@ def verdict_history(s: Session, study_id: int) -> list[VerdictEntry]:
     ).all()
     replaced = {r.supersedes_id: r.id for r, _, _ in rows if r.supersedes_id is not None}
     return [VerdictEntry(r, u, d, replaced.get(r.id)) for r, u, d in rows]
-
-
-def get_verdict(s: Session, verdict_id: int, *, scope: Scope) -> VerdictRow:
-    row = s.get(VerdictRow, verdict_id)
-    if row is None or not scope.includes(row.organisation_id):
-        raise NotFound(f"verdict {verdict_id} does not exist")
-    return row
