@@ -1,11 +1,12 @@
 """Tenancy as a table over every route of the app (walks ``app.routes``, so new routes join).
 
 Organisation B has a study (with a patient name, UIDs, an instance, a result, a job, a
-verdict, an alert, a destination, its own operating threshold and audit events). A token of organisation A, an organisation admin token
-of A, and a signed-in user of A (cookie and CSRF token) call every route with B's ids in
-the path; each must refuse (404 or 403; 401 or a redirect to sign-in for a credential kind
-the route does not take) and no answer may carry B's identifiers. Without credentials
-every route but the public ones refuses.
+verdict, an alert, a destination), its own operating threshold and a line of audit trail.
+Six principals of organisation A (tokens of three roles; a signed-in radiologist,
+organisation admin and regional supervisor, with cookie and CSRF token) call every route
+with B's ids in the path; each must refuse (404 or 403; 401 or a redirect to sign-in for a
+credential kind the route does not take) and no answer may carry B's identifiers. Without
+credentials every route but the public ones refuses.
 
 A route whose path parameter is not in :data:`PARAMS` fails the test: add how to fill it.
 """
