@@ -159,12 +159,14 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
+    from radsight import auth
     from radsight.algorithms.registry import Registry
     from radsight.config import load_settings
     from radsight.pipeline.routing import load_rules
     from radsight.runtime import Runtime
-    from radsight.store import people, tenants
+    from radsight.store import tenants
     from radsight.store import worklist as wl
+    from radsight.store.scope import Scope
     from radsight.web import create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-worklist-"))
@@ -174,16 +176,16 @@ def main() -> int:
     with rt.db.session() as s:
         a = tenants.create_organisation(s, "Bench Hospital", "North").id
         b = tenants.create_organisation(s, "Other Clinic", "South").id
-        user = people.create_user(s, a, "bench.rad", "bench-password-1", "radiologist")
-        cookie, _csrf = people.create_session(s, user, 3600)
-        _row, token = people.create_token(s, "bench", "radiologist", a, user_id=user.id)
+        user = auth.create_user(s, a, "bench.rad", "bench-password-1", "radiologist")
+        cookie, _csrf = auth.create_session(s, user, 3600)
+        _row, token = auth.create_token(s, "bench", "radiologist", a, user_id=user.id)
     fill(rt.db, (a, b), args.studies)
 
     def cursor_after(rows: int) -> str:
         cursor = ""
         with rt.db.session() as s:
             for _ in range(rows // 200):
-                page = wl.list_worklist(s, wl.WorklistQuery([a], cursor=cursor, limit=200))
+                page = wl.list_worklist(s, wl.WorklistQuery(Scope.of(a), cursor=cursor, limit=200))
                 cursor = page.next_cursor
         return cursor
 
@@ -233,7 +235,7 @@ def main() -> int:
     )
     worst = 0.0
     for name, kw in queries.items():
-        q = wl.WorklistQuery([a], limit=50, **kw)  # type: ignore[arg-type]
+        q = wl.WorklistQuery(Scope.of(a), limit=50, **kw)  # type: ignore[arg-type]
         with rt.db.session() as s:
             n_rows = len(wl.list_worklist(s, q).studies)
 

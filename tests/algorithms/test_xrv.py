@@ -417,6 +417,7 @@ def test_pipeline_runs_it_and_encodes_the_results(model_dir, tmp_path, monkeypat
     from radsight.runtime import Runtime
     from radsight.store import results as resultstore
     from radsight.store import tenants
+    from radsight.store.scope import Scope
 
     monkeypatch.setenv(ENV_VAR, str(model_dir))
     registry = Registry.from_entry_points()
@@ -435,7 +436,7 @@ def test_pipeline_runs_it_and_encodes_the_results(model_dir, tmp_path, monkeypat
     assert assemble_once(rt, registry, rules) == 1
     assert run_one(rt, registry, "test-worker")
     with rt.db.session() as s:
-        (result,) = resultstore.list_results(s)
+        (result,) = resultstore.list_results(s, scope=Scope.ALL)
         assert (result.algorithm_name, result.status) == (NAME, "analysed")
         report, keys = result.report, [o.storage_key for o in result.objects]
         roles = [o.role for o in result.objects]

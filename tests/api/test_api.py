@@ -7,11 +7,11 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
+from radsight import auth
 from radsight.algorithms.registry import Registry
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.routing import load_rules
-from radsight.store import people
 from radsight.web import create_app
 
 
@@ -21,7 +21,7 @@ def client(runtime):  # type: ignore[no-untyped-def]
     registry = Registry.from_entry_points()
     app = create_app(runtime, registry, load_rules(known_algorithms=registry.refs()))
     with runtime.db.session() as s:
-        _row, token = people.create_token(s, "tests", "admin", None)
+        _row, token = auth.create_token(s, "tests", "admin", None)
     with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
 

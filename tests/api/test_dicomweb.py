@@ -24,6 +24,7 @@ from radsight.dicom.synthetic import make_ct_slice, make_radiograph
 from radsight.dicom.uids import PREFIX
 from radsight.runtime import Runtime
 from radsight.store import people
+from radsight.store.scope import Scope
 
 JSON = {"Accept": "application/dicom+json"}
 
@@ -76,7 +77,8 @@ def _audit(server, database_url: str, action: str) -> list:
     try:
         with rt.db.session() as s:
             return [
-                (a.action, a.actor, a.detail) for a in people.list_audit(s, None, action=action)
+                (a.action, a.actor, a.detail)
+                for a in people.list_audit(s, scope=Scope.ALL, action=action)
             ]
     finally:
         rt.close()

@@ -1,11 +1,12 @@
 """Tenancy as a table over every route of the app (walks ``app.routes``, so new routes join).
 
 Organisation B has a study (with a patient name, UIDs, an instance, a result, a job, a
-verdict, an alert, a destination). A token of organisation A, an organisation admin token
-of A, and a signed-in user of A (cookie and CSRF token) call every route with B's ids in
-the path; each must refuse (404 or 403; 401 or a redirect to sign-in for a credential kind
-the route does not take) and no answer may carry B's identifiers. Without credentials
-every route but the public ones refuses.
+verdict, an alert, a destination), its own operating threshold and a line of audit trail.
+Six principals of organisation A (tokens of three roles; a signed-in radiologist,
+organisation admin and regional supervisor, with cookie and CSRF token) call every route
+with B's ids in the path; each must refuse (404 or 403; 401 or a redirect to sign-in for a
+credential kind the route does not take) and no answer may carry B's identifiers. Without
+credentials every route but the public ones refuses.
 
 A route whose path parameter is not in :data:`PARAMS` fails the test: add how to fill it.
 """
@@ -24,20 +25,23 @@ from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 from pydicom.uid import generate_uid
 
+from radsight import auth
 from radsight.algorithms.registry import Registry
 from radsight.dicom.synthetic import make_radiograph
 from radsight.dicom.uids import PREFIX
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.routing import parse_rules
-from radsight.store import people, tenants
+from radsight.store import tenants
 from radsight.store.clock import utcnow
 from radsight.store.tables import (
     AlertRow,
+    AuditEventRow,
     EvaluationRow,
     InstanceRow,
     JobRow,
     ResultObjectRow,
     ResultRow,
+    ThresholdRow,
     VerdictRow,
 )
 from radsight.web import create_app
@@ -52,6 +56,10 @@ OWN_ORGANISATION_WRITES = {("POST", "/dicomweb/studies/{study}")}
 SKIP_FOR_SIGNED_IN = {("POST", "/signout")}
 B_PATIENT = "Bravo^Secretpatient"
 B_ACCESSION = "ACC-BRAVO-77"
+#: the reason B's organisation admin gave for B's own threshold (GET /api/thresholds)
+B_THRESHOLD_REASON = "bravo-lowered-for-its-screening-programme"
+#: a line of B's audit trail (GET /api/audit, the audit page)
+B_AUDIT_NOTE = "bravo-audit-note"
 
 
 @dataclass
@@ -106,12 +114,19 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
         b = tenants.create_organisation(s, "Bravo Hospital", "South")
         tenants.create_application_entity(s, b.id, "BRAVO_CT")
         tenants.create_destination(s, b.id, "bravo-pacs", "BRAVO_PACS", "10.0.0.2", 104)
-        user_a = people.create_user(s, a.id, "alice", "alice-password-1", "radiologist")
-        user_b = people.create_user(s, b.id, "bob", "bob-password-12", "radiologist")
-        _t, token_a = people.create_token(s, "a-viewer", "radiologist", a.id)
-        _t, token_a_admin = people.create_token(s, "a-admin", "org_admin", a.id)
-        _t, token_a_super = people.create_token(s, "a-supervisor", "supervisor", a.id)
-        cookie, csrf = people.create_session(s, user_a, 3600)
+        user_a = auth.create_user(s, a.id, "alice", "alice-password-1", "radiologist")
+        user_b = auth.create_user(s, b.id, "bob", "bob-password-12", "radiologist")
+        _t, token_a = auth.create_token(s, "a-viewer", "radiologist", a.id)
+        _t, token_a_admin = auth.create_token(s, "a-admin", "org_admin", a.id)
+        _t, token_a_super = auth.create_token(s, "a-supervisor", "supervisor", a.id)
+        cookie, csrf = auth.create_session(s, user_a, 3600)
+        # an organisation admin and a regional supervisor of A's region, signed in
+        admin_a = auth.create_user(s, a.id, "amber", "amber-password-1", "org_admin")
+        super_a = auth.create_user(
+            s, a.id, "arne", "arne-password-1", "supervisor", region_id=a.region_id
+        )
+        admin_cookie, admin_csrf = auth.create_session(s, admin_a, 3600)
+        super_cookie, super_csrf = auth.create_session(s, super_a, 3600)
         a_id, b_id, b_user = a.id, b.id, user_b.id
     ds = make_radiograph(study_instance_uid=generate_uid(prefix=PREFIX), patient_id="PID-BRAVO")
     ds.PatientName = B_PATIENT
@@ -175,7 +190,36 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
             reference_name="reference",
             created_at=now,
         )
-        s.add_all([job, verdict, alert, evaluation])
+        threshold = ThresholdRow(
+            algorithm_name="radsight-bright-region",
+            algorithm_version="1.0.0",
+            organisation_id=b_id,
+            value=0.2,
+            method="manual",
+            reason=B_THRESHOLD_REASON,
+            created_by="bravo-admin",
+            created_at=now,
+        )
+        default_threshold = ThresholdRow(
+            algorithm_name="radsight-bright-region",
+            algorithm_version="1.0.0",
+            organisation_id=None,
+            value=0.6,
+            method="manual",
+            reason="platform default",
+            created_by="ops",
+            created_at=now,
+        )
+        audit = AuditEventRow(
+            organisation_id=b_id,
+            user_id=b_user,
+            actor="bob",
+            action="study.open",
+            study_id=accepted.study_id,
+            detail={"note": B_AUDIT_NOTE},
+            created_at=now,
+        )
+        s.add_all([job, verdict, alert, evaluation, threshold, default_threshold, audit])
         s.flush()
         ids = {
             "result_id": result.id,
@@ -210,14 +254,22 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
             "Secretpatient",
             B_ACCESSION,
             "PID-BRAVO",
+            B_THRESHOLD_REASON,
+            B_AUDIT_NOTE,
         ],
         credentials={
             "token": {"Authorization": f"Bearer {token_a}"},
             "org_admin token": {"Authorization": f"Bearer {token_a_admin}"},
             "supervisor token": {"Authorization": f"Bearer {token_a_super}"},
             "signed-in user": {"X-CSRF-Token": csrf},
+            "signed-in org_admin": {"X-CSRF-Token": admin_csrf},
+            "signed-in regional supervisor": {"X-CSRF-Token": super_csrf},
         },
-        cookies={"signed-in user": {"radsight_session": cookie}},
+        cookies={
+            "signed-in user": {"radsight_session": cookie},
+            "signed-in org_admin": {"radsight_session": admin_cookie},
+            "signed-in regional supervisor": {"radsight_session": super_cookie},
+        },
     )
 
 
@@ -318,7 +370,18 @@ def test_every_route_needs_credentials(world: World) -> None:
     assert open_routes == [], "routes that answer without credentials"
 
 
-@pytest.mark.parametrize("who", ["token", "org_admin token", "supervisor token", "signed-in user"])
+#: six principals of organisation A, each of a kind the API tells apart
+PRINCIPALS_OF_A = [
+    "token",
+    "org_admin token",
+    "supervisor token",
+    "signed-in user",
+    "signed-in org_admin",
+    "signed-in regional supervisor",
+]
+
+
+@pytest.mark.parametrize("who", PRINCIPALS_OF_A)
 def test_organisation_a_never_sees_organisation_b(world: World, who: str) -> None:
     client = world.client
     client.cookies.clear()
@@ -327,7 +390,7 @@ def test_organisation_a_never_sees_organisation_b(world: World, who: str) -> Non
     headers = world.credentials[who]
     leaks, not_refused, checked = [], [], 0
     for method, path, route in _routes(world.app):
-        if path in PUBLIC or (who == "signed-in user" and (method, path) in SKIP_FOR_SIGNED_IN):
+        if path in PUBLIC or (who.startswith("signed-in") and (method, path) in SKIP_FOR_SIGNED_IN):
             continue
         url, owned = _fill(path, world.b)
         kwargs = _request_kwargs(world.app, method, path, route)
@@ -360,7 +423,7 @@ def _takes_query(route: APIRoute, name: str) -> bool:
 def test_the_same_routes_answer_organisation_b(world: World, runtime) -> None:  # type: ignore[no-untyped-def]
     """The refusals above are tenancy, not broken routes: B's own token gets B's study."""
     with runtime.db.session() as s:
-        _t, token_b = people.create_token(s, "b-viewer", "radiologist", world.b["org_id"])
+        _t, token_b = auth.create_token(s, "b-viewer", "radiologist", world.b["org_id"])
     headers = {"Authorization": f"Bearer {token_b}"}
     b = world.b
     for path in (
@@ -375,12 +438,17 @@ def test_the_same_routes_answer_organisation_b(world: World, runtime) -> None:  
         assert response.status_code == 200, (path, response.text[:200])
     studies = world.client.get("/dicomweb/studies", headers=headers).json()
     assert [s["0020000D"]["Value"][0] for s in studies] == [b["study_uid"]]
+    # thresholds: each organisation sees the platform default and its own rows, newest first
+    rows = world.client.get("/api/thresholds", headers=headers).json()
+    assert [r["reason"] for r in rows] == ["platform default", B_THRESHOLD_REASON]
+    rows = world.client.get("/api/thresholds", headers=world.credentials["token"]).json()
+    assert [(r["reason"], r["organisation_id"]) for r in rows] == [("platform default", None)]
 
 
 def test_who_may_manage_an_organisation(world: World, runtime) -> None:  # type: ignore[no-untyped-def]
     """Platform admins create organisations; an org_admin manages its own AE titles."""
     with runtime.db.session() as s:
-        _t, admin = people.create_token(s, "ops", "admin", None)
+        _t, admin = auth.create_token(s, "ops", "admin", None)
     client, cred = world.client, world.credentials
     ae = {"ae_title": "ALPHA_CR"}
     r = client.post(

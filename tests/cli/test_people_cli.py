@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from radsight import auth
 from radsight.cli.main import cli
 from radsight.config import load_settings
 from radsight.errors import NotAuthenticated
 from radsight.runtime import Runtime
 from radsight.store import people
+from radsight.store.scope import Scope
 
 
 @pytest.fixture
@@ -57,10 +59,10 @@ def test_users(run, tmp_path):
     assert run("user", "disable", "dan").exit_code == 0
     rt = _runtime(tmp_path)
     with rt.db.session() as s:
-        assert people.authenticate(s, "alice", "another password").username == "alice"
+        assert auth.authenticate(s, "alice", "another password").username == "alice"
         with pytest.raises(NotAuthenticated, match="disabled"):
-            people.authenticate(s, "dan", "dans password")
-        actions = [e.action for e in people.list_audit(s, None)]
+            auth.authenticate(s, "dan", "dans password")
+        actions = [e.action for e in people.list_audit(s, scope=Scope.ALL)]
     rt.close()
     assert {"user.create", "user.password", "user.disable"} <= set(actions)
 
@@ -84,15 +86,17 @@ def test_tokens(run, tmp_path):
         assert res.exit_code != 0 and message in res.output, (args, res.output)
     rt = _runtime(tmp_path)
     with rt.db.session() as s:
-        principal = people.resolve_token(s, token)
-        assert principal.role == "radiologist" and principal.organisation_ids(s) == [1]
-        assert people.resolve_token(s, admin).organisation_ids(s) is None
+        principal = auth.resolve_token(s, token)
+        assert principal.role == "radiologist" and auth.scope_of(s, principal) == Scope.of(1)
+        assert auth.scope_of(s, auth.resolve_token(s, admin)) is Scope.ALL
     assert run("token", "revoke", "1").exit_code == 0
     assert "error[not_found]" in run("token", "revoke", "99").output
     with rt.db.session() as s:
         with pytest.raises(NotAuthenticated, match="revoked"):
-            people.resolve_token(s, token)
-        audit = [(e.action, e.actor.startswith("cli:")) for e in people.list_audit(s, None)]
+            auth.resolve_token(s, token)
+        audit = [
+            (e.action, e.actor.startswith("cli:")) for e in people.list_audit(s, scope=Scope.ALL)
+        ]
     rt.close()
     assert ("token.create", True) in audit and ("token.revoke", True) in audit
 

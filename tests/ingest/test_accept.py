@@ -19,6 +19,7 @@ from radsight.errors import NotDicom
 from radsight.ingest.accept import accept_instance
 from radsight.store import studies as studystore
 from radsight.store import tenants
+from radsight.store.scope import Scope
 
 
 def encode(ds: pydicom.Dataset) -> bytes:
@@ -57,9 +58,13 @@ def test_same_study_from_two_organisations_stays_apart(runtime, orgs):
     b = accept_instance(runtime, data, organisation_id=orgs[1])
     assert a.new and b.new and a.study_id != b.study_id
     with runtime.db.session() as s:
-        assert [st.organisation_id for st in studystore.list_studies(s, orgs[0])] == [orgs[0]]
-        assert [st.organisation_id for st in studystore.list_studies(s, orgs[1])] == [orgs[1]]
-        assert studystore.count_instances(s, orgs[0]) == 1
+        assert [
+            st.organisation_id for st in studystore.list_studies(s, scope=Scope.of(orgs[0]))
+        ] == [orgs[0]]
+        assert [
+            st.organisation_id for st in studystore.list_studies(s, scope=Scope.of(orgs[1]))
+        ] == [orgs[1]]
+        assert studystore.count_instances(s, scope=Scope.of(orgs[0])) == 1
 
 
 def test_rejection_is_recorded_for_the_organisation(runtime, orgs):
@@ -68,7 +73,7 @@ def test_rejection_is_recorded_for_the_organisation(runtime, orgs):
             runtime, b"%PDF-1.4 not an image" * 20, organisation_id=orgs[1], source="import"
         )
     with runtime.db.session() as s:
-        (row,) = studystore.list_rejections(s, orgs[1])
+        (row,) = studystore.list_rejections(s, scope=Scope.of(orgs[1]))
     assert row.error_code == "not_dicom" and row.source == "import"
     assert row.dimse_status is None
 

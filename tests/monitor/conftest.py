@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from radsight import auth
 from radsight.algorithms.registry import Registry
 from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
@@ -20,7 +21,7 @@ from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import load_rules
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
-from radsight.store import people, tenants
+from radsight.store import tenants
 from radsight.store.clock import utcnow
 from radsight.store.tables import StudyRow
 from radsight.web import create_app
@@ -86,7 +87,7 @@ def make_org(rt: Runtime, name: str = "City Hospital", region: str = "North") ->
 
 def token(rt: Runtime, role: str, org_id: int | None, name: str = "t") -> dict[str, str]:
     with rt.db.session() as s:
-        _, plain = people.create_token(s, f"{name}-{role}", role, org_id)
+        _, plain = auth.create_token(s, f"{name}-{role}", role, org_id)
     return {"Authorization": f"Bearer {plain}"}
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from radsight.monitor import alerting
 from radsight.store import quality
+from radsight.store.scope import Scope
 
 from .conftest import make_org, token
 
@@ -89,7 +90,7 @@ def test_a_dead_webhook_is_recorded_not_raised(rt, receiver):
         alerting.raise_alert(rt, s, kind="technical", key="k2", message="m2")
     assert alerting.send_pending_webhooks(rt, backoff_s=0.01) == {"sent": 0, "failed": 1}
     with rt.db.session() as s:
-        rows = {a.key: a for a in quality.list_alerts(s)}
+        rows = {a.key: a for a in quality.list_alerts(s, scope=Scope.ALL)}
     assert rows["k1"].webhook_state == "failed" and rows["k1"].detail["webhook_error"] == "HTTP 500"
     assert rows["k2"].webhook_state == "failed" and "Connect" in rows["k2"].detail["webhook_error"]
     assert len(got) == 2  # both attempts reached the server

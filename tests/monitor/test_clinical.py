@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from radsight import auth
 from radsight.monitor.checks import clinical_report, run_checks
-from radsight.store import people
 from radsight.store.clock import utcnow
+from radsight.store.scope import Scope
 from radsight.store.tables import ResultRow, StudyRow
 
 from .conftest import make_org, token
@@ -46,8 +47,8 @@ def results(rt, org: int, ai_verdicts: list[str], start: int = 0) -> list[int]: 
 
 def radiologist(rt, org: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
     with rt.db.session() as s:
-        user = people.create_user(s, org, f"rad{org}", "a long password", "radiologist")
-        _, plain = people.create_token(s, "rad", "radiologist", org, user_id=user.id)
+        user = auth.create_user(s, org, f"rad{org}", "a long password", "radiologist")
+        _, plain = auth.create_token(s, "rad", "radiologist", org, user_id=user.id)
     return {"Authorization": f"Bearer {plain}"}
 
 
@@ -79,7 +80,7 @@ def test_figures_and_an_alert_only_when_the_evidence_is_conclusive(rt, client_fo
     # 45 more diseased studies at the same rate: now the interval lies under the bar
     more = results(rt, org, ["abnormal"] * 27 + ["normal"] * 18, start=200)
     judge(client, h, more, "abnormal")
-    rep = clinical_report(rt)
+    rep = clinical_report(rt, Scope.ALL)
     (g,) = rep["groups"]
     assert (g["tp"], g["fn"]) == (30, 20) and g["sensitivity"]["upper"] < 0.8
     assert g["below_bar"] == ["sensitivity"]
@@ -88,7 +89,7 @@ def test_figures_and_an_alert_only_when_the_evidence_is_conclusive(rt, client_fo
     # the radiologist changes their mind on 20 studies: the AI was right after all
     judge(client, h, more[27:], "normal")
     judge(client, h, sick[3:], "normal")
-    (g,) = clinical_report(rt)["groups"]
+    (g,) = clinical_report(rt, Scope.ALL)["groups"]
     assert (g["tp"], g["fn"], g["tn"]) == (30, 0, 40)
     assert run_checks(rt)["resolved"] == 1
 

@@ -7,7 +7,8 @@ import csv
 import io
 from datetime import timedelta
 
-from radsight.store import people, quality, tenants
+from radsight import auth
+from radsight.store import quality, tenants
 from radsight.store.clock import utcnow
 from radsight.store.tables import ResultRow, StudyRow
 
@@ -54,10 +55,10 @@ def add_results(
 def supervisor(rt, org: int, region: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
     with rt.db.session() as s:
         region_id = tenants.get_or_create_region(s, region).id
-        user = people.create_user(
+        user = auth.create_user(
             s, org, f"sup-{region}", "a long password", "supervisor", region_id=region_id
         )
-        _, plain = people.create_token(s, "sup", "supervisor", org, user_id=user.id)
+        _, plain = auth.create_token(s, "sup", "supervisor", org, user_id=user.id)
     return {"Authorization": f"Bearer {plain}"}
 
 

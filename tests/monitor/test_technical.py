@@ -11,6 +11,7 @@ from radsight.monitor.checks import run_checks, technical_report
 from radsight.store import jobs as jobstore
 from radsight.store import quality, tenants
 from radsight.store import results as resultstore
+from radsight.store.scope import Scope
 from radsight.store.tables import JobRow, ResultObjectRow, ResultRow
 
 from .conftest import analyse_studies, bright_study, make_org, token
@@ -23,7 +24,7 @@ def the_sr(result: ResultRow) -> ResultObjectRow:
 
 def plant_defects(rt, org):  # type: ignore[no-untyped-def]
     with rt.db.session() as s:
-        r = sorted(resultstore.list_results(s), key=lambda x: x.id)
+        r = sorted(resultstore.list_results(s, scope=Scope.ALL), key=lambda x: x.id)
         dest = tenants.create_destination(s, org, "pacs", "PACS", "127.0.0.1", 1)
     # 1: an SR that is not DICOM at all
     rt.files.put(the_sr(r[0]).storage_key, b"this is not an SR")
@@ -69,7 +70,7 @@ def plant_defects(rt, org):  # type: ignore[no-untyped-def]
 def test_planted_defects_are_all_detected_and_counted(tmp_path, rt, registry, client_for):
     org = make_org(rt)
     analyse_studies(rt, registry, org, [bright_study(i % 2 == 0, i) for i in range(6)], tmp_path)
-    clean = technical_report(rt)
+    clean = technical_report(rt, Scope.ALL)
     assert clean["totals"]["results"] == 6
     assert {
         k: clean["totals"][k]
@@ -85,7 +86,7 @@ def test_planted_defects_are_all_detected_and_counted(tmp_path, rt, registry, cl
         ("sr_invalid", "wrong_study", "sc_count_mismatch", "delivery_failed", "failed", "dead"), 0
     )
     r = plant_defects(rt, org)
-    rep = technical_report(rt)
+    rep = technical_report(rt, Scope.ALL)
     t = rep["totals"]
     assert (t["sr_invalid"], t["wrong_study"], t["sc_count_mismatch"], t["delivery_failed"]) == (
         1,
@@ -151,7 +152,9 @@ def test_planted_defects_are_all_detected_and_counted(tmp_path, rt, registry, cl
         ]
     run_checks(rt, registry)
     with rt.db.session() as s:
-        open_keys = {a.key.split(":")[1] for a in quality.list_alerts(s, open_only=True)}
+        open_keys = {
+            a.key.split(":")[1] for a in quality.list_alerts(s, scope=Scope.ALL, open_only=True)
+        }
     assert "sc_count_mismatch" not in open_keys and "sr_invalid" in open_keys
 
 

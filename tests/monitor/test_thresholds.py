@@ -11,6 +11,7 @@ from radsight.dicom.synthetic import make_radiograph
 from radsight.monitor.service import recalibration_report, run_evaluation
 from radsight.store import quality
 from radsight.store import results as resultstore
+from radsight.store.scope import Scope
 
 from .conftest import analyse_studies, bright_study, dicom_bytes, make_org, token
 
@@ -63,7 +64,9 @@ def test_newest_threshold_wins_and_an_organisation_overrides_the_default(runtime
         assert quality.stored_thresholds(s, "a", "1") == {"study": 0.45, "nodule": 0.2}
         assert quality.stored_thresholds(s, "a", "1", org) == {"study": 0.7, "nodule": 0.2}
         assert quality.stored_thresholds(s, "a", "1", other) == {"study": 0.45, "nodule": 0.2}
-        history = quality.list_thresholds(s, "a", "1")
+        history = quality.list_thresholds(
+            s, scope=Scope.ALL, algorithm_name="a", algorithm_version="1"
+        )
         assert [h.value for h in history] == [0.2, 0.7, 0.45, 0.4]  # every change kept
     with runtime.db.session() as s:
         for bad in ({"value": 1.5, "method": "manual"}, {"value": 0.5, "method": "guess"}):
@@ -154,7 +157,9 @@ def test_pick_on_an_evaluation_and_the_pipeline_uses_the_threshold_in_force(tmp_
     analyse_studies(rt, registry, org, [bright_study(True, 1)], tmp_path)
     analyse_studies(rt, registry, org + 1, [bright_study(True, 2)], tmp_path)
     with rt.db.session() as s:
-        mine, theirs = sorted(resultstore.list_results(s), key=lambda r: r.organisation_id)
+        mine, theirs = sorted(
+            resultstore.list_results(s, scope=Scope.ALL), key=lambda r: r.organisation_id
+        )
     assert mine.report["study_threshold"] == 0.95 and mine.verdict == "normal"
     assert theirs.report["study_threshold"] == picked and theirs.verdict == "abnormal"
 

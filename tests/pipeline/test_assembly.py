@@ -18,6 +18,7 @@ from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 from radsight.store import studies as studystore
 from radsight.store import tenants
+from radsight.store.scope import Scope
 
 
 def part10(ds: pydicom.Dataset) -> bytes:
@@ -53,9 +54,9 @@ def test_study_waits_for_its_quiet_period(tmp_path, database_url):
     time.sleep(0.4)
     assert assemble_once(rt, registry, rules) == 1
     with rt.db.session() as s:
-        (st,) = studystore.list_studies(s)
+        (st,) = studystore.list_studies(s, scope=Scope.ALL)
         assert st.state == "routed" and st.num_instances == 2 and st.study_type == "cxr"
-        (job,) = jobstore.list_jobs(s)
+        (job,) = jobstore.list_jobs(s, scope=Scope.ALL)
         assert job.kind == "analyse" and job.algorithm_name == "radsight-cxr"  # built-in rules
         assert len(job.payload["sop_instance_uids"]) == 2
     # routing again is idempotent
@@ -73,10 +74,10 @@ def test_unroutable_study_is_recorded_not_analysed_with_reason(tmp_path, databas
     time.sleep(0.05)
     assert assemble_once(rt, registry, rules) == 1
     with rt.db.session() as s:
-        (st,) = studystore.list_studies(s)
+        (st,) = studystore.list_studies(s, scope=Scope.ALL)
         assert st.state == "not_analysed"
         assert "modality DX is not one of ['CT']" in st.state_reason
-        assert jobstore.list_jobs(s) == []
+        assert jobstore.list_jobs(s, scope=Scope.ALL) == []
 
 
 def test_resent_instance_is_stored_once(tmp_path, database_url):
@@ -86,6 +87,6 @@ def test_resent_instance_is_stored_once(tmp_path, database_url):
     again = accept_instance(rt, data, organisation_id=org)
     assert first.new and not again.new and first.study_id == again.study_id
     with rt.db.session() as s:
-        assert studystore.count_instances(s) == 1
+        assert studystore.count_instances(s, scope=Scope.ALL) == 1
     stored = list((tmp_path / "d" / "objects").rglob("*.dcm"))
     assert len(stored) == 1 and stored[0].read_bytes() == data, "the original is kept as sent"

@@ -8,6 +8,7 @@ from radsight.pipeline.jobs import after_failure, analyse_key, backoff_delay
 from radsight.store import jobs as jobstore
 from radsight.store import tenants
 from radsight.store.clock import utcnow
+from radsight.store.scope import Scope
 from radsight.store.tables import StudyRow
 
 
@@ -94,10 +95,10 @@ def test_expired_lease_is_reaped_then_dead_lettered(runtime, study_id):
         assert job is not None and job.attempts == attempt
         assert reap_expired(runtime) == 1
         with runtime.db.session() as s:
-            job = jobstore.get_job(s, job.id)
+            job = jobstore.get_job(s, job.id, scope=Scope.ALL)
             s.execute(__import__("sqlalchemy").update(type(job)).values(run_after=utcnow()))
     with runtime.db.session() as s:
-        job = jobstore.get_job(s, job.id)
+        job = jobstore.get_job(s, job.id, scope=Scope.ALL)
     assert job.state == "dead"
     assert job.error_code == "worker_lost"
 
@@ -109,7 +110,7 @@ def test_finish_only_by_lease_owner(runtime, study_id):
     with runtime.db.session() as s:
         assert not jobstore.finish_job(s, job.id, "someone-else")
         assert jobstore.finish_job(s, job.id, "w1")
-        assert jobstore.get_job(s, job.id).state == "done"
+        assert jobstore.get_job(s, job.id, scope=Scope.ALL).state == "done"
 
 
 def test_operator_can_retry_a_dead_job(runtime, study_id):
@@ -118,12 +119,12 @@ def test_operator_can_retry_a_dead_job(runtime, study_id):
     job, _ = make_job(runtime, study_id)
     with runtime.db.session() as s:
         with pytest.raises(Conflict):
-            jobstore.retry_job(s, job.id)
+            jobstore.retry_job(s, job.id, scope=Scope.ALL)
     with runtime.db.session() as s:
         jobstore.claim_job(s, "w", 10)
         jobstore.fail_job(s, job.id, state="dead", error_code="x", error="boom")
     with runtime.db.session() as s:
-        assert jobstore.retry_job(s, job.id).state == "queued"
+        assert jobstore.retry_job(s, job.id, scope=Scope.ALL).state == "queued"
 
 
 def test_study_whose_every_job_died_is_marked_failed(runtime, study_id):
@@ -141,8 +142,8 @@ def test_study_whose_every_job_died_is_marked_failed(runtime, study_id):
         job.max_attempts = 1
         assert fail(runtime, job, AlgorithmError("boom"), owner) == "dead"
         with runtime.db.session() as s:
-            state = studystore.get_study(s, study_id).state
+            state = studystore.get_study(s, study_id, scope=Scope.ALL).state
         assert state == ("failed" if owner == "w2" else "receiving")
     with runtime.db.session() as s:
-        reason = studystore.get_study(s, study_id).state_reason
+        reason = studystore.get_study(s, study_id, scope=Scope.ALL).state_reason
     assert "a 1: algorithm_error" in reason and "b 1: algorithm_error" in reason

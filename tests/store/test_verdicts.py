@@ -7,9 +7,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from radsight.store import people, tenants
+from radsight import auth
+from radsight.store import tenants
 from radsight.store import verdicts as verdictstore
 from radsight.store import worklist as wl
+from radsight.store.scope import Scope
 from radsight.store.tables import ResultRow, StudyRow
 
 T0 = datetime(2026, 3, 1, 8, 0)
@@ -54,7 +56,7 @@ def org(runtime):  # type: ignore[no-untyped-def]
     with runtime.db.session() as s:
         a = tenants.create_organisation(s, "General Hospital", "North")
         b = tenants.create_organisation(s, "Other Clinic", "South")
-        user = people.create_user(s, a.id, "dr.house", "correct horse battery", "radiologist")
+        user = auth.create_user(s, a.id, "dr.house", "correct horse battery", "radiologist")
         return {"a": a.id, "b": b.id, "user": user.id}
 
 
@@ -99,20 +101,22 @@ def test_a_changed_verdict_supersedes_and_nothing_is_overwritten(runtime, org):
         assert second.supersedes_id == first.id and other.supersedes_id is None
         assert study.review_state == "reviewed" and study.reviewed_at is not None
     with runtime.db.session() as s:
-        every = verdictstore.list_verdicts(s, [org["a"]])
+        every = verdictstore.list_verdicts(s, scope=Scope.of(org["a"]))
         assert [(v.kind, v.value) for v in every] == [
             ("finding", "agree"),
             ("finding", "disagree"),
             ("study", "abnormal"),
         ]
-        current = verdictstore.list_verdicts(s, [org["a"]], current_only=True)
+        current = verdictstore.list_verdicts(s, scope=Scope.of(org["a"]), current_only=True)
         assert [(v.kind, v.value) for v in current] == [
             ("finding", "disagree"),
             ("study", "abnormal"),
         ]
-        assert verdictstore.list_verdicts(s, [org["b"]]) == []
-        assert verdictstore.list_verdicts(s, None, algorithm_name="other") == []
-        later = verdictstore.list_verdicts(s, [org["a"]], since=T0 + timedelta(minutes=30))
+        assert verdictstore.list_verdicts(s, scope=Scope.of(org["b"])) == []
+        assert verdictstore.list_verdicts(s, scope=Scope.ALL, algorithm_name="other") == []
+        later = verdictstore.list_verdicts(
+            s, scope=Scope.of(org["a"]), since=T0 + timedelta(minutes=30)
+        )
         assert [v.value for v in later] == ["disagree", "abnormal"]
         history = verdictstore.verdict_history(s, study_id=every[0].study_id)
         by_id = {e.row.id: e for e in history}
@@ -177,30 +181,33 @@ def test_worklist_order_keyset_pages_and_filters(runtime, org):
         add_study(s, org["b"], 99, ai_score=0.99, urgent=True)
     expected = [ids[n] for n in (5, 4, 3, 8, 7, 2, 6, 1)]
     with runtime.db.session() as s:
-        q = wl.WorklistQuery(organisation_ids=[org["a"]], limit=100)
+        q = wl.WorklistQuery(Scope.of(org["a"]), limit=100)
         assert [st.id for st in wl.list_worklist(s, q).studies] == expected
         # page by two: the pages join up to the same order, across the three segments
         seen, cursor = [], ""
         while True:
-            page = wl.list_worklist(s, wl.WorklistQuery([org["a"]], cursor=cursor, limit=2))
+            page = wl.list_worklist(s, wl.WorklistQuery(Scope.of(org["a"]), cursor=cursor, limit=2))
             seen += [st.id for st in page.studies]
             if not page.next_cursor:
                 break
             cursor = page.next_cursor
         assert seen == expected
-        assert wl.count_worklist(s, wl.WorklistQuery([org["a"]])) == 8
+        assert wl.count_worklist(s, wl.WorklistQuery(Scope.of(org["a"]))) == 8
 
         def ids_for(**kw):  # type: ignore[no-untyped-def]
-            return [st.id for st in wl.list_worklist(s, wl.WorklistQuery([org["a"]], **kw)).studies]
+            return [
+                st.id
+                for st in wl.list_worklist(s, wl.WorklistQuery(Scope.of(org["a"]), **kw)).studies
+            ]
 
         assert ids_for(study_type="ct-brain") == [ids[4]]
         assert ids_for(status="waiting") == [ids[1]]
         assert ids_for(status="not_analysed") == [ids[6]]
         assert ids_for(search="doe") == [ids[3], ids[8]]  # a name matches from its start
-        first = wl.list_worklist(s, wl.WorklistQuery([org["a"]], search="doe", limit=1))
+        first = wl.list_worklist(s, wl.WorklistQuery(Scope.of(org["a"]), search="doe", limit=1))
         assert [st.id for st in first.studies] == [ids[3]] and first.next_cursor
         second = wl.list_worklist(
-            s, wl.WorklistQuery([org["a"]], search="doe", limit=1, cursor=first.next_cursor)
+            s, wl.WorklistQuery(Scope.of(org["a"]), search="doe", limit=1, cursor=first.next_cursor)
         )
         assert [st.id for st in second.studies] == [ids[8]] and second.next_cursor == ""
         assert ids_for(search="doe^ja") == [ids[3]]

@@ -11,6 +11,7 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
+from radsight import auth
 from radsight.algorithms.bright_region import BrightRegionAlgorithm
 from radsight.algorithms.registry import Registry
 from radsight.dicom.synthetic import make_radiograph
@@ -18,7 +19,7 @@ from radsight.ingest.accept import accept_instance
 from radsight.pipeline.inputs import study_input_from
 from radsight.pipeline.routing import load_rules
 from radsight.results.report import AnalysisReport
-from radsight.store import people, tenants
+from radsight.store import tenants
 from radsight.store import worklist as worklist_store
 from radsight.store.clock import utcnow
 from radsight.store.tables import ResultRow
@@ -33,14 +34,14 @@ def world(runtime):  # type: ignore[no-untyped-def]
     with runtime.db.session() as s:
         a = tenants.create_organisation(s, "General Hospital", "North").id
         b = tenants.create_organisation(s, "Other Clinic", "South").id
-        rad = people.create_user(s, a, "dr.ames", PASSWORD, "radiologist")
-        admin = people.create_user(s, a, "it.admin", PASSWORD, "org_admin")
-        other = people.create_user(s, b, "dr.other", PASSWORD, "radiologist")
+        rad = auth.create_user(s, a, "dr.ames", PASSWORD, "radiologist")
+        admin = auth.create_user(s, a, "it.admin", PASSWORD, "org_admin")
+        other = auth.create_user(s, b, "dr.other", PASSWORD, "radiologist")
         tokens = {
-            "rad": people.create_token(s, "t", "radiologist", a, user_id=rad.id)[1],
-            "admin": people.create_token(s, "t", "org_admin", a, user_id=admin.id)[1],
-            "other": people.create_token(s, "t", "radiologist", b, user_id=other.id)[1],
-            "system": people.create_token(s, "pacs", "radiologist", a)[1],
+            "rad": auth.create_token(s, "t", "radiologist", a, user_id=rad.id)[1],
+            "admin": auth.create_token(s, "t", "org_admin", a, user_id=admin.id)[1],
+            "other": auth.create_token(s, "t", "radiologist", b, user_id=other.id)[1],
+            "system": auth.create_token(s, "pacs", "radiologist", a)[1],
         }
     ds = make_radiograph(bright_spot=(0.3, 0.5, 0.12))
     buf = io.BytesIO()

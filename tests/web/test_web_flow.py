@@ -19,10 +19,10 @@ import pytest
 from playwright import sync_api
 from pydicom.uid import generate_uid
 
+from radsight import auth
 from radsight.config import load_settings
 from radsight.dicom.synthetic import make_ct_slice, make_radiograph
 from radsight.runtime import Runtime
-from radsight.store import people
 from radsight.store.clock import utcnow
 from radsight.store.tables import StudyRow, WebSessionRow
 from radsight.testing.peers import RadsightProcess, storescu
@@ -179,9 +179,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         server.cli("ae", "add", "Other Clinic", "OTHER1")
         rt = Runtime.open(load_settings(None, data_dir=server.data_dir), run_migrations=False)
         with rt.db.session() as s:
-            people.create_user(s, 1, "dr.ames", PASSWORD, "radiologist", "Dr Anna Ames")
-            people.create_user(s, 1, "it.admin", PASSWORD, "org_admin", "Ian Admin")
-            people.create_user(s, 2, "dr.other", PASSWORD, "radiologist", "Dr Otto Other")
+            auth.create_user(s, 1, "dr.ames", PASSWORD, "radiologist", "Dr Anna Ames")
+            auth.create_user(s, 1, "it.admin", PASSWORD, "org_admin", "Ian Admin")
+            auth.create_user(s, 2, "dr.other", PASSWORD, "radiologist", "Dr Otto Other")
         folders = _studies(root / "studies")
         for key in ("plain", "spot", "xss", "blank", "ct", "mg"):
             res = storescu(server.dicom_port, folders[key], calling="MODALITY1")

@@ -20,6 +20,7 @@ from radsight.errors import RadsightError
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
+from radsight.store.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
             ae_title=rt.settings.ae_title,
             dicom_port=getattr(app.state, "dicom_port", rt.settings.dicom_port),
             workers=rt.settings.workers,
-            jobs=jobstore.count_by_state(s),
+            jobs=jobstore.count_by_state(s, scope=Scope.ALL),
             rules_version=rules.version,
         )
 

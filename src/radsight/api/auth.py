@@ -8,6 +8,9 @@ Every route except ``/health`` and the sign-in page depends on :data:`PrincipalD
   PATCH, DELETE) must also carry the session's CSRF token, in the ``X-CSRF-Token`` header
   or a ``csrf_token`` form field.
 
+Which organisations the caller may see is :data:`ScopeDep`, from the one rule
+:func:`radsight.auth.scope_of`; every store read of tenant rows requires that scope.
+
 Failures are :class:`NotAuthenticated` (401) or :class:`Forbidden` (403), turned into
 problem+json by the one handler in :mod:`radsight.api.app`.
 """
@@ -21,11 +24,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from radsight import auth
 from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.auth import Principal
 from radsight.errors import Forbidden, NotAuthenticated, NotFound
 from radsight.runtime import Runtime
-from radsight.store import people
-from radsight.store.people import Principal
+from radsight.store import tenants
+from radsight.store.scope import Scope
 
 SESSION_COOKIE = "radsight_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -36,12 +41,12 @@ _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # holds SQLite's write lock would stall that request's commit too (a deadlock until timeout)
 def _resolve_token(rt: Runtime, plain: str) -> Principal:
     with rt.db.session() as s:
-        return people.resolve_token(s, plain)
+        return auth.resolve_token(s, plain)
 
 
-def _resolve_session(rt: Runtime, cookie: str) -> people.WebSession:
+def _resolve_session(rt: Runtime, cookie: str) -> auth.WebSession:
     with rt.db.session() as s:
-        return people.resolve_session(s, cookie, rt.settings.session_idle_s)
+        return auth.resolve_session(s, cookie, rt.settings.session_idle_s)
 
 
 async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
@@ -90,18 +95,6 @@ OrgAdminDep = Annotated[Principal, Depends(require_role("org_admin"))]
 SupervisorDep = Annotated[Principal, Depends(require_role("supervisor", "org_admin"))]
 
 
-def ensure_visible(
-    principal: Principal, s: SessionDep, organisation_id: int | None, what: str
-) -> None:
-    """Another tenant's row answers 404, exactly as a row that does not exist."""
-    if organisation_id is None:
-        if not principal.is_admin:
-            raise NotFound(f"{what} does not exist")
-        return
-    if not principal.may_see(s, organisation_id):
-        raise NotFound(f"{what} does not exist")
-
-
 def ensure_org_admin(principal: Principal, organisation_id: int) -> None:
     """Managing an organisation (AE titles, destinations, users): admin or its org_admin."""
     if principal.is_admin:
@@ -112,16 +105,22 @@ def ensure_org_admin(principal: Principal, organisation_id: int) -> None:
         )
 
 
-def scope_for(
-    principal: Principal, s: SessionDep, organisation: str | None = None
-) -> list[int] | None:
-    """The organisations a list may show: the caller's, narrowed to ``organisation``."""
-    ids = principal.organisation_ids(s)
-    if organisation:
-        from radsight.store import tenants
+def get_scope(principal: PrincipalDep, s: SessionDep) -> Scope:
+    """The organisations the caller may see (:func:`radsight.auth.scope_of`)."""
+    return auth.scope_of(s, principal)
 
-        org = tenants.get_organisation(s, organisation)
-        if ids is not None and org.id not in ids:
-            raise NotFound(f"organisation {organisation!r} does not exist")
-        return [org.id]
-    return ids
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]
+
+
+def scope_for(s: SessionDep, scope: Scope, organisation: str | None = None) -> Scope:
+    """The organisations a list may show: the caller's, narrowed to ``organisation``.
+
+    Another tenant's organisation answers 404, exactly as one that does not exist.
+    """
+    if not organisation:
+        return scope
+    narrowed = scope.narrow(tenants.get_organisation(s, organisation).id)
+    if narrowed is None:
+        raise NotFound(f"organisation {organisation!r} does not exist")
+    return narrowed

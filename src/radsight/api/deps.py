@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
 
 from radsight.algorithms.registry import Registry
 from radsight.runtime import Runtime
+from radsight.store import Session
 
 
 def get_runtime(request: Request) -> Runtime:

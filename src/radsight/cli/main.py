@@ -134,10 +134,11 @@ def org_add(c: _Ctx, name: str, region: str) -> None:
 @fail_cleanly
 def org_list(c: _Ctx) -> None:
     from radsight.store import tenants
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
-        rows = tenants.list_organisations(s)
+        rows = tenants.list_organisations(s, scope=Scope.ALL)
         table(["id", "name", "region"], [(o.id, o.name, r.name) for o, r in rows])
 
 
@@ -167,10 +168,11 @@ def ae_add(c: _Ctx, organisation: str, ae_title: str, description: str) -> None:
 @fail_cleanly
 def ae_list(c: _Ctx) -> None:
     from radsight.store import tenants
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
-        rows = tenants.list_application_entities(s)
+        rows = tenants.list_application_entities(s, scope=Scope.ALL)
         table(
             ["id", "organisation", "ae_title", "description"],
             [(a.id, a.organisation_id, a.ae_title, a.description) for a in rows],
@@ -237,10 +239,11 @@ def _set_destination(c: _Ctx, organisation: str, name: str, enabled: bool) -> No
 @fail_cleanly
 def destination_list(c: _Ctx) -> None:
     from radsight.store import tenants
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
-        rows = tenants.list_destinations(s)
+        rows = tenants.list_destinations(s, scope=Scope.ALL)
         table(
             ["id", "organisation", "name", "ae_title", "host", "port", "enabled"],
             [
@@ -289,10 +292,11 @@ def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
 def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
     """Jobs and their state."""
     from radsight.store import jobs as jobstore
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
-        rows = jobstore.list_jobs(s, state=state, kind=kind, limit=limit)
+        rows = jobstore.list_jobs(s, scope=Scope.ALL, state=state, kind=kind, limit=limit)
         data = [
             (
                 j.id,
@@ -319,10 +323,11 @@ def jobs(c: _Ctx, state: str | None, kind: str | None, limit: int, as_json: bool
 def retry(c: _Ctx, job_id: int) -> None:
     """Put a failed or dead-lettered job back in the queue."""
     from radsight.store import jobs as jobstore
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
-        job = jobstore.retry_job(s, job_id)
+        job = jobstore.retry_job(s, job_id, scope=Scope.ALL)
     click.echo(f"job {job_id} ({job.kind}) queued again")
 
 
@@ -334,10 +339,11 @@ def retry(c: _Ctx, job_id: int) -> None:
 def studies(c: _Ctx, state: str | None, limit: int) -> None:
     """Studies received, with their state."""
     from radsight.store import studies as studystore
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
-        rows = studystore.list_studies(s, state=state, limit=limit)
+        rows = studystore.list_studies(s, scope=Scope.ALL, state=state, limit=limit)
         table(
             ["id", "org", "study_instance_uid", "type", "instances", "state", "reason"],
             [
@@ -362,10 +368,11 @@ def studies(c: _Ctx, state: str | None, limit: int) -> None:
 def rejections(c: _Ctx, limit: int) -> None:
     """Refused instances and associations, newest first."""
     from radsight.store import studies as studystore
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
-        rows = studystore.list_rejections(s, limit=limit)
+        rows = studystore.list_rejections(s, scope=Scope.ALL, limit=limit)
         table(
             ["id", "when", "source", "calling AE", "code", "status", "message"],
             [

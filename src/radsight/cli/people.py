@@ -16,10 +16,12 @@ from typing import Any
 
 import click
 
+from radsight import auth
+from radsight.auth import TOKEN_ROLES, USER_ROLES, Principal
 from radsight.cli.errors import fail_cleanly
 from radsight.cli.tables import table
 from radsight.errors import InvalidInput
-from radsight.store.people import TOKEN_ROLES, USER_ROLES, Principal
+from radsight.store.scope import Scope
 
 
 def _operator() -> Principal:
@@ -76,7 +78,7 @@ def user_add(
     with rt.db.session() as s:
         org = tenants.get_organisation(s, organisation)
         region_id = tenants.get_or_create_region(s, region).id if region else None
-        row = people.create_user(s, org.id, username, password, role, display_name, region_id)
+        row = auth.create_user(s, org.id, username, password, role, display_name, region_id)
         people.record_audit(
             s,
             _operator(),
@@ -97,8 +99,10 @@ def user_list(c: Any, organisation: str | None) -> None:
 
     rt = c.runtime()
     with rt.db.session() as s:
-        org_id = tenants.get_organisation(s, organisation).id if organisation else None
-        rows = people.list_users(s, org_id)
+        scope = (
+            Scope.of(tenants.get_organisation(s, organisation).id) if organisation else Scope.ALL
+        )
+        rows = people.list_users(s, scope=scope)
         table(
             ["id", "username", "organisation", "role", "disabled", "created"],
             [
@@ -140,7 +144,7 @@ def user_passwd(c: Any, username: str, password_stdin: bool) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         row = people.get_user(s, username)
-        people.set_password(s, row, password)
+        auth.set_password(s, row, password)
         people.record_audit(
             s, _operator(), "user.password", row.organisation_id, detail={"username": username}
         )
@@ -184,7 +188,7 @@ def token_add(
             if role != u.role:
                 raise InvalidInput(f"user {username!r} is a {u.role}: their token has that role")
             org_id, user_id = u.organisation_id, u.id
-        row, plain = people.create_token(s, name, role, org_id, user_id, days)
+        row, plain = auth.create_token(s, name, role, org_id, user_id, days)
         people.record_audit(
             s,
             _operator(),
@@ -207,8 +211,10 @@ def token_list(c: Any, organisation: str | None) -> None:
 
     rt = c.runtime()
     with rt.db.session() as s:
-        org_id = tenants.get_organisation(s, organisation).id if organisation else None
-        rows = people.list_tokens(s, org_id)
+        scope = (
+            Scope.of(tenants.get_organisation(s, organisation).id) if organisation else Scope.ALL
+        )
+        rows = people.list_tokens(s, scope=scope)
         table(
             [
                 "id",
@@ -251,7 +257,7 @@ def token_revoke(c: Any, token_id: int) -> None:
 
     rt = c.runtime()
     with rt.db.session() as s:
-        row = people.revoke_token(s, token_id)
+        row = people.revoke_token(s, token_id, scope=Scope.ALL)
         people.record_audit(
             s,
             _operator(),

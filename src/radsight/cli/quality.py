@@ -10,19 +10,22 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from radsight.cli.errors import fail_cleanly
 from radsight.cli.tables import table
 
+if TYPE_CHECKING:
+    from radsight.store import Session
+
 
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def _org_id(s: Any, organisation: str | None) -> int | None:
+def _org_id(s: Session, organisation: str | None) -> int | None:
     from radsight.store import tenants
 
     return tenants.get_organisation(s, organisation).id if organisation else None
@@ -241,11 +244,14 @@ def threshold_pick(
 def threshold_list(obj: Any, ref: str | None) -> None:
     """Every threshold change, newest first."""
     from radsight.store import quality
+    from radsight.store.scope import Scope
 
     name, _, version = (ref or "").partition("@")
     rt = obj.runtime()
     with rt.db.session() as s:
-        rows = quality.list_thresholds(s, name or None, version or None)
+        rows = quality.list_thresholds(
+            s, scope=Scope.ALL, algorithm_name=name or None, algorithm_version=version or None
+        )
         out = [
             (
                 r.id,
@@ -355,6 +361,7 @@ def monitor_run(obj: Any) -> None:
 def monitor_alerts(obj: Any, show_all: bool) -> None:
     """Quality alerts, newest first."""
     from radsight.store import quality
+    from radsight.store.scope import Scope
 
     rt = obj.runtime()
     with rt.db.session() as s:
@@ -370,7 +377,7 @@ def monitor_alerts(obj: Any, show_all: bool) -> None:
                 r.webhook_state or "-",
                 r.message,
             )
-            for r in quality.list_alerts(s, open_only=not show_all)
+            for r in quality.list_alerts(s, scope=Scope.ALL, open_only=not show_all)
         ]
     rt.close()
     table(

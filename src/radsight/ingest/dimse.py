@@ -25,6 +25,7 @@ from radsight.ingest.accept import accept_instance, record_rejection
 from radsight.ingest.statuses import PROCESSING_FAILURE, SUCCESS, status_for
 from radsight.runtime import Runtime
 from radsight.store import tenants
+from radsight.store.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class CallerDirectory:
             if time.monotonic() - self._loaded > self.ttl_s:
                 with self.rt.db.session() as s:
                     self._cache = {
-                        a.ae_title: a.organisation_id for a in tenants.list_application_entities(s)
+                        a.ae_title: a.organisation_id
+                        for a in tenants.list_application_entities(s, scope=Scope.ALL)
                     }
                 self._loaded = time.monotonic()
             return self._cache

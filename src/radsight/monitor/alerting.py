@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 
 from radsight.runtime import Runtime
-from radsight.store import quality
+from radsight.store import Session, quality
 from radsight.store.tables import AlertRow
 
 log = logging.getLogger(__name__)
 
 
-def raise_alert(rt: Runtime, s: Any, **fields: Any) -> tuple[AlertRow, bool]:
+def raise_alert(rt: Runtime, s: Session, **fields: Any) -> tuple[AlertRow, bool]:
     """Open (or find the open) alert and log it when it is new."""
     row, new = quality.raise_alert(s, webhook=bool(rt.settings.alert_webhook_url), **fields)
     if new:

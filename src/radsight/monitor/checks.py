@@ -13,9 +13,9 @@ from radsight.algorithms.registry import Registry
 from radsight.errors import RadsightError
 from radsight.monitor import alerting, clinical, drift, technical
 from radsight.runtime import Runtime
-from radsight.store import monitoring, quality
+from radsight.store import Session, monitoring, quality
 from radsight.store.clock import utcnow
-from radsight.store.scope import OrgScope
+from radsight.store.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ OBJECT_CHECKS: dict[str, tuple[Callable[[bytes, str], list[str]], str]] = {
 }
 
 
-def output_defects(rt: Runtime, s: Any, results: list[dict[str, Any]]) -> dict[int, list[str]]:
+def output_defects(rt: Runtime, s: Session, results: list[dict[str, Any]]) -> dict[int, list[str]]:
     """Read back each result's objects, check each by its role, and count what is wrong.
 
     A result without an SR is ``sr_invalid``; one whose SC count differs from the frames
@@ -60,19 +60,19 @@ def output_defects(rt: Runtime, s: Any, results: list[dict[str, Any]]) -> dict[i
 
 
 def technical_report(
-    rt: Runtime, scope: OrgScope = None, days: float = 1.0, check_outputs: bool = True
+    rt: Runtime, scope: Scope, days: float = 1.0, check_outputs: bool = True
 ) -> dict[str, Any]:
     since = utcnow() - timedelta(days=days)
     with rt.db.session() as s:
-        results = monitoring.analysed_results(s, scope, since)
+        results = monitoring.analysed_results(s, scope=scope, since=since)
         defects = output_defects(rt, s, results) if check_outputs else {}
         report = technical.summarise(
             results,
             defects,
-            monitoring.job_counts(s, scope, since),
-            monitoring.delivery_failures(s, scope, since),
+            monitoring.job_counts(s, scope=scope, since=since),
+            monitoring.delivery_failures(s, scope=scope, since=since),
             rt.settings.turnaround_budget_s,
-            monitoring.organisation_names(s, scope),
+            monitoring.organisation_names(s, scope=scope),
         )
     report["window_days"] = days
     report["defective_results"] = {str(k): v for k, v in sorted(defects.items())}
@@ -81,14 +81,15 @@ def technical_report(
 
 def clinical_report(
     rt: Runtime,
-    scope: OrgScope = None,
+    scope: Scope,
     days: float | None = None,
     group_by: Sequence[str] = ("algorithm_name", "algorithm_version", "organisation_id"),
     period: str = "all",
 ) -> dict[str, Any]:
     days = days or rt.settings.clinical_window_days
     with rt.db.session() as s:
-        verdicts = monitoring.current_verdicts(s, scope, utcnow() - timedelta(days=days))
+        since = utcnow() - timedelta(days=days)
+        verdicts = monitoring.current_verdicts(s, scope=scope, since=since)
     rows = clinical.figures(verdicts, group_by, period)
     for row in rows:
         row["below_bar"] = [
@@ -107,8 +108,13 @@ def drift_report(rt: Runtime, algorithm_name: str, algorithm_version: str) -> di
     st = rt.settings
     with rt.db.session() as s:
         ev = quality.latest_evaluation(s, algorithm_name, algorithm_version)
+        # drift compares a version's inputs platform-wide with its calibration baseline
         live = monitoring.drift_inputs(
-            s, algorithm_name, algorithm_version, utcnow() - timedelta(days=st.drift_window_days)
+            s,
+            algorithm_name,
+            algorithm_version,
+            utcnow() - timedelta(days=st.drift_window_days),
+            scope=Scope.ALL,
         )
         ev_id, cases = (ev.id, list(ev.summary.get("cases", []))) if ev else (None, [])
     out: dict[str, Any] = {
@@ -145,7 +151,7 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
             if new:
                 summary["raised"].append({"id": row.id, "kind": kind, "message": row.message})
 
-    tech = technical_report(rt)
+    tech = technical_report(rt, Scope.ALL)
     for g in tech["groups"]:
         for figure in (*technical.DEFECTS, "failed", "dead", "time_limit"):
             if g[figure]:
@@ -161,7 +167,7 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
                     f"{tech['window_days']:g} day(s) ({g['rates'][figure]:.1%})",
                     detail={"figure": figure, "count": g[figure], "rate": g["rates"][figure]},
                 )
-    clin = clinical_report(rt)
+    clin = clinical_report(rt, Scope.ALL)
     for g in clin["groups"]:
         for name, bar, est in clinical.below_bar(g, rt.settings.clinical_bars):
             alert(
@@ -178,7 +184,7 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
             )
     since = utcnow() - timedelta(days=rt.settings.drift_window_days)
     with rt.db.session() as s:
-        versions = monitoring.versions_in_use(s, since)
+        versions = monitoring.versions_in_use(s, scope=Scope.ALL, since=since)
     summary["drift"] = []
     for name, version in versions:
         rep = drift_report(rt, name, version)
@@ -209,16 +215,16 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
 
 
 def dashboard_data(
-    rt: Runtime, scope: OrgScope, since: Any = None, until: Any = None, period: str = "month"
+    rt: Runtime, scope: Scope, since: Any = None, until: Any = None, period: str = "month"
 ) -> dict[str, Any]:
     """Everything the supervisors' dashboard shows, for the organisations in ``scope``."""
     from radsight.monitor import dashboard
 
     with rt.db.session() as s:
-        names = monitoring.organisation_names(s, scope)
-        rows = monitoring.activity(s, scope, since, until, period)
-        alerts = quality.list_alerts(s, scope, open_only=True, limit=200)
-        versions = monitoring.versions_in_use(s, since, scope)
+        names = monitoring.organisation_names(s, scope=scope)
+        rows = monitoring.activity(s, scope=scope, since=since, until=until, period=period)
+        alerts = quality.list_alerts(s, scope=scope, open_only=True, limit=200)
+        versions = monitoring.versions_in_use(s, scope=scope, since=since)
         evaluations = {}
         for name, version in versions:
             ev = quality.latest_evaluation(s, name, version)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from radsight.algorithms.contract import Algorithm
 from radsight.errors import ConfigError, NotFound
@@ -13,7 +12,7 @@ from radsight.monitor.html import evaluation_report
 from radsight.monitor.reference import read_reference
 from radsight.operating_points import STUDY, points_in_force
 from radsight.runtime import Runtime
-from radsight.store import quality, tenants
+from radsight.store import Session, quality, tenants
 from radsight.store.tables import EvaluationRow, ThresholdRow
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,7 @@ def run_evaluation(
     return row, summary, html
 
 
-def _evaluation_of(s: Any, name: str, version: str, evaluation_id: int) -> EvaluationRow:
+def _evaluation_of(s: Session, name: str, version: str, evaluation_id: int) -> EvaluationRow:
     ev = quality.get_evaluation(s, evaluation_id)
     if ev.state != "done":
         raise ConfigError(f"evaluation {evaluation_id} is {ev.state}, not done")
@@ -133,7 +132,7 @@ def _evaluation_of(s: Any, name: str, version: str, evaluation_id: int) -> Evalu
 
 
 def pick_and_set_threshold(
-    s: Any,
+    s: Session,
     name: str,
     version: str,
     method_text: str,
@@ -189,7 +188,7 @@ def finding_keys(algorithm: Algorithm, names: tuple[str, ...] | list[str]) -> tu
 
 
 def recalibration_report(
-    s: Any, old: Algorithm, new: Algorithm, evaluation_id: int, method_text: str = "youden"
+    s: Session, old: Algorithm, new: Algorithm, evaluation_id: int, method_text: str = "youden"
 ) -> dict:
     """The old version's study threshold on the new version's calibration test."""
     ev = _evaluation_of(s, new.name, new.version, evaluation_id)

@@ -32,13 +32,14 @@ from radsight.pipeline.inputs import study_input_from
 from radsight.pipeline.jobs import deliver_key
 from radsight.results import AnalysisReport, ResultObject, encode_results, result_uids
 from radsight.runtime import Runtime
+from radsight.store import Session, tenants
 from radsight.store import jobs as jobstore
 from radsight.store import quality as qualitystore
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
-from radsight.store import tenants
 from radsight.store import worklist as worklist_store
 from radsight.store.files import safe_component
+from radsight.store.scope import Scope
 from radsight.store.tables import JobRow, StudyRow
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Outcome:
 def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
     algorithm = registry.resolve(f"{job.algorithm_name}@{job.algorithm_version}")
     with rt.db.session() as s:
-        study = studystore.get_study(s, job.study_id)
+        study = studystore.get_study(s, job.study_id, scope=Scope.ALL)
         existing = resultstore.get_result_for(s, study.id, algorithm.name, algorithm.version)
         if existing is not None:
             _queue_deliveries(s, rt, existing.id, existing.organisation_id, existing.study_id)
@@ -179,8 +180,11 @@ def _save_not_analysed(
     return Outcome("not_analysed", row.id, reason)
 
 
-def _queue_deliveries(s, rt: Runtime, result_id: int, organisation_id: int, study_id: int) -> None:  # type: ignore[no-untyped-def]
-    for dest in tenants.list_destinations(s, organisation_id, enabled_only=True):
+def _queue_deliveries(
+    s: Session, rt: Runtime, result_id: int, organisation_id: int, study_id: int
+) -> None:
+    scope = Scope.of(organisation_id)  # the destinations of the result's organisation
+    for dest in tenants.list_destinations(s, scope=scope, enabled_only=True):
         jobstore.create_job(
             s,
             dedup_key=deliver_key(result_id, dest.id),
@@ -195,7 +199,7 @@ def _queue_deliveries(s, rt: Runtime, result_id: int, organisation_id: int, stud
         )
 
 
-def close_study_if_done(s, study_id: int, ending_job_id: int) -> None:  # type: ignore[no-untyped-def]
+def close_study_if_done(s: Session, study_id: int, ending_job_id: int) -> None:
     """Set the study's final state once no other analysis job of it is queued or running.
 
     analysed: some algorithm produced a result; not_analysed: every one refused the input;
@@ -203,12 +207,12 @@ def close_study_if_done(s, study_id: int, ending_job_id: int) -> None:  # type: 
     """
     open_jobs = [
         j
-        for j in jobstore.list_jobs(s, study_id=study_id, kind="analyse")
+        for j in jobstore.list_jobs(s, scope=Scope.ALL, study_id=study_id, kind="analyse")
         if j.state in ("queued", "running") and j.id != ending_job_id
     ]
     if open_jobs:
         return
-    results = resultstore.list_results(s, study_id=study_id)
+    results = resultstore.list_results(s, scope=Scope.ALL, study_id=study_id)
     if any(r.status == "analysed" for r in results):
         studystore.set_study_state(s, study_id, "analysed")
     elif results:
@@ -217,7 +221,7 @@ def close_study_if_done(s, study_id: int, ending_job_id: int) -> None:  # type: 
     else:
         errors = "; ".join(
             f"{j.algorithm_name} {j.algorithm_version}: {j.error_code}"
-            for j in jobstore.list_jobs(s, study_id=study_id, kind="analyse")
+            for j in jobstore.list_jobs(s, scope=Scope.ALL, study_id=study_id, kind="analyse")
             if j.state in ("failed", "dead")
         )
         studystore.set_study_state(s, study_id, "failed", errors)

@@ -8,6 +8,7 @@ from radsight.delivery.cstore import Target, send_files
 from radsight.errors import DestinationDisabled, NotFound
 from radsight.runtime import Runtime
 from radsight.store import results as resultstore
+from radsight.store.scope import Scope
 from radsight.store.tables import DestinationRow, JobRow, ResultObjectRow
 
 
@@ -24,7 +25,7 @@ def run_delivery(rt: Runtime, job: JobRow) -> int:
     with rt.db.session() as s:
         if job.result_id is None or job.destination_id is None:
             raise NotFound(f"delivery job {job.id} names no result or destination")
-        result = resultstore.get_result(s, job.result_id)
+        result = resultstore.get_result(s, job.result_id, scope=Scope.ALL)
         dest = s.get(DestinationRow, job.destination_id)
         if dest is None:
             raise NotFound(f"destination {job.destination_id} no longer exists")

@@ -9,14 +9,15 @@ within the caller's organisations: another tenant's study is "not found", never
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from radsight import auth
+from radsight.auth import Principal
 from radsight.errors import Forbidden, InvalidInput, NotFound
-from radsight.store import people
+from radsight.store import Session, people
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
 from radsight.store import verdicts as verdictstore
-from radsight.store.people import Principal
+from radsight.store.scope import Scope
 from radsight.store.tables import ResultRow, StudyRow, VerdictRow
 
 #: roles that give clinical verdicts (a platform ``admin`` token acting for a user too)
@@ -35,19 +36,15 @@ class VerdictRequest:
     result_id: int | None = None
 
 
-def visible_study(s: Any, principal: Principal, study_id: int) -> StudyRow:
+def visible_study(s: Session, principal: Principal, study_id: int) -> StudyRow:
     """The study if the caller may see it, else :class:`NotFound`."""
-    try:
-        study = studystore.get_study(s, study_id)
-    except NotFound:
-        raise NotFound(f"study {study_id} does not exist") from None
-    if not principal.may_see(s, study.organisation_id):
-        raise NotFound(f"study {study_id} does not exist")
-    return study
+    return studystore.get_study(s, study_id, scope=auth.scope_of(s, principal))
 
 
-def _judged_result(s: Any, study: StudyRow, req: VerdictRequest) -> ResultRow | None:
-    results = [r for r in resultstore.list_results(s, study_id=study.id) if r.status == "analysed"]
+def _judged_result(s: Session, study: StudyRow, req: VerdictRequest) -> ResultRow | None:
+    scope = Scope.of(study.organisation_id)
+    results = resultstore.list_results(s, scope=scope, study_id=study.id)
+    results = [r for r in results if r.status == "analysed"]
     if req.result_id is not None:
         for r in results:
             if r.id == req.result_id:
@@ -63,7 +60,7 @@ def _judged_result(s: Any, study: StudyRow, req: VerdictRequest) -> ResultRow | 
 
 
 def give_verdict(
-    s: Any, principal: Principal, study_id: int, req: VerdictRequest, remote_addr: str = ""
+    s: Session, principal: Principal, study_id: int, req: VerdictRequest, remote_addr: str = ""
 ) -> VerdictRow:
     """Check and append one verdict, and audit it.
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from radsight.store import Session
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
 from radsight.store import verdicts as verdictstore
+from radsight.store.scope import Scope
 from radsight.store.tables import StudyRow
 from radsight.store.verdicts import VerdictEntry
 from radsight.store.worklist import study_status
@@ -81,10 +83,13 @@ def status_text(study: StudyRow) -> str:
     return label
 
 
-def build_study_view(s: Any, study: StudyRow) -> StudyView:
+def build_study_view(s: Session, study: StudyRow) -> StudyView:
     results = []
     marks = []
-    for r in sorted(resultstore.list_results(s, study_id=study.id), key=lambda r: r.id):
+    scope = Scope.of(study.organisation_id)
+    for r in sorted(
+        resultstore.list_results(s, scope=scope, study_id=study.id), key=lambda r: r.id
+    ):
         report = r.report or {}
         view = ResultView(
             id=r.id,

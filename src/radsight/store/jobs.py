@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from radsight.errors import NotFound
 from radsight.store.clock import utcnow
-from radsight.store.scope import OrgScope, org_filter
+from radsight.store.scope import Scope
 from radsight.store.tables import JobRow
 
 
@@ -156,24 +156,24 @@ def expired_jobs(s: Session) -> list[JobRow]:
     )
 
 
-def get_job(s: Session, job_id: int, organisation_id: int | None = None) -> JobRow:
+def get_job(s: Session, job_id: int, *, scope: Scope) -> JobRow:
     row = s.get(JobRow, job_id)
-    if row is None or (organisation_id is not None and row.organisation_id != organisation_id):
+    if row is None or not scope.includes(row.organisation_id):
         raise NotFound(f"job {job_id} does not exist")
     return row
 
 
 def list_jobs(
     s: Session,
-    organisation_id: OrgScope = None,
+    *,
+    scope: Scope,
     state: str | None = None,
     study_id: int | None = None,
     kind: str | None = None,
     limit: int = 100,
 ) -> list[JobRow]:
     q = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
-    if (clause := org_filter(JobRow.organisation_id, organisation_id)) is not None:
-        q = q.where(clause)
+    q = q.where(scope.where(JobRow.organisation_id))
     if state:
         q = q.where(JobRow.state == state)
     if study_id is not None:
@@ -183,29 +183,15 @@ def list_jobs(
     return list(s.scalars(q))
 
 
-def count_by_state(s: Session, organisation_id: int | None = None) -> dict[str, int]:
+def count_by_state(s: Session, *, scope: Scope) -> dict[str, int]:
     q = select(JobRow.kind, JobRow.state, func.count()).group_by(JobRow.kind, JobRow.state)
-    if organisation_id is not None:
-        q = q.where(JobRow.organisation_id == organisation_id)
+    q = q.where(scope.where(JobRow.organisation_id))
     return {f"{kind}.{state}": n for kind, state, n in s.execute(q)}
 
 
-def open_analysis_jobs(s: Session, study_id: int) -> int:
-    return int(
-        s.scalar(
-            select(func.count()).where(
-                JobRow.study_id == study_id,
-                JobRow.kind == "analyse",
-                JobRow.state.in_(("queued", "running")),
-            )
-        )
-        or 0
-    )
-
-
-def retry_job(s: Session, job_id: int, organisation_id: int | None = None) -> JobRow:
+def retry_job(s: Session, job_id: int, *, scope: Scope) -> JobRow:
     """Put a failed or dead-lettered job back in the queue (an operator's decision)."""
-    row = get_job(s, job_id, organisation_id)
+    row = get_job(s, job_id, scope=scope)
     if row.state not in ("failed", "dead"):
         from radsight.errors import Conflict
 

@@ -1,7 +1,7 @@
 """Read-only queries behind quality monitoring and the dashboards (docs/quality.md).
 
 Each returns plain tuples or dicts; the statistics live in :mod:`radsight.monitor`.
-Every query takes the tenancy scope (:data:`radsight.store.scope.OrgScope`).
+Every query of tenant rows takes the required ``scope`` (:class:`radsight.store.scope.Scope`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from radsight.errors import InvalidInput
-from radsight.store.scope import OrgScope, org_filter
+from radsight.store.scope import Scope
 from radsight.store.tables import (
     InstanceRow,
     JobRow,
@@ -25,12 +25,11 @@ from radsight.store.tables import (
 )
 
 
-def _scoped(q: Any, column: Any, scope: OrgScope) -> Any:
-    cond = org_filter(column, scope)
-    return q if cond is None else q.where(cond)
+def _scoped(q: Any, column: Any, scope: Scope) -> Any:
+    return q if scope.is_all else q.where(scope.where(column))
 
 
-def organisation_names(s: Session, scope: OrgScope = None) -> dict[int, tuple[str, str]]:
+def organisation_names(s: Session, *, scope: Scope) -> dict[int, tuple[str, str]]:
     """organisation id -> (organisation name, region name)."""
     q = select(OrganisationRow.id, OrganisationRow.name, RegionRow.name).join(
         RegionRow, RegionRow.id == OrganisationRow.region_id
@@ -39,7 +38,7 @@ def organisation_names(s: Session, scope: OrgScope = None) -> dict[int, tuple[st
 
 
 def job_counts(
-    s: Session, scope: OrgScope, since: datetime | None = None
+    s: Session, *, scope: Scope, since: datetime | None = None
 ) -> list[tuple[str, str, str, int, str, str, int]]:
     """(kind, algorithm, version, organisation, state, error_code, count) of jobs."""
     q = select(
@@ -63,7 +62,7 @@ def job_counts(
     return [tuple(r) for r in s.execute(_scoped(q, JobRow.organisation_id, scope))]  # type: ignore[misc]
 
 
-def delivery_failures(s: Session, scope: OrgScope, since: datetime | None = None) -> list[tuple]:
+def delivery_failures(s: Session, *, scope: Scope, since: datetime | None = None) -> list[tuple]:
     """(algorithm, version, organisation, result id) of dead or failed delivery jobs."""
     r = aliased(ResultRow)
     q = (
@@ -77,7 +76,7 @@ def delivery_failures(s: Session, scope: OrgScope, since: datetime | None = None
 
 
 def analysed_results(
-    s: Session, scope: OrgScope, since: datetime | None = None, limit: int = 5000
+    s: Session, *, scope: Scope, since: datetime | None = None, limit: int = 5000
 ) -> list[dict[str, Any]]:
     """Recent analysed results with what the output checks and turnaround need."""
     delivered = (
@@ -144,7 +143,7 @@ def analysed_frames(s: Session, study_ids: list[int]) -> dict[tuple[int, str, st
 
 
 def current_verdicts(
-    s: Session, scope: OrgScope, since: datetime | None = None
+    s: Session, *, scope: Scope, since: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Verdicts not superseded by a newer one, joined with the results they judge.
 
@@ -195,7 +194,13 @@ def current_verdicts(
 
 
 def drift_inputs(
-    s: Session, algorithm_name: str, algorithm_version: str, since: datetime, limit: int = 20000
+    s: Session,
+    algorithm_name: str,
+    algorithm_version: str,
+    since: datetime,
+    *,
+    scope: Scope,
+    limit: int = 20000,
 ) -> list[dict[str, Any]]:
     """Recent analysed results of one version with their first image's characteristics."""
     first = (
@@ -222,15 +227,14 @@ def drift_inputs(
         .order_by(ResultRow.id.desc())
         .limit(limit)
     )
+    q = _scoped(q, ResultRow.organisation_id, scope)
     return [
         {"score": score, "birth_date": birth, "study_date": date, "attributes": attrs or {}}
         for score, birth, date, attrs in s.execute(q)
     ]
 
 
-def versions_in_use(
-    s: Session, since: datetime | None, scope: OrgScope = None
-) -> list[tuple[str, str]]:
+def versions_in_use(s: Session, *, scope: Scope, since: datetime | None) -> list[tuple[str, str]]:
     q = (
         select(ResultRow.algorithm_name, ResultRow.algorithm_version)
         .where(ResultRow.status == "analysed")
@@ -242,7 +246,7 @@ def versions_in_use(
 
 
 def activity(
-    s: Session, scope: OrgScope, since: datetime | None, until: datetime | None, period: str
+    s: Session, *, scope: Scope, since: datetime | None, until: datetime | None, period: str
 ) -> list[tuple]:
     """(period, organisation, study type, algorithm, studies, flagged, urgent) per group.
 

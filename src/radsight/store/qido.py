@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from radsight.dicom.dicomweb_json import Match, QidoQuery
 from radsight.errors import InvalidInput, NotFound
-from radsight.store.scope import OrgScope, org_filter
+from radsight.store.scope import Scope
 from radsight.store.tables import InstanceRow, SeriesRow, StudyRow
 
 _ESCAPE = "!"
@@ -108,9 +108,9 @@ def _and(clauses: list[Any]) -> Any:
     return out
 
 
-def _filtered(q: Select, query: QidoQuery, scope: OrgScope, org_column: Any) -> Select:
-    if (clause := org_filter(org_column, scope)) is not None:
-        q = q.where(clause)
+def _filtered(q: Select, query: QidoQuery, scope: Scope, org_column: Any) -> Select:
+    if not scope.is_all:
+        q = q.where(scope.where(org_column))
     for match in query.matches:
         q = q.where(_clause(match))
     return q
@@ -138,7 +138,7 @@ def _page(s: Session, q: Select, query: QidoQuery, order: list[Any]) -> tuple[li
 
 
 def search_studies(
-    s: Session, scope: OrgScope, query: QidoQuery, study_uid: str | None = None
+    s: Session, query: QidoQuery, study_uid: str | None = None, *, scope: Scope
 ) -> tuple[list[StudyRow], int]:
     # the page's ids first (an index scan of (organisation_id, id) for a plain listing,
     # however deep the offset), then their rows
@@ -155,7 +155,7 @@ def search_studies(
 
 
 def search_series(
-    s: Session, scope: OrgScope, query: QidoQuery, study_uid: str | None = None
+    s: Session, query: QidoQuery, study_uid: str | None = None, *, scope: Scope
 ) -> tuple[list[tuple[SeriesRow, StudyRow]], int]:
     q = select(SeriesRow, StudyRow).join(StudyRow, SeriesRow.study_id == StudyRow.id)
     if study_uid:
@@ -170,10 +170,11 @@ def search_series(
 
 def search_instances(
     s: Session,
-    scope: OrgScope,
     query: QidoQuery,
     study_uid: str | None = None,
     series_uid: str | None = None,
+    *,
+    scope: Scope,
 ) -> tuple[list[tuple[InstanceRow, SeriesRow, StudyRow]], int]:
     q = (
         select(InstanceRow, SeriesRow, StudyRow)
@@ -197,7 +198,7 @@ def search_instances(
 
 
 def ensure_study_visible(
-    s: Session, scope: OrgScope, study_uid: str, series_uid: str | None = None
+    s: Session, study_uid: str, series_uid: str | None = None, *, scope: Scope
 ) -> None:
     """NotFound unless the caller may see this study (and series): a scoped QIDO-RS path."""
     q = select(StudyRow.id).where(StudyRow.study_instance_uid == study_uid)
@@ -205,8 +206,7 @@ def ensure_study_visible(
         q = q.join(SeriesRow, SeriesRow.study_id == StudyRow.id).where(
             SeriesRow.series_instance_uid == series_uid
         )
-    if (clause := org_filter(StudyRow.organisation_id, scope)) is not None:
-        q = q.where(clause)
+    q = q.where(scope.where(StudyRow.organisation_id))
     if s.scalar(q.limit(1)) is None:
         level = "series" if series_uid else "study"
         raise NotFound(f"{level} {series_uid or study_uid} does not exist")
@@ -214,10 +214,11 @@ def ensure_study_visible(
 
 def find_instances(
     s: Session,
-    scope: OrgScope,
     study_uid: str,
     series_uid: str | None = None,
     sop_instance_uid: str | None = None,
+    *,
+    scope: Scope,
 ) -> list[tuple[InstanceRow, SeriesRow, StudyRow]]:
     """The instances a WADO-RS path names, in series and instance order; NotFound if none.
 
@@ -233,8 +234,7 @@ def find_instances(
         q = q.where(SeriesRow.series_instance_uid == series_uid)
     if sop_instance_uid:
         q = q.where(InstanceRow.sop_instance_uid == sop_instance_uid)
-    if (clause := org_filter(InstanceRow.organisation_id, scope)) is not None:
-        q = q.where(clause)
+    q = q.where(scope.where(InstanceRow.organisation_id))
     q = q.order_by(
         SeriesRow.series_number, SeriesRow.id, InstanceRow.instance_number, InstanceRow.id
     )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from radsight.errors import InvalidInput, NotFound
 from radsight.store.clock import utcnow
-from radsight.store.scope import OrgScope, org_filter
+from radsight.store.scope import Scope
 from radsight.store.tables import AlertRow, EvaluationRow, ThresholdRow
 
 THRESHOLD_METHODS = ("default", "youden", "target_sensitivity", "target_specificity", "manual")
@@ -138,23 +138,21 @@ def set_threshold(
 
 def list_thresholds(
     s: Session,
+    *,
+    scope: Scope,
     algorithm_name: str | None = None,
     algorithm_version: str | None = None,
-    organisation_id: int | None = None,
 ) -> list[ThresholdRow]:
-    """Every change, newest first (the history)."""
+    """Every change, newest first (the history): the defaults and the scope's own rows."""
     q = select(ThresholdRow).order_by(ThresholdRow.id.desc())
     if algorithm_name:
         q = q.where(ThresholdRow.algorithm_name == algorithm_name)
     if algorithm_version:
         q = q.where(ThresholdRow.algorithm_version == algorithm_version)
-    if organisation_id is not None:
-        q = q.where(
-            or_(
-                ThresholdRow.organisation_id == organisation_id,
-                ThresholdRow.organisation_id.is_(None),
-            )
-        )
+    # the defaults (no organisation) are every tenant's; another tenant's rows are not
+    q = q.where(
+        or_(scope.where(ThresholdRow.organisation_id), ThresholdRow.organisation_id.is_(None))
+    )
     return list(s.scalars(q))
 
 
@@ -231,8 +229,8 @@ def raise_alert(
     return row, True
 
 
-def resolve_alert(s: Session, alert_id: int, scope: OrgScope = None) -> AlertRow:
-    row = get_alert(s, alert_id, scope)
+def resolve_alert(s: Session, alert_id: int, *, scope: Scope) -> AlertRow:
+    row = get_alert(s, alert_id, scope=scope)
     if row.resolved_at is None:
         row.resolved_at = utcnow()
     return row
@@ -250,31 +248,26 @@ def resolve_alerts_except(s: Session, kind: str, open_keys: set[str]) -> int:
     return n
 
 
-def get_alert(s: Session, alert_id: int, scope: OrgScope = None) -> AlertRow:
+def get_alert(s: Session, alert_id: int, *, scope: Scope) -> AlertRow:
     row = s.get(AlertRow, alert_id)
     # alerts without an organisation (a version's calibration) are visible to every scope
-    if row is None or (
-        scope is not None
-        and row.organisation_id is not None
-        and row.organisation_id not in ([scope] if isinstance(scope, int) else list(scope))
-    ):
+    if row is None or (row.organisation_id is not None and not scope.includes(row.organisation_id)):
         raise NotFound(f"alert {alert_id} does not exist")
     return row
 
 
 def list_alerts(
     s: Session,
-    scope: OrgScope = None,
     *,
+    scope: Scope,
     open_only: bool = False,
     kind: str | None = None,
     since: datetime | None = None,
     limit: int = 200,
 ) -> list[AlertRow]:
+    """Newest first: the scope's alerts and those of no organisation (shared by all)."""
     q = select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
-    cond = org_filter(AlertRow.organisation_id, scope)
-    if cond is not None:
-        q = q.where(or_(cond, AlertRow.organisation_id.is_(None)))
+    q = q.where(or_(scope.where(AlertRow.organisation_id), AlertRow.organisation_id.is_(None)))
     if open_only:
         q = q.where(AlertRow.resolved_at.is_(None))
     if kind:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from radsight.errors import NotFound
 from radsight.store.clock import utcnow
-from radsight.store.scope import OrgScope, org_filter
+from radsight.store.scope import Scope
 from radsight.store.tables import ResultObjectRow, ResultRow
 
 
@@ -80,19 +80,18 @@ def save_result(
     return row, True
 
 
-def get_result(s: Session, result_id: int, organisation_id: int | None = None) -> ResultRow:
+def get_result(s: Session, result_id: int, *, scope: Scope) -> ResultRow:
     row = s.get(ResultRow, result_id)
-    if row is None or (organisation_id is not None and row.organisation_id != organisation_id):
+    if row is None or not scope.includes(row.organisation_id):
         raise NotFound(f"result {result_id} does not exist")
     return row
 
 
 def list_results(
-    s: Session, organisation_id: OrgScope = None, study_id: int | None = None, limit: int = 100
+    s: Session, *, scope: Scope, study_id: int | None = None, limit: int = 100
 ) -> list[ResultRow]:
     q = select(ResultRow).order_by(ResultRow.id.desc()).limit(limit)
-    if (clause := org_filter(ResultRow.organisation_id, organisation_id)) is not None:
-        q = q.where(clause)
+    q = q.where(scope.where(ResultRow.organisation_id))
     if study_id is not None:
         q = q.where(ResultRow.study_id == study_id)
     return list(s.scalars(q))

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from radsight.dicom.instances import ParsedInstance, index_attributes, name_for_search
 from radsight.errors import NotFound
 from radsight.store.clock import utcnow
-from radsight.store.scope import OrgScope, org_filter
+from radsight.store.scope import Scope
 from radsight.store.tables import InstanceRow, RejectionRow, SeriesRow, StudyRow
 
 RowT = TypeVar("RowT", StudyRow, SeriesRow)
@@ -206,42 +206,30 @@ def create_rejection(s: Session, **fields: object) -> RejectionRow:
     return row
 
 
-def list_rejections(
-    s: Session, organisation_id: OrgScope = None, limit: int = 100
-) -> list[RejectionRow]:
+def list_rejections(s: Session, *, scope: Scope, limit: int = 100) -> list[RejectionRow]:
+    """Newest first; a rejection from an unknown caller (no organisation) only in ALL."""
     q = select(RejectionRow).order_by(RejectionRow.id.desc()).limit(limit)
-    if (clause := org_filter(RejectionRow.organisation_id, organisation_id)) is not None:
-        q = q.where(clause)
-    return list(s.scalars(q))
+    return list(s.scalars(q.where(scope.where(RejectionRow.organisation_id))))
 
 
-def get_study(s: Session, study_id: int, organisation_id: int | None = None) -> StudyRow:
+def get_study(s: Session, study_id: int, *, scope: Scope) -> StudyRow:
+    """The study, or NotFound: another tenant's study reads as one that does not exist."""
     row = s.get(StudyRow, study_id)
-    if row is None or (organisation_id is not None and row.organisation_id != organisation_id):
+    if row is None or not scope.includes(row.organisation_id):
         raise NotFound(f"study {study_id} does not exist")
-    return row
-
-
-def find_study(s: Session, organisation_id: int | None, study_instance_uid: str) -> StudyRow:
-    q = select(StudyRow).where(StudyRow.study_instance_uid == study_instance_uid)
-    if organisation_id is not None:
-        q = q.where(StudyRow.organisation_id == organisation_id)
-    row = s.scalars(q).first()
-    if row is None:
-        raise NotFound(f"study {study_instance_uid} does not exist")
     return row
 
 
 def list_studies(
     s: Session,
-    organisation_id: OrgScope = None,
+    *,
+    scope: Scope,
     state: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[StudyRow]:
     q = select(StudyRow).order_by(StudyRow.id.desc()).limit(limit).offset(offset)
-    if (clause := org_filter(StudyRow.organisation_id, organisation_id)) is not None:
-        q = q.where(clause)
+    q = q.where(scope.where(StudyRow.organisation_id))
     if state:
         q = q.where(StudyRow.state == state)
     return list(s.scalars(q))
@@ -257,10 +245,8 @@ def list_instances(s: Session, study_id: int) -> list[tuple[InstanceRow, SeriesR
     return [(i, se) for i, se in s.execute(q)]
 
 
-def count_instances(s: Session, organisation_id: int | None = None) -> int:
-    q = select(func.count(InstanceRow.id))
-    if organisation_id is not None:
-        q = q.where(InstanceRow.organisation_id == organisation_id)
+def count_instances(s: Session, *, scope: Scope) -> int:
+    q = select(func.count(InstanceRow.id)).where(scope.where(InstanceRow.organisation_id))
     return int(s.scalar(q) or 0)
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from radsight.errors import Conflict, InvalidInput, NotFound
 from radsight.store.clock import utcnow
+from radsight.store.scope import Scope
 from radsight.store.tables import (
     ApplicationEntityRow,
     DestinationRow,
@@ -45,9 +46,15 @@ def get_organisation(s: Session, name_or_id: str | int) -> OrganisationRow:
     return row
 
 
-def list_organisations(s: Session) -> list[tuple[OrganisationRow, RegionRow]]:
+def list_organisations(s: Session, *, scope: Scope) -> list[tuple[OrganisationRow, RegionRow]]:
     q = select(OrganisationRow, RegionRow).join(RegionRow).order_by(OrganisationRow.id)
-    return [(o, r) for o, r in s.execute(q)]
+    return [(o, r) for o, r in s.execute(q.where(scope.where(OrganisationRow.id)))]
+
+
+def organisation_ids_in_region(s: Session, region_id: int) -> list[int]:
+    """The organisations of one region (what a regional supervisor sees)."""
+    q = select(OrganisationRow.id).where(OrganisationRow.region_id == region_id)
+    return list(s.scalars(q.order_by(OrganisationRow.id)))
 
 
 def create_application_entity(
@@ -67,21 +74,9 @@ def create_application_entity(
     return row
 
 
-def list_application_entities(
-    s: Session, organisation_id: int | None = None
-) -> list[ApplicationEntityRow]:
+def list_application_entities(s: Session, *, scope: Scope) -> list[ApplicationEntityRow]:
     q = select(ApplicationEntityRow).order_by(ApplicationEntityRow.id)
-    if organisation_id is not None:
-        q = q.where(ApplicationEntityRow.organisation_id == organisation_id)
-    return list(s.scalars(q))
-
-
-def get_organisation_for_ae(s: Session, ae_title: str) -> int | None:
-    return s.scalar(
-        select(ApplicationEntityRow.organisation_id).where(
-            ApplicationEntityRow.ae_title == ae_title.strip()
-        )
-    )
+    return list(s.scalars(q.where(scope.where(ApplicationEntityRow.organisation_id))))
 
 
 def create_destination(
@@ -108,11 +103,10 @@ def create_destination(
 
 
 def list_destinations(
-    s: Session, organisation_id: int | None = None, enabled_only: bool = False
+    s: Session, *, scope: Scope, enabled_only: bool = False
 ) -> list[DestinationRow]:
     q = select(DestinationRow).order_by(DestinationRow.id)
-    if organisation_id is not None:
-        q = q.where(DestinationRow.organisation_id == organisation_id)
+    q = q.where(scope.where(DestinationRow.organisation_id))
     if enabled_only:
         q = q.where(DestinationRow.enabled.is_(True))
     return list(s.scalars(q))

@@ -12,8 +12,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radsight.errors import InvalidInput, NotFound
+from radsight.errors import InvalidInput
 from radsight.store.clock import utcnow
+from radsight.store.scope import Scope
 from radsight.store.tables import StudyRow, UserRow, VerdictRow
 
 #: kind -> the values it takes ("" for the free-text kinds, whose ``text`` is the content)
@@ -115,21 +116,21 @@ def create_verdict(
 
 def list_verdicts(
     s: Session,
-    organisation_ids: list[int] | None,
+    *,
+    scope: Scope,
     algorithm_name: str | None = None,
     since: datetime | None = None,
     study_id: int | None = None,
     current_only: bool = False,
     limit: int | None = None,
 ) -> list[VerdictRow]:
-    """Verdicts of these organisations (``None``: all), oldest first.
+    """Verdicts of the scope's organisations, oldest first.
 
     ``current_only`` leaves out the rows a later verdict superseded: what clinical
     monitoring compares an algorithm against.
     """
     q = select(VerdictRow).order_by(VerdictRow.id)
-    if organisation_ids is not None:
-        q = q.where(VerdictRow.organisation_id.in_(organisation_ids))
+    q = q.where(scope.where(VerdictRow.organisation_id))
     if algorithm_name:
         q = q.where(VerdictRow.algorithm_name == algorithm_name)
     if since is not None:
@@ -154,12 +155,3 @@ def verdict_history(s: Session, study_id: int) -> list[VerdictEntry]:
     ).all()
     replaced = {r.supersedes_id: r.id for r, _, _ in rows if r.supersedes_id is not None}
     return [VerdictEntry(r, u, d, replaced.get(r.id)) for r, u, d in rows]
-
-
-def get_verdict(s: Session, verdict_id: int, organisation_ids: list[int] | None) -> VerdictRow:
-    row = s.get(VerdictRow, verdict_id)
-    if row is None or (
-        organisation_ids is not None and row.organisation_id not in organisation_ids
-    ):
-        raise NotFound(f"verdict {verdict_id} does not exist")
-    return row

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from radsight.dicom.instances import name_for_search
 from radsight.errors import InvalidInput, NotFound
+from radsight.store.scope import Scope
 from radsight.store.tables import InstanceRow, ResultRow, StudyRow
 
 #: status filter -> what the worklist shows
@@ -31,8 +32,8 @@ PAGE_SIZE_MAX = 200
 
 @dataclass(frozen=True)
 class WorklistQuery:
-    #: ``None``: every organisation (platform admin)
-    organisation_ids: list[int] | None
+    #: the organisations whose studies the worklist shows
+    scope: Scope
     study_type: str = ""
     status: str = ""
     received_from: datetime | None = None
@@ -94,11 +95,8 @@ def _cursor(seg: int, study: StudyRow) -> str:
 
 def _filters(q: WorklistQuery) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
-    if q.organisation_ids is not None:
-        if len(q.organisation_ids) == 1:
-            where.append(StudyRow.organisation_id == q.organisation_ids[0])
-        else:
-            where.append(StudyRow.organisation_id.in_(q.organisation_ids))
+    if not q.scope.is_all:
+        where.append(q.scope.where(StudyRow.organisation_id))
     if q.study_type:
         where.append(StudyRow.study_type == q.study_type)
     if q.status:
@@ -139,7 +137,7 @@ def _search_ids(s: Session, q: WorklistQuery, text: str) -> list[int] | None:
     A single query with ``OR`` would walk the worklist index and test every study;
     three index lookups find a patient among 100,000 studies at once.
     """
-    org = _filters(WorklistQuery(q.organisation_ids))
+    org = _filters(WorklistQuery(q.scope))
     lo, hi = _name_prefix(text)
     branches: list[ColumnElement[bool]] = [
         StudyRow.patient_id == text,
@@ -269,9 +267,9 @@ def top_results(s: Session, study_ids: list[int]) -> dict[int, ResultRow]:
     return out
 
 
-def get_instance(s: Session, instance_id: int) -> InstanceRow:
-    """An instance by its row id (the viewer's frame URLs); tenancy is the caller's check."""
+def get_instance(s: Session, instance_id: int, *, scope: Scope) -> InstanceRow:
+    """An instance by its row id (the viewer's frame URLs); another tenant's: NotFound."""
     row = s.get(InstanceRow, instance_id)
-    if row is None:
+    if row is None or not scope.includes(row.organisation_id):
         raise NotFound(f"instance {instance_id} does not exist")
     return row

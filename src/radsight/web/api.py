@@ -12,9 +12,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from radsight import auth
 from radsight.api.auth import PrincipalDep, SupervisorDep
 from radsight.api.deps import RuntimeDep, SessionDep
-from radsight.errors import NotFound
 from radsight.review.frames import read_display_frame
 from radsight.review.verdicts import VerdictRequest, give_verdict, visible_study
 from radsight.review.viewer import status_text
@@ -117,8 +117,9 @@ def list_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list:
+    scope = auth.scope_of(s, principal)
     return people.list_audit(
-        s, principal.organisation_ids(s), study_id, action, limit=limit, offset=offset
+        s, scope=scope, study_id=study_id, action=action, limit=limit, offset=offset
     )
 
 
@@ -137,7 +138,7 @@ def worklist(
     page = worklist_store.list_worklist(
         s,
         worklist_store.WorklistQuery(
-            organisation_ids=principal.organisation_ids(s),
+            scope=auth.scope_of(s, principal),
             study_type=study_type,
             status=status,
             received_from=received_from,
@@ -179,13 +180,8 @@ def viewer_frame(
     """A frame as 16-bit values for the viewer's canvas (see :mod:`radsight.review.frames`)."""
     # a short unit of work: the database is not held while the frame is decoded
     with rt.db.session() as s:
-        try:
-            inst = worklist_store.get_instance(s, instance_id)
-        except NotFound:
-            inst = None
-        if inst is None or not principal.may_see(s, inst.organisation_id):
-            raise NotFound(f"instance {instance_id} does not exist")
-        key = inst.storage_key
+        scope = auth.scope_of(s, principal)
+        key = worklist_store.get_instance(s, instance_id, scope=scope).storage_key
     frame = read_display_frame(rt.files.get(key), frame_index, key)
     return Response(
         frame.data,

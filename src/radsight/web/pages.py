@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
+from radsight import auth
 from radsight.api.auth import SESSION_COOKIE
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
@@ -75,7 +76,7 @@ def signin(
     if not expected or not secrets.compare_digest(expected, csrf_token):
         raise Forbidden("The sign-in form expired or came from another site: reload it.")
     try:
-        user = people.authenticate(s, username, password)
+        user = auth.authenticate(s, username, password)
     except NotAuthenticated as exc:
         try:
             known: int | None = people.get_user(s, username.strip()).organisation_id
@@ -98,8 +99,8 @@ def signin(
         )
         _set_cookie(response, rt, SIGNIN_CSRF_COOKIE, token, 600)
         return response
-    cookie, _csrf = people.create_session(s, user, rt.settings.session_lifetime_s)
-    people.record_audit(s, people.principal_for_user(user), "signin", remote_addr=_client(request))
+    cookie, _csrf = auth.create_session(s, user, rt.settings.session_lifetime_s)
+    people.record_audit(s, auth.principal_for_user(user), "signin", remote_addr=_client(request))
     response = RedirectResponse(_safe_next(next), status_code=303)
     _set_cookie(response, rt, SESSION_COOKIE, cookie, int(rt.settings.session_lifetime_s))
     response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/")
@@ -109,7 +110,7 @@ def signin(
 @router.post("/signout")
 def signout(request: Request, s: SessionDep, principal: PagePrincipal) -> Response:
     if cookie := request.cookies.get(SESSION_COOKIE):
-        people.end_session(s, cookie)
+        auth.end_session(s, cookie)
     people.record_audit(s, principal, "signout", remote_addr=_client(request))
     response = RedirectResponse("/signin?reason=signed_out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -153,7 +154,7 @@ def worklist_page(
         raise InvalidInput(f"unknown status {status[:32]!r}")
     day_to = _date(received_to, "to")
     query = worklist_store.WorklistQuery(
-        organisation_ids=principal.organisation_ids(s),
+        scope=auth.scope_of(s, principal),
         study_type=study_type,
         status=status,
         received_from=_date(received_from, "from"),
@@ -273,7 +274,7 @@ def audit_page(
     per_page = 100
     events = people.list_audit(
         s,
-        principal.organisation_ids(s),
+        scope=auth.scope_of(s, principal),
         study_id=study_id,
         action=action or None,
         limit=per_page + 1,

@@ -15,10 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from radsight import auth
 from radsight.api.auth import PrincipalDep
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.routes import dicomweb_wado
 from radsight.api.routes.dicomweb_wado import DICOM_JSON, base_url, negotiate_json
+from radsight.auth import Principal
 from radsight.dicom.dicomweb_json import QidoQuery, parse_qido, to_dicom_json
 from radsight.dicom.instances import parse_part10
 from radsight.dicom.multipart import parse_media_type, split_parts
@@ -36,7 +38,6 @@ from radsight.ingest.statuses import status_for
 from radsight.runtime import Runtime
 from radsight.store import qido
 from radsight.store import studies as studystore
-from radsight.store.people import Principal
 from radsight.store.tables import InstanceRow, SeriesRow, StudyRow
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, mor
 @router.get("/studies", responses=QIDO_RESPONSES, summary="QIDO-RS: search for studies")
 def search_studies(request: Request, s: SessionDep, principal: PrincipalDep) -> Response:
     query = _query(request, "study")
-    rows, more = qido.search_studies(s, principal.organisation_ids(s), query)
+    rows, more = qido.search_studies(s, query, scope=auth.scope_of(s, principal))
     base, keys = base_url(request), query.attributes(["study"])
     return _answer(request, [to_dicom_json(study_values(r, base), keys) for r in rows], query, more)
 
@@ -140,10 +141,10 @@ def _series_answer(
     request: Request, s: SessionDep, principal: Principal, study: str | None
 ) -> Response:
     query = _query(request, "series")
-    scope = principal.organisation_ids(s)
+    scope = auth.scope_of(s, principal)
     if study:
-        qido.ensure_study_visible(s, scope, study)
-    rows, more = qido.search_series(s, scope, query, study)
+        qido.ensure_study_visible(s, study, scope=scope)
+    rows, more = qido.search_series(s, query, study, scope=scope)
     base = base_url(request)
     levels = ["series"] if study else ["study", "series"]
     keys = ["StudyInstanceUID", *query.attributes(levels)]
@@ -176,10 +177,10 @@ def _instances_answer(
     series: str | None,
 ) -> Response:
     query = _query(request, "instance")
-    scope = principal.organisation_ids(s)
+    scope = auth.scope_of(s, principal)
     if study:
-        qido.ensure_study_visible(s, scope, study, series)
-    rows, more = qido.search_instances(s, scope, query, study, series)
+        qido.ensure_study_visible(s, study, series, scope=scope)
+    rows, more = qido.search_instances(s, query, study, series, scope=scope)
     base = base_url(request)
     levels = ["instance"] if series else ["series", "instance"] if study else list(LEVELS)
     keys = ["StudyInstanceUID", "SeriesInstanceUID", *query.attributes(levels)]

@@ -20,8 +20,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from radsight import auth
 from radsight.api.auth import PrincipalDep
 from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.auth import Principal
 from radsight.dicom.dicomweb_json import dataset_to_json
 from radsight.dicom.multipart import MediaRange, iter_parts, new_boundary, parse_accept
 from radsight.dicom.rendering import (
@@ -34,7 +36,7 @@ from radsight.dicom.stored import decoding_stored, read_stored
 from radsight.errors import InvalidInput, NotAcceptable, NotFound, StoredObjectUnreadable
 from radsight.runtime import Runtime
 from radsight.store import qido
-from radsight.store.people import Principal, record_audit
+from radsight.store.people import record_audit
 from radsight.store.tables import InstanceRow, SeriesRow, StudyRow
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,7 @@ def _find(
     series: str | None = None,
     instance: str | None = None,
 ) -> Rows:
-    return qido.find_instances(s, principal.organisation_ids(s), study, series, instance)
+    return qido.find_instances(s, study, series, instance, scope=auth.scope_of(s, principal))
 
 
 def _audit(s: SessionDep, principal: Principal, request: Request, rows: Rows, what: str) -> None:

@@ -17,12 +17,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from radsight import auth
 from radsight.api.auth import PrincipalDep, SupervisorDep, get_principal
 from radsight.api.deps import RuntimeDep
+from radsight.auth import Principal
 from radsight.monitor import checks, dashboard, technical
+from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 from radsight.store import monitoring as monitoringstore
 from radsight.store import quality
+from radsight.store.scope import Scope
 
 router = APIRouter(tags=["monitoring"])
 
@@ -31,9 +35,9 @@ Days = Annotated[float, Query(gt=0, le=366)]
 METRICS_TTL_S = 30.0
 
 
-def _scope(rt: RuntimeDep, principal: PrincipalDep):  # type: ignore[no-untyped-def]
+def _scope(rt: Runtime, principal: Principal) -> Scope:
     with rt.db.session() as s:
-        return principal.organisation_ids(s)
+        return auth.scope_of(s, principal)
 
 
 @router.get("/api/monitoring/technical")
@@ -66,12 +70,11 @@ async def metrics(request: Request, rt: RuntimeDep) -> Response:
     token = rt.settings.metrics_token.get_secret_value()
     sent = request.headers.get("authorization", "")
     if token and secrets.compare_digest(sent, f"Bearer {token}"):
-        scope = None
+        scope = Scope.ALL
     else:
         principal = await get_principal(request, rt)
-        with rt.db.session() as s:
-            scope = principal.organisation_ids(s)
-    key = None if scope is None else tuple(sorted(scope))
+        scope = await run_in_threadpool(_scope, rt, principal)
+    key = None if scope.organisation_ids is None else tuple(sorted(scope.organisation_ids))
     cache: dict[tuple[int, ...] | None, tuple[float, bytes]] = getattr(
         request.app.state, "metrics_cache", {}
     )
@@ -84,7 +87,7 @@ async def metrics(request: Request, rt: RuntimeDep) -> Response:
     return Response(cached[1], media_type=CONTENT_TYPE_LATEST)
 
 
-def render_metrics(rt, scope) -> bytes:  # type: ignore[no-untyped-def]
+def render_metrics(rt: Runtime, scope: Scope) -> bytes:
     reg = CollectorRegistry()
     jobs = Gauge(
         "radsight_jobs",
@@ -99,10 +102,10 @@ def render_metrics(rt, scope) -> bytes:  # type: ignore[no-untyped-def]
         registry=reg,
     )
     with rt.db.session() as s:
-        names = monitoringstore.organisation_names(s, scope)
-        counts = monitoringstore.job_counts(s, scope)
-        open_alerts = quality.list_alerts(s, scope, open_only=True, limit=10000)
-        total_jobs = jobstore.count_by_state(s) if scope is None else {}
+        names = monitoringstore.organisation_names(s, scope=scope)
+        counts = monitoringstore.job_counts(s, scope=scope)
+        open_alerts = quality.list_alerts(s, scope=scope, open_only=True, limit=10000)
+        total_jobs = jobstore.count_by_state(s, scope=scope) if scope.is_all else {}
     agg: dict[tuple, int] = {}
     err: dict[tuple, int] = {}
     for kind, name, version, org, state, code, n in counts:
@@ -164,8 +167,8 @@ def render_metrics(rt, scope) -> bytes:  # type: ignore[no-untyped-def]
 
 
 def dashboard_for(
-    rt: RuntimeDep,
-    principal: PrincipalDep,
+    rt: Runtime,
+    principal: Principal,
     since: datetime | None,
     until: datetime | None,
     period: str,

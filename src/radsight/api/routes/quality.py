@@ -1,9 +1,10 @@
 """Calibration tests, thresholds and alerts (docs/quality.md).
 
-Evaluations and thresholds concern algorithm versions, not patients: any signed-in
-principal may read them. Default thresholds are set by a platform admin; an organisation
-admin may set their own organisation's. Alerts are scoped by tenancy (an alert without an
-organisation, e.g. a failed calibration test, is shown to everyone).
+Evaluations concern algorithm versions, not patients: any signed-in principal may read
+them. Thresholds and alerts are scoped by tenancy: a caller sees the default thresholds
+and an alert without an organisation (e.g. a failed calibration test), and the rows of
+their own organisations only. Default thresholds are set by a platform admin; an
+organisation admin may set their own organisation's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from radsight.api.auth import OrgAdminDep, PrincipalDep
+from radsight.api.auth import OrgAdminDep, PrincipalDep, ScopeDep
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.errors import Forbidden, InvalidInput, NotFound
 from radsight.monitor.service import pick_and_set_threshold, recalibration_report
@@ -130,10 +131,12 @@ def recalibration(
 
 @router.get("/thresholds", response_model=list[ThresholdRead])
 def list_thresholds(
-    s: SessionDep, _: PrincipalDep, algorithm: str | None = None, version: str | None = None
+    s: SessionDep, scope: ScopeDep, algorithm: str | None = None, version: str | None = None
 ) -> list:
-    """Every threshold change, newest first (the history)."""
-    return quality.list_thresholds(s, algorithm, version)
+    """Every threshold change, newest first (the history): defaults and the caller's own."""
+    return quality.list_thresholds(
+        s, scope=scope, algorithm_name=algorithm, algorithm_version=version
+    )
 
 
 @router.get("/thresholds/in-force")
@@ -141,12 +144,12 @@ def get_points_in_force(
     algorithm: str,
     s: SessionDep,
     registry: RegistryDep,
-    principal: PrincipalDep,
+    scope: ScopeDep,
     organisation: str | None = None,
 ) -> dict:
     a = registry.resolve(algorithm)
     org_id = tenants.get_organisation(s, organisation).id if organisation else None
-    if org_id is not None and not principal.may_see(s, org_id):
+    if org_id is not None and not scope.includes(org_id):
         raise NotFound(f"organisation {organisation} does not exist")
     stored = quality.stored_thresholds(s, a.name, a.version, org_id)
     return {
@@ -201,11 +204,11 @@ def set_threshold(
 
 @router.get("/alerts", response_model=list[AlertRead])
 def list_alerts(
-    s: SessionDep, principal: PrincipalDep, open_only: bool = False, kind: str | None = None
+    s: SessionDep, scope: ScopeDep, open_only: bool = False, kind: str | None = None
 ) -> list:
-    return quality.list_alerts(s, principal.organisation_ids(s), open_only=open_only, kind=kind)
+    return quality.list_alerts(s, scope=scope, open_only=open_only, kind=kind)
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertRead)
-def resolve_alert(alert_id: int, s: SessionDep, principal: OrgAdminDep) -> object:
-    return quality.resolve_alert(s, alert_id, principal.organisation_ids(s))
+def resolve_alert(alert_id: int, s: SessionDep, _: OrgAdminDep, scope: ScopeDep) -> object:
+    return quality.resolve_alert(s, alert_id, scope=scope)

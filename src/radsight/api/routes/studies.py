@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from radsight.api.auth import PrincipalDep, ensure_visible, require_role, scope_for
+from radsight.api.auth import PrincipalDep, ScopeDep, require_role, scope_for
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.api.schemas import (
     AlgorithmRead,
@@ -22,12 +22,11 @@ from radsight.api.schemas import (
     StudyDetail,
     StudyRead,
 )
+from radsight.auth import Principal
 from radsight.errors import NotFound
 from radsight.store import jobs as jobstore
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
-from radsight.store.people import Principal
-from radsight.store.tables import JobRow, ResultRow, StudyRow
 
 router = APIRouter(prefix="/api", tags=["studies"])
 
@@ -39,24 +38,19 @@ OperatorDep = Annotated[Principal, Depends(require_role("org_admin"))]
 @router.get("/studies", response_model=list[StudyRead])
 def list_studies(
     s: SessionDep,
-    principal: PrincipalDep,
+    scope: ScopeDep,
     organisation: str | None = None,
     state: str | None = None,
     limit: Limit = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list:
-    return studystore.list_studies(s, scope_for(principal, s, organisation), state, limit, offset)
-
-
-def _visible_study(s: SessionDep, principal: Principal, study_id: int) -> StudyRow:
-    study = studystore.get_study(s, study_id)
-    ensure_visible(principal, s, study.organisation_id, f"study {study_id}")
-    return study
+    scope = scope_for(s, scope, organisation)
+    return studystore.list_studies(s, scope=scope, state=state, limit=limit, offset=offset)
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-def get_study(study_id: int, s: SessionDep, principal: PrincipalDep) -> StudyDetail:
-    study = _visible_study(s, principal, study_id)
+def get_study(study_id: int, s: SessionDep, scope: ScopeDep) -> StudyDetail:
+    study = studystore.get_study(s, study_id, scope=scope)
     instances = [
         InstanceRead(
             sop_instance_uid=i.sop_instance_uid,
@@ -72,34 +66,31 @@ def get_study(study_id: int, s: SessionDep, principal: PrincipalDep) -> StudyDet
         **StudyRead.model_validate(study).model_dump(),
         instances=instances,
         results=[
-            ResultRead.model_validate(r) for r in resultstore.list_results(s, study_id=study.id)
+            ResultRead.model_validate(r)
+            for r in resultstore.list_results(s, scope=scope, study_id=study.id)
         ],
-        jobs=[JobRead.model_validate(j) for j in jobstore.list_jobs(s, study_id=study.id)],
+        jobs=[
+            JobRead.model_validate(j) for j in jobstore.list_jobs(s, scope=scope, study_id=study.id)
+        ],
     )
 
 
 @router.get("/studies/{study_id}/results", response_model=list[ResultRead])
-def study_results(study_id: int, s: SessionDep, principal: PrincipalDep) -> list:
-    _visible_study(s, principal, study_id)
-    return resultstore.list_results(s, study_id=study_id)
+def study_results(study_id: int, s: SessionDep, scope: ScopeDep) -> list:
+    studystore.get_study(s, study_id, scope=scope)
+    return resultstore.list_results(s, scope=scope, study_id=study_id)
 
 
 @router.get("/results", response_model=list[ResultRead])
 def list_results(
-    s: SessionDep, principal: PrincipalDep, organisation: str | None = None, limit: Limit = 100
+    s: SessionDep, scope: ScopeDep, organisation: str | None = None, limit: Limit = 100
 ) -> list:
-    return resultstore.list_results(s, scope_for(principal, s, organisation), limit=limit)
-
-
-def _visible_result(s: SessionDep, principal: Principal, result_id: int) -> ResultRow:
-    result = resultstore.get_result(s, result_id)
-    ensure_visible(principal, s, result.organisation_id, f"result {result_id}")
-    return result
+    return resultstore.list_results(s, scope=scope_for(s, scope, organisation), limit=limit)
 
 
 @router.get("/results/{result_id}", response_model=ResultRead)
-def get_result(result_id: int, s: SessionDep, principal: PrincipalDep) -> object:
-    return _visible_result(s, principal, result_id)
+def get_result(result_id: int, s: SessionDep, scope: ScopeDep) -> object:
+    return resultstore.get_result(s, result_id, scope=scope)
 
 
 @router.get(
@@ -107,11 +98,11 @@ def get_result(result_id: int, s: SessionDep, principal: PrincipalDep) -> object
     responses={200: {"content": {"application/dicom": {}}}},
 )
 def get_result_file(
-    result_id: int, index: int, s: SessionDep, rt: RuntimeDep, principal: PrincipalDep
+    result_id: int, index: int, s: SessionDep, rt: RuntimeDep, scope: ScopeDep
 ) -> Response:
     """One of the result's DICOM objects, in the order of its ``outputs`` (each one's
     ``url``); the role of each is in ``outputs[index].role``."""
-    result = _visible_result(s, principal, result_id)
+    result = resultstore.get_result(s, result_id, scope=scope)
     if not 0 <= index < len(result.objects):
         raise NotFound(f"result {result_id} has no file {index}")
     return Response(rt.files.get(result.objects[index].storage_key), media_type="application/dicom")
@@ -120,39 +111,32 @@ def get_result_file(
 @router.get("/jobs", response_model=list[JobRead])
 def list_jobs(
     s: SessionDep,
-    principal: PrincipalDep,
+    scope: ScopeDep,
     organisation: str | None = None,
     state: str | None = None,
     kind: str | None = None,
     limit: Limit = 100,
 ) -> list:
-    scope = scope_for(principal, s, organisation)
-    return jobstore.list_jobs(s, scope, state, kind=kind, limit=limit)
-
-
-def _visible_job(s: SessionDep, principal: Principal, job_id: int) -> JobRow:
-    job = jobstore.get_job(s, job_id)
-    ensure_visible(principal, s, job.organisation_id, f"job {job_id}")
-    return job
+    scope = scope_for(s, scope, organisation)
+    return jobstore.list_jobs(s, scope=scope, state=state, kind=kind, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=JobRead)
-def get_job(job_id: int, s: SessionDep, principal: PrincipalDep) -> object:
-    return _visible_job(s, principal, job_id)
+def get_job(job_id: int, s: SessionDep, scope: ScopeDep) -> object:
+    return jobstore.get_job(s, job_id, scope=scope)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobRead)
-def retry_job(job_id: int, s: SessionDep, principal: OperatorDep) -> object:
-    job = _visible_job(s, principal, job_id)
-    return jobstore.retry_job(s, job.id)
+def retry_job(job_id: int, s: SessionDep, _: OperatorDep, scope: ScopeDep) -> object:
+    return jobstore.retry_job(s, job_id, scope=scope)
 
 
 @router.get("/rejections", response_model=list[RejectionRead])
 def list_rejections(
-    s: SessionDep, principal: PrincipalDep, organisation: str | None = None, limit: Limit = 100
+    s: SessionDep, scope: ScopeDep, organisation: str | None = None, limit: Limit = 100
 ) -> list:
     # rejections from unknown callers have no organisation: only a platform admin sees them
-    return studystore.list_rejections(s, scope_for(principal, s, organisation), limit)
+    return studystore.list_rejections(s, scope=scope_for(s, scope, organisation), limit=limit)
 
 
 @router.get("/algorithms", response_model=list[AlgorithmRead])
