@@ -15,11 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
+from radsight import auth
 from radsight.algorithms.registry import Registry
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.routing import load_rules
-from radsight.store import people, tenants
+from radsight.store import tenants
 from radsight.store.tables import InstanceRow
 from radsight.web import create_app
 
@@ -39,7 +40,7 @@ def site(runtime):  # type: ignore[no-untyped-def]
 
     with runtime.db.session() as s:
         org = tenants.create_organisation(s, "General Hospital", "North").id
-        token = people.create_token(s, "t", "org_admin", org)[1]
+        token = auth.create_token(s, "t", "org_admin", org)[1]
     ds = make_radiograph()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -116,7 +117,7 @@ def test_a_stored_instance_that_cannot_be_converted_is_500(runtime, how):
     app = create_app(runtime, registry, load_rules(known_algorithms=registry.refs()))
     with runtime.db.session() as s:
         org = tenants.create_organisation(s, "General Hospital", "North").id
-        token = people.create_token(s, "t", "org_admin", org)[1]
+        token = auth.create_token(s, "t", "org_admin", org)[1]
     ds = make_radiograph()
     ds.compress(RLELossless)
     buf = io.BytesIO()

@@ -173,7 +173,7 @@ def test_each_object_is_checked_by_its_role_not_its_position(tmp_path, rt, regis
     org = make_org(rt)
     analyse_studies(rt, registry, org, [bright_study(True, 1), bright_study(False, 2)], tmp_path)
     with rt.db.session() as s:
-        first, second = sorted(resultstore.list_results(s), key=lambda x: x.id)
+        first, second = sorted(resultstore.list_results(s, scope=Scope.ALL), key=lambda x: x.id)
         for row in (s.get(ResultRow, first.id), s.get(ResultRow, second.id)):
             sr, *captures = row.objects
             assert (sr.role, [c.role for c in captures]) == ("sr", ["sc"])
@@ -195,11 +195,11 @@ def test_each_object_is_checked_by_its_role_not_its_position(tmp_path, rt, regis
     # the second is untouched: nothing is wrong with it although its SR is now last
     with rt.db.session() as s:
         assert [o.role for o in s.get(ResultRow, second.id).objects] == ["sc", "sr"]
-    rep = technical_report(rt)
+    rep = technical_report(rt, Scope.ALL)
     assert rep["defective_results"] == {str(first.id): ["wrong_study"]}
     # the SR gone to the end of the list is still the SR: break it, and it is sr_invalid
     rt.files.put(the_sr(second).storage_key, b"not an SR")
-    rep = technical_report(rt)
+    rep = technical_report(rt, Scope.ALL)
     assert rep["defective_results"] == {
         str(first.id): ["wrong_study"],
         str(second.id): ["sr_invalid"],

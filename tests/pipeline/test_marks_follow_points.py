@@ -36,20 +36,23 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from radsight import auth
 from radsight.algorithms.contract import Algorithm, Analysis, Region, StudyInput
 from radsight.algorithms.registry import Registry
 from radsight.cli.main import cli
 from radsight.config import load_settings
+from radsight.dicom.study_types import STUDY_TYPES
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
 from radsight.operating_points import points_in_force
 from radsight.pipeline.analyse import run_analysis
 from radsight.pipeline.assembly import assemble_once
-from radsight.pipeline.routing import STUDY_TYPES, parse_rules
+from radsight.pipeline.routing import parse_rules
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
-from radsight.store import people, tenants
+from radsight.store import tenants
 from radsight.store.clock import utcnow
+from radsight.store.scope import Scope
 from radsight.store.tables import StudyRow
 from radsight.web import create_app
 
@@ -337,7 +340,7 @@ def test_a_lowered_point_marks_every_present_finding_and_a_raised_one_none(
             for kind in ("routed", "stored", "raised")
         }
         tokens = {
-            kind: people.create_token(s, kind, "radiologist", org)[1] for kind, org in orgs.items()
+            kind: auth.create_token(s, kind, "radiologist", org)[1] for kind, org in orgs.items()
         }
     # `radsight threshold set` for the "stored" organisation only, one point per key
     runner = CliRunner()
@@ -389,4 +392,4 @@ def test_a_lowered_point_marks_every_present_finding_and_a_raised_one_none(
 def _results(s: Any, study_id: int) -> list[Any]:
     from radsight.store import results as resultstore
 
-    return resultstore.list_results(s, study_id=study_id)
+    return resultstore.list_results(s, scope=Scope.ALL, study_id=study_id)

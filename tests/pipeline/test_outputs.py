@@ -23,6 +23,7 @@ from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 from radsight.store import results as resultstore
 from radsight.store import tenants
+from radsight.store.scope import Scope
 from radsight.store.tables import ResultRow
 from radsight.web import create_app
 from tests.conftest import write_rules
@@ -63,7 +64,7 @@ def analysed(rt: Runtime, registry: Registry, tmp_path: Path) -> tuple[int, Resu
     study = two_image_study()
     analyse_studies(rt, registry, org, [study], tmp_path)
     with rt.db.session() as s:
-        (result,) = resultstore.list_results(s)
+        (result,) = resultstore.list_results(s, scope=Scope.ALL)
     return org, result, study
 
 
@@ -140,7 +141,7 @@ def test_delivery_sends_every_object_of_the_result(tmp_path, rt, registry, store
         tenants.create_destination(s, org, "pacs", storescp.ae_title, "127.0.0.1", storescp.port)
     analyse_studies(rt, registry, org, [two_image_study()], tmp_path)
     with rt.db.session() as s:
-        (result,) = resultstore.list_results(s)
+        (result,) = resultstore.list_results(s, scope=Scope.ALL)
         job = jobstore.claim_job(s, "test", 60.0, queues=["delivery"])
     assert job is not None and job.result_id == result.id
     assert run_delivery(rt, job) == 3

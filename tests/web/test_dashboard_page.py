@@ -19,12 +19,12 @@ import pytest
 import uvicorn
 from playwright import sync_api
 
-from radsight import page_system
+from radsight import auth, page_system
 from radsight.algorithms.registry import Registry
 from radsight.config import load_settings
 from radsight.pipeline.routing import load_rules
 from radsight.runtime import Runtime
-from radsight.store import people, tenants
+from radsight.store import tenants
 from radsight.web import create_app
 from tests.conftest import REPO, write_rules
 from tests.monitor.test_dashboard import add_results
@@ -41,7 +41,7 @@ def site(tmp_path: Path) -> Iterator[str]:
     with rt.db.session() as s:
         org = tenants.create_organisation(s, "City Hospital", "North").id
         region = tenants.get_or_create_region(s, "North").id
-        people.create_user(s, org, "sup.north", PASSWORD, "supervisor", region_id=region)
+        auth.create_user(s, org, "sup.north", PASSWORD, "supervisor", region_id=region)
     add_results(rt, org, "cxr", ["abnormal"] * 3 + ["normal"] * 7)
     add_results(rt, org, "mmg", ["abnormal"] + ["normal"] * 4, algorithm="radsight-mmg")
     registry = Registry.from_entry_points()
