@@ -33,7 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from radsight.algorithms.mmg.features import _erode
+from radsight.algorithms.mmg.features import erode
 
 __all__ = [
     "CI_RINGS",
@@ -208,7 +208,7 @@ class ConvergenceMaps:
 
 def convergence_maps(z: np.ndarray, mask: np.ndarray) -> ConvergenceMaps:
     """The maps of a breast on the 512-px mark canvas: ``z`` its normalised intensity
-    (``features._normalise``), ``mask`` the breast (0/1)."""
+    (``features.normalise``), ``mask`` the breast (0/1)."""
     z = np.asarray(z, np.float64)
     mask = (np.asarray(mask) > 0).astype(np.float64)
     # lines at 512: Hessian of the smoothed breast, by central differences
@@ -223,7 +223,7 @@ def convergence_maps(z: np.ndarray, mask: np.ndarray) -> ConvergenceMaps:
     # the line runs along the other eigenvector: double angle (lxx - lyy, 2 lxy) / norm
     rs = np.where(root > 0, root, 1.0)
     c2, s2 = half / rs, lxy / rs
-    voting = _erode(mask, 2 * EDGE)
+    voting = erode(mask, 2 * EDGE)
     inside = strength[voting]
     line = np.zeros_like(strength)
     if inside.size > 16:
@@ -237,8 +237,8 @@ def convergence_maps(z: np.ndarray, mask: np.ndarray) -> ConvergenceMaps:
     s2m = (_smooth(z2, mask2, GRAD_SIGMA) - _smooth(z2, mask2, DETREND_SIGMA)) * mask2
     hy, hx = np.gradient(s2m)
     mag = np.hypot(hx, hy)
-    vote2 = _erode(mask2, EDGE).astype(np.float64)
-    inner = _erode(mask2, INNER)
+    vote2 = erode(mask2, EDGE).astype(np.float64)
+    inner = erode(mask2, INNER)
     eps = 1e-3 * (float(np.median(mag[vote2 > 0])) if (vote2 > 0).any() else 1.0) + 1e-9
     ux, uy = hx / (mag + eps) * vote2, hy / (mag + eps) * vote2
     shape = (_PAD, _PAD)
@@ -284,11 +284,11 @@ def convergence_maps(z: np.ndarray, mask: np.ndarray) -> ConvergenceMaps:
 
 def from_pixels(pixels: np.ndarray) -> ConvergenceMaps:
     """The maps of one image (2-D, brighter = denser) through the platform's mark canvas."""
-    from radsight.algorithms.mmg.features import SIZE, _normalise
+    from radsight.algorithms.mmg.features import SIZE, normalise
     from radsight.algorithms.mmg.preprocess import prepare_with_breast
 
     canvas, mask, _ = prepare_with_breast(pixels, SIZE)
-    return convergence_maps(_normalise(canvas, mask), mask)
+    return convergence_maps(normalise(canvas, mask), mask)
 
 
 def image_summary(maps: ConvergenceMaps, top: int = TOP) -> np.ndarray:

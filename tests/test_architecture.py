@@ -30,6 +30,7 @@ PURE = [
     "monitor/html.py",
     "monitor/dashboard.py",
     "page_system.py",
+    "operating_points.py",
 ]
 IO_LIBRARIES = {
     "sqlalchemy",
@@ -46,7 +47,7 @@ IO_LIBRARIES = {
 
 #: library -> where it may be imported (paths relative to src/radsight)
 HOMES = {
-    "sqlalchemy": ["store/", "api/deps.py"],  # the API only names the Session type
+    "sqlalchemy": ["store/"],  # the API names the Session type through radsight.store
     "alembic": ["store/"],
     "fastapi": ["api/", "web/"],  # web: the radiologist's pages
     "pynetdicom": ["ingest/", "delivery/", "cli/demo.py"],  # the demo plays modality and PACS

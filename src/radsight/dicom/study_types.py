@@ -10,7 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-STUDY_TYPES = ("cxr", "flg", "mmg", "ct-chest", "ct-brain")
+#: every study type (DESIGN.md "Study types") and its name as people read it (worklist,
+#: viewer, dashboard); a new study type is a row here, its classification below, a quiet
+#: period in ``config.DEFAULT_QUIET_PERIODS`` if the default does not suit, and a routing rule
+STUDY_TYPE_LABELS = {
+    "cxr": "Chest X-ray",
+    "flg": "Fluorography",
+    "mmg": "Mammography",
+    "ct-chest": "Chest CT",
+    "ct-brain": "Head CT",
+}
+STUDY_TYPES = tuple(STUDY_TYPE_LABELS)
 
 _MAMMO_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation

@@ -3,8 +3,10 @@
 Each capture is the source frame rendered for display (:func:`display_image`), in RGB,
 with every region of every finding drawn on it and a caption band reading
 ``AI marks, not a diagnosis - <algorithm> <version>``. Positive findings are drawn in red
-with a thick line, findings below their operating threshold in amber with a thin one;
-each region is labelled with the finding's meaning and probability.
+with a thick line; each region is labelled with the finding's meaning and probability.
+The platform gives the encoder only the regions it keeps (Present findings, by
+:func:`radsight.operating_points.regions_to_mark`); a report built by hand that carries
+regions of a finding below its threshold gets them in amber with a thin line.
 
 The capture keeps the source's size (rows and columns), so the SR's SCOORDs apply to it
 unchanged; the caption band covers the bottom rows of the picture. It is a derived image

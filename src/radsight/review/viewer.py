@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from radsight.dicom.study_types import STUDY_TYPE_LABELS
 from radsight.store import Session
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
@@ -24,13 +25,6 @@ STATUS_LABELS = {
     "not_analysed": "not analysed",
     "reviewed": "reviewed",
     "repeat_requested": "repeat requested",
-}
-STUDY_TYPE_LABELS = {
-    "cxr": "Chest X-ray",
-    "flg": "Fluorography",
-    "mmg": "Mammography",
-    "ct-chest": "Chest CT",
-    "ct-brain": "Head CT",
 }
 
 

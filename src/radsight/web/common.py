@@ -15,8 +15,9 @@ from radsight.api.auth import get_principal
 from radsight.api.deps import RuntimeDep
 from radsight.api.problems import Problem
 from radsight.auth import Principal
+from radsight.dicom.study_types import STUDY_TYPE_LABELS
 from radsight.errors import NotAuthenticated
-from radsight.review.viewer import STATUS_LABELS, STUDY_TYPE_LABELS
+from radsight.review.viewer import STATUS_LABELS
 
 #: the one page system (radsight.page_system): autoescape on, the shared base template
 templates = Jinja2Templates(env=page_system.environment)

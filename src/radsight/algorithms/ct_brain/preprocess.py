@@ -9,7 +9,7 @@ One axial slice in HU becomes a ``3 x size x size`` float32 canvas:
 3. three windows of :mod:`radsight.algorithms.ct_volume` become the channels: brain
    (40/80), subdural (80/200) and bone (600/2800).
 
-The training slices are 8-bit display PNGs, not HU: ``radsight_train.train_ct_brain``
+The training slices are 8-bit display PNGs, not HU: ``radsight_train.ct_brain.train``
 rebuilds pseudo-HU from them (:func:`pseudo_hu`) and then runs the same steps 2-3, so the
 model sees one geometry and one intensity scale in training and on real DICOM.
 """

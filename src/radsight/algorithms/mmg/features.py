@@ -1,6 +1,6 @@
 """Mark candidates and their features, in pure numpy (docs/models/mmg.md, "Marks").
 
-Training (``radsight_train.train_mmg``) and the platform call the same functions. Scales
+Training (``radsight_train.mmg``) and the platform call the same functions. Scales
 are relative to the breast: its bounding box is letterboxed onto a ``SIZE`` (512) px
 canvas, chest wall on the left (:func:`radsight.algorithms.mmg.preprocess.prepare_with_breast`).
 On mini-MIAS a canvas pixel is about 0.3-0.4 mm.
@@ -66,7 +66,7 @@ class CandidateSettings:
 
 
 #: candidate generators: the shipped one (``DEFAULT_CANDIDATES``, 1.1.0's) and three
-#: declared before a nested experiment (``python -m radsight_train.train_mmg candidates``)
+#: declared before a nested experiment (``python -m experiments.mmg_candidates``)
 #: that did not beat it, so they are not used (docs/models/mmg.md, "Also tried: more mark
 #: candidates")
 CANDIDATE_VARIANTS = {
@@ -115,7 +115,7 @@ def _blurs(img: np.ndarray, sigmas: tuple[float, ...]) -> list[np.ndarray]:
     ]
 
 
-def _erode(mask: np.ndarray, r: int) -> np.ndarray:
+def erode(mask: np.ndarray, r: int) -> np.ndarray:
     """Pixels whose (2r+1) x (2r+1) box lies inside the mask (by cumulative sums)."""
     m = mask > 0
     c = np.pad(m.astype(np.int32), ((r + 1, r), (r + 1, r))).cumsum(0).cumsum(1)
@@ -170,7 +170,7 @@ class Breast:
         return float(sx), float(sy)
 
 
-def _normalise(canvas: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def normalise(canvas: np.ndarray, mask: np.ndarray) -> np.ndarray:
     inside = canvas[mask > 0]
     if inside.size < 16:
         return np.zeros_like(canvas)
@@ -181,7 +181,7 @@ def _normalise(canvas: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def find_candidates(breast: Breast, settings: CandidateSettings) -> list[Candidate]:
     """The mark candidates of ``breast``'s maps: blob maxima, then dense-region maxima."""
     dogs = breast.dogs
-    inner = breast.inner if breast.inner is not None else _erode(breast.mask, INNER)
+    inner = breast.inner if breast.inner is not None else erode(breast.mask, INNER)
     rr, cc = np.mgrid[0:SIZE, 0:SIZE]
     cands: list[Candidate] = []
     if settings.per_scale:
@@ -222,8 +222,8 @@ def analyse_breast(pixels: np.ndarray, settings: CandidateSettings | None = None
     """Maps and candidates of one image (2-D, brighter = denser); ``settings`` default to
     the 1.1.0 candidates (``CANDIDATE_VARIANTS[DEFAULT_CANDIDATES]``)."""
     canvas, mask, frame = prepare_with_breast(pixels, SIZE)
-    z = _normalise(canvas, mask)
-    inner = _erode(mask, INNER)
+    z = normalise(canvas, mask)
+    inner = erode(mask, INNER)
     sigmas = tuple(sorted(set(SIGMAS) | {2 * s for s in SIGMAS}))
     num = _blurs(z * mask, sigmas)
     den = _blurs(mask, sigmas)

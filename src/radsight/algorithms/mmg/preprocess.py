@@ -1,6 +1,6 @@
 """Pure numpy preprocessing for the mammography model (no ML runtime here).
 
-Training (``radsight_train.train_mmg``) and the platform call the same functions, so the
+Training (``radsight_train.mmg``) and the platform call the same functions, so the
 model sees one geometry and one intensity scale in both places:
 
 1. a thumbnail (longer side about 128 px) is cut at an Otsu threshold; the largest
