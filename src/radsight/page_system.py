@@ -31,6 +31,20 @@ environment = jinja2.Environment(
 )
 
 
+#: the stylesheet link every page carries (``base.html``)
+STYLESHEET_LINK = f'<link rel="stylesheet" href="{STATIC_URL}/app.css">'
+
+
+def standalone(html: str) -> str:
+    """A page that keeps its look opened from disk: the stylesheet link becomes the sheet.
+
+    For files written for people to open outside Radsight (``radsight evaluate --out``);
+    Radsight itself never serves such a page, since its CSP refuses inline style.
+    """
+    css = (STATIC / "app.css").read_text(encoding="utf-8")
+    return html.replace(STYLESHEET_LINK, f"<style>\n{css}</style>", 1)
+
+
 def render_page(name: str, **context: Any) -> str:
     """A template of ``web/templates`` rendered to text.
 

@@ -50,6 +50,8 @@ def test_calibration_test_on_a_real_reference_set(tmp_path, cxr_reference, rt, c
     # the report and its plots
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "Subgroups" in html
+    # opened from disk it keeps its look: the stylesheet is in the file, not linked
+    assert "/static/app.css" not in html and "<style>" in html and "table" in html
     for png in ("roc.png", "calibration.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # stored, and served by the API to a signed-in principal only
@@ -63,6 +65,9 @@ def test_calibration_test_on_a_real_reference_set(tmp_path, cxr_reference, rt, c
     page = client.get(f"/api/evaluations/{listed[0]['id']}/report.html?download=true", headers=h)
     assert page.status_code == 200 and "Calibration test: radsight-cxr" in page.text
     assert "attachment" in page.headers["content-disposition"]
+    assert "<style>" in page.text and "/static/app.css" not in page.text
+    served = client.get(f"/api/evaluations/{listed[0]['id']}/report.html", headers=h)
+    assert '<link rel="stylesheet" href="/static/app.css">' in served.text  # under the CSP
 
 
 def test_dicom_reference_set_with_subgroups_from_headers(tmp_path, rt):

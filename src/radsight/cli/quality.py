@@ -90,7 +90,10 @@ def evaluate(
         from radsight.monitor import charts
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "report.html").write_text(html)
+        from radsight.page_system import standalone
+
+        # the file is opened from disk, where /static/app.css does not exist
+        (out_dir / "report.html").write_text(standalone(html))
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         if "roc" in summary:
             (out_dir / "roc.png").write_bytes(charts.roc_png(summary))

@@ -20,6 +20,7 @@ from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.errors import Forbidden, InvalidInput, NotFound
 from radsight.monitor.service import pick_and_set_threshold, recalibration_report
 from radsight.operating_points import points_in_force
+from radsight.page_system import standalone
 from radsight.store import quality, tenants
 
 router = APIRouter(prefix="/api", tags=["quality"])
@@ -107,10 +108,12 @@ def evaluation_report(
     if not row.report_key:
         raise NotFound(f"evaluation {evaluation_id} has no report ({row.state})")
     headers = {}
+    body = rt.files.get(row.report_key).decode()
     if download:
         name = f"evaluation-{row.id}-{row.algorithm_name}-{row.algorithm_version}.html"
         headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return HTMLResponse(rt.files.get(row.report_key).decode(), headers=headers)
+        body = standalone(body)  # opened from disk later, where /static/app.css is not
+    return HTMLResponse(body, headers=headers)
 
 
 @router.get("/evaluations/{evaluation_id}/recalibration")
