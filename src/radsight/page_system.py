@@ -3,7 +3,7 @@
 Every HTML page Radsight shows is a template that extends ``base.html``: the radiologist's
 pages, the supervisors' dashboard (served by :mod:`radsight.web`) and the calibration test
 report (written by :mod:`radsight.monitor.html` to the object store and by
-``radsight quality evaluate --out``). They share the header and one stylesheet,
+``radsight evaluate --out``). They share the header and one stylesheet,
 ``/static/app.css`` (``web/static``). The pages carry no inline script, style or ``style=``
 attribute: the web app's Content-Security-Policy (``style-src 'self'``) would block them.
 Charts are PNG data URIs (``img-src data:``).

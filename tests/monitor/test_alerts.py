@@ -77,6 +77,30 @@ def test_alert_goes_to_log_dashboard_and_webhook_with_retries(rt, receiver, capl
     assert r.status_code == 200 and r.json()["resolved_at"]
 
 
+def test_a_platform_alert_is_seen_by_every_tenant_but_resolved_by_a_platform_admin_only(
+    rt, client_for
+):
+    org = make_org(rt)
+    with rt.db.session() as s:
+        row, _ = alerting.raise_alert(
+            rt,
+            s,
+            kind="calibration",
+            key="calibration:x:1",
+            algorithm_name="x",
+            algorithm_version="1",
+            message="AUROC below its bar",
+        )
+    client = client_for(rt)
+    admin_of_org = token(rt, "org_admin", org, "o")
+    assert [a["id"] for a in client.get("/api/alerts", headers=admin_of_org).json()] == [row.id]
+    refused = client.post(f"/api/alerts/{row.id}/resolve", headers=admin_of_org)
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert client.get("/api/alerts", headers=admin_of_org).json()[0]["resolved_at"] is None
+    done = client.post(f"/api/alerts/{row.id}/resolve", headers=token(rt, "admin", None, "p"))
+    assert done.status_code == 200 and done.json()["resolved_at"]
+
+
 def test_a_dead_webhook_is_recorded_not_raised(rt, receiver):
     url, got, state = receiver
     state["fail_first"] = 99

@@ -9,9 +9,10 @@ import pytest
 from radsight.monitor.checks import drift_report, run_checks
 from radsight.store import quality
 from radsight.store.clock import utcnow
+from radsight.store.scope import Scope
 from radsight.store.tables import InstanceRow, ResultRow, SeriesRow, StudyRow
 
-from .conftest import make_org
+from .conftest import make_org, token
 
 N = 300
 ALG, VER = "radsight-cxr", "1.0.0"
@@ -115,7 +116,7 @@ def test_a_stable_stream_stays_silent(rt):
     org = make_org(rt)
     baseline(rt)
     live_stream(rt, org, shifted=False, seed=2)
-    rep = drift_report(rt, ALG, VER)
+    rep = drift_report(rt, ALG, VER, scope=Scope.ALL)
     assert rep["status"] == "stable" and rep["current_studies"] == N
     assert {f["feature"] for f in rep["features"]} == {
         "score",
@@ -133,7 +134,7 @@ def test_a_shift_raises_a_drift_alert(rt):
     org = make_org(rt)
     ev = baseline(rt)
     live_stream(rt, org, shifted=True, seed=3)
-    rep = drift_report(rt, ALG, VER)
+    rep = drift_report(rt, ALG, VER, scope=Scope.ALL)
     assert rep["status"] == "drift" and rep["baseline_evaluation_id"] == ev
     drifted = {f["feature"] for f in rep["features"] if f["drift"]}
     assert drifted == {"score", "manufacturer"}  # spacing, size and age did not move
@@ -150,6 +151,21 @@ def test_drift_needs_a_baseline_and_enough_studies(rt, setup):
         baseline(rt)
         rt.settings.drift_min_studies = N + 1
     live_stream(rt, org, shifted=True, seed=4)
-    rep = drift_report(rt, ALG, VER)
+    rep = drift_report(rt, ALG, VER, scope=Scope.ALL)
     assert rep["features"] == []
     assert ("no baseline" if setup == "no_baseline" else "too few studies") in rep["status"]
+
+
+def test_a_principal_sees_the_drift_of_its_own_organisations_only(rt, client_for):
+    org = make_org(rt)
+    other = make_org(rt, "Rural Clinic", "South")
+    baseline(rt)
+    live_stream(rt, org, shifted=True, seed=5)
+    client = client_for(rt)
+    query = {"algorithm": ALG, "version": VER}
+    mine = client.get("/api/monitoring/drift", params=query, headers=token(rt, "radiologist", org))
+    assert mine.status_code == 200 and mine.json()["current_studies"] == N
+    theirs = client.get(
+        "/api/monitoring/drift", params=query, headers=token(rt, "radiologist", other, "o")
+    )
+    assert theirs.status_code == 200 and theirs.json()["current_studies"] == 0

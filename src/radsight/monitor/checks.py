@@ -104,17 +104,23 @@ def clinical_report(
     }
 
 
-def drift_report(rt: Runtime, algorithm_name: str, algorithm_version: str) -> dict[str, Any]:
+def drift_report(
+    rt: Runtime, algorithm_name: str, algorithm_version: str, *, scope: Scope
+) -> dict[str, Any]:
+    """A version's live inputs and scores in ``scope`` against its calibration baseline.
+
+    The platform's monitoring (``run_checks``) looks at every organisation; a principal sees
+    the drift of the studies of the organisations it may see.
+    """
     st = rt.settings
     with rt.db.session() as s:
         ev = quality.latest_evaluation(s, algorithm_name, algorithm_version)
-        # drift compares a version's inputs platform-wide with its calibration baseline
         live = monitoring.drift_inputs(
             s,
             algorithm_name,
             algorithm_version,
             utcnow() - timedelta(days=st.drift_window_days),
-            scope=Scope.ALL,
+            scope=scope,
         )
         ev_id, cases = (ev.id, list(ev.summary.get("cases", []))) if ev else (None, [])
     out: dict[str, Any] = {
@@ -187,7 +193,7 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
         versions = monitoring.versions_in_use(s, scope=Scope.ALL, since=since)
     summary["drift"] = []
     for name, version in versions:
-        rep = drift_report(rt, name, version)
+        rep = drift_report(rt, name, version, scope=Scope.ALL)
         summary["drift"].append({"algorithm": f"{name}@{version}", "status": rep["status"]})
         for f in rep["features"]:
             if f["drift"]:
@@ -263,7 +269,7 @@ def dashboard_data(
             v,
             evaluations.get((n, v)),
             clin.get((n, v)),
-            drift_report(rt, n, v)["status"],
+            drift_report(rt, n, v, scope=scope)["status"],
             open_by_version.get((n, v), 0),
         )
         for n, v in versions

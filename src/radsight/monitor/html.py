@@ -1,7 +1,7 @@
 """The calibration test report: a page of the page system (:mod:`radsight.page_system`).
 
 The report is written once, when the test ends, to the object store (served at
-``/api/evaluations/{id}/report.html``) and by ``radsight quality evaluate --out``. Its plots
+``/api/evaluations/{id}/report.html``) and by ``radsight evaluate --out``. Its plots
 are PNG data URIs; its stylesheet is the web app's ``/static/app.css``.
 """
 

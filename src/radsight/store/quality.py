@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from radsight.errors import InvalidInput, NotFound
+from radsight.errors import Forbidden, InvalidInput, NotFound
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
 from radsight.store.tables import AlertRow, EvaluationRow, ThresholdRow
@@ -230,7 +230,11 @@ def raise_alert(
 
 
 def resolve_alert(s: Session, alert_id: int, *, scope: Scope) -> AlertRow:
+    """Resolve one alert. Every tenant sees a platform alert (one with no organisation, such
+    as a version's failed calibration), but only a platform-wide scope may resolve it."""
     row = get_alert(s, alert_id, scope=scope)
+    if row.organisation_id is None and not scope.is_all:
+        raise Forbidden(f"alert {alert_id} is platform-wide: only a platform admin resolves it")
     if row.resolved_at is None:
         row.resolved_at = utcnow()
     return row

@@ -60,9 +60,10 @@ def clinical_figures(
 
 
 @router.get("/api/monitoring/drift")
-def drift_figures(rt: RuntimeDep, _: PrincipalDep, algorithm: str, version: str) -> dict:
-    """Score and input drift of one algorithm version against its calibration test."""
-    return checks.drift_report(rt, algorithm, version)
+def drift_figures(rt: RuntimeDep, principal: PrincipalDep, algorithm: str, version: str) -> dict:
+    """Score and input drift of one algorithm version against its calibration test, over the
+    studies of the organisations the caller may see."""
+    return checks.drift_report(rt, algorithm, version, scope=_scope(rt, principal))
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -89,6 +89,9 @@ def _sc_uids(conn: sa.Connection, row: sa.Row, seed: tuple) -> list[str]:
             jobs.c.algorithm_name == row.algorithm_name,
             jobs.c.algorithm_version == row.algorithm_version,
         )
+        # one analysis job per (study, version) (its dedup key); the first, should there be more
+        .order_by(jobs.c.id)
+        .limit(1)
     )
     rows = conn.execute(
         sa.select(instances.c.sop_instance_uid, instances.c.number_of_frames)
