@@ -68,6 +68,7 @@ instances = sa.table(
 )
 jobs = sa.table(
     "jobs",
+    sa.column("id", sa.Integer),
     sa.column("kind", sa.String),
     sa.column("study_id", sa.Integer),
     sa.column("algorithm_name", sa.String),
