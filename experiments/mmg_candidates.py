@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from experiments.command import arguments
 from radsight.monitor.metrics import wilson
-from radsight_train.data import REPO_ROOT, default_data_root
 from radsight_train.mmg.marks import (
     RANKER_VARIANTS,
     Candidates,
@@ -116,13 +115,10 @@ def candidates_experiment(data_root: Path, work: Path, folds: int = 5) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m experiments.mmg_candidates [DATA] [WORK]`` from the repository root."""
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+    paths = arguments(argv, __doc__, "mmg-candidates-experiment")
+    if paths is None:
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    data = Path(args[0]) if args else default_data_root()
-    work = Path(args[1]) if len(args) > 1 else REPO_ROOT / "build" / "mmg-candidates-experiment"
+    data, work = paths
     candidates_experiment(data, work)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from experiments.command import arguments
 from radsight.algorithms.mmg.preprocess import prepare_with_breast
 from radsight.monitor.metrics import wilson
-from radsight_train.data import REPO_ROOT, SPLIT_SEED, default_data_root, read_gray
+from radsight_train.data import SPLIT_SEED, read_gray
 from radsight_train.mmg.marks import compare_aurocs
 from radsight_train.mmg.model import (
     FEATURES,
@@ -283,13 +283,10 @@ def cnn_experiment(data_root: Path, work: Path, folds: int = 5) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m experiments.mmg_cnn [DATA] [WORK]`` from the repository root."""
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+    paths = arguments(argv, __doc__, "mmg-cnn-experiment")
+    if paths is None:
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    data = Path(args[0]) if args else default_data_root()
-    work = Path(args[1]) if len(args) > 1 else REPO_ROOT / "build" / "mmg-cnn-experiment"
+    data, work = paths
     cnn_experiment(data, work)
 
 

@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from experiments import mmg_convergence_maps as cv
+from experiments.command import arguments
 from radsight.monitor.metrics import auroc, wilson
-from radsight_train.data import REPO_ROOT, default_data_root, read_gray
+from radsight_train.data import read_gray
 from radsight_train.mmg.marks import (
     RANKER_C,
     RANKER_VARIANTS,
@@ -394,13 +393,10 @@ def image_experiment(items: list, conv: np.ndarray, fold: np.ndarray) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+    paths = arguments(argv, __doc__, "mmg-convergence")
+    if paths is None:
         return None
-    data_root = Path(args[0]) if args else default_data_root()
-    work = Path(args[1]) if len(args) > 1 else REPO_ROOT / "build" / "mmg-convergence"
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    data_root, work = paths
     try:
         import torch
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.command import arguments
 from radsight.algorithms.mmg.preprocess import BreastFrame, prepare_with_breast
 from radsight.monitor.metrics import auroc, wilson
-from radsight_train.data import REPO_ROOT, SPLIT_SEED, default_data_root, read_gray
+from radsight_train.data import SPLIT_SEED, read_gray
 from radsight_train.mmg.marks import (
     compare_aurocs,
     fit_ranker,
@@ -292,13 +292,10 @@ def transfer_experiment(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m experiments.mmg_transfer [DATA] [WORK]`` from the repository root."""
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+    paths = arguments(argv, __doc__, "mmg-transfer-experiment")
+    if paths is None:
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    data = Path(args[0]) if args else default_data_root()
-    work = Path(args[1]) if len(args) > 1 else REPO_ROOT / "build" / "mmg-transfer-experiment"
+    data, work = paths
     for stride in TRANSFER_STRIDES:
         transfer_experiment(data, work, stride=stride)
 
