@@ -21,7 +21,6 @@ from radsight.pipeline.runner import fail, run_one
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 from radsight.store import tenants
-from radsight.store.clock import utcnow
 from radsight.store.tables import InstanceRow, JobRow, StudyRow
 
 
@@ -39,25 +38,15 @@ from radsight.store.tables import InstanceRow, JobRow, StudyRow
         (KeyError("a bug"), "queued", "internal_error"),
     ],
 )
-def test_a_failed_job_is_retried_by_the_class_of_its_error(runtime, exc, state, code):
+def test_a_failed_job_is_retried_by_the_class_of_its_error(runtime, study_id, exc, state, code):
     with runtime.db.session() as s:
-        org = tenants.create_organisation(s, "Org", "Region")
-        now = utcnow()
-        st = StudyRow(
-            organisation_id=org.id,
-            study_instance_uid="1.2.3",
-            first_received_at=now,
-            last_received_at=now,
-            ready_at=now,
-        )
-        s.add(st)
-        s.flush()
+        org_id = s.get(StudyRow, study_id).organisation_id
         jobstore.create_job(
             s,
-            dedup_key=analyse_key(st.id, "algo", "1"),
-            organisation_id=org.id,
+            dedup_key=analyse_key(study_id, "algo", "1"),
+            organisation_id=org_id,
             kind="analyse",
-            study_id=st.id,
+            study_id=study_id,
             algorithm_name="algo",
             algorithm_version="1",
             max_attempts=3,

@@ -6,10 +6,8 @@ import pytest
 
 from radsight.pipeline.jobs import after_failure, analyse_key, backoff_delay
 from radsight.store import jobs as jobstore
-from radsight.store import tenants
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
-from radsight.store.tables import StudyRow
 
 
 @pytest.mark.parametrize(
@@ -35,23 +33,6 @@ def test_after_failure(attempts, max_attempts, retryable, state, delay):
 
 def test_backoff_doubles():
     assert [backoff_delay(n, 1.0, 100.0) for n in range(1, 6)] == [1, 2, 4, 8, 16]
-
-
-@pytest.fixture
-def study_id(runtime) -> int:  # type: ignore[no-untyped-def]
-    with runtime.db.session() as s:
-        org = tenants.create_organisation(s, "Org", "Region")
-        now = utcnow()
-        st = StudyRow(
-            organisation_id=org.id,
-            study_instance_uid="1.2.3",
-            first_received_at=now,
-            last_received_at=now,
-            ready_at=now,
-        )
-        s.add(st)
-        s.flush()
-        return st.id
 
 
 def make_job(runtime, study_id: int, name: str = "algo"):  # type: ignore[no-untyped-def]
