@@ -16,7 +16,8 @@ A command that ends with ``&`` runs in the background, in its own process group,
 output in ``background-N.log`` of the page's folder; the harness stops it (SIGTERM) when the
 docs test ends. ``radsight serve &`` is waited for until ``/health`` answers. Every page
 gets free ports in ``RADSIGHT_HTTP_PORT`` and ``RADSIGHT_DICOM_PORT``, and ``:8042`` (the
-default HTTP port the pages show) in a command is that page's HTTP port.
+default HTTP port the pages show) in a command is that page's HTTP port, and ``127.0.0.1 11112``
+(dcmtk's host and port arguments) its DICOM port.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import doctest
 import importlib
 import os
+import re
 import shlex
 import signal
 import socket
@@ -256,12 +258,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def page_ports(command: str, env: dict[str, str]) -> str:
+    """`command` with the default ports the pages show replaced by the page's own ports.
+
+    ``:8042`` (a URL's HTTP port) becomes ``RADSIGHT_HTTP_PORT``, and ``127.0.0.1 11112``
+    (the host and port arguments of dcmtk's ``echoscu``/``storescu``) ``RADSIGHT_DICOM_PORT``.
+    """
+    if "RADSIGHT_HTTP_PORT" in env:
+        command = command.replace(":8042", f":{env['RADSIGHT_HTTP_PORT']}")
+    if "RADSIGHT_DICOM_PORT" in env:
+        command = re.sub(
+            r"\b127\.0\.0\.1 11112\b", f"127.0.0.1 {env['RADSIGHT_DICOM_PORT']}", command
+        )
+    return command
+
+
 def run_command(
     command: str, env: dict[str, str], cwd: Path, background: list[subprocess.Popen[bytes]]
 ) -> str:
     """What `command` prints, run in `cwd` with `env` (updated with what it exports)."""
-    if "RADSIGHT_HTTP_PORT" in env:
-        command = command.replace(":8042", f":{env['RADSIGHT_HTTP_PORT']}")
+    command = page_ports(command, env)
     if command.rstrip().endswith("&") and not command.rstrip().endswith("&&"):
         return _start_background(command.rstrip()[:-1], env, cwd, background)
     parsed = _radsight_argv(command)

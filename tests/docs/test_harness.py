@@ -10,7 +10,7 @@ import pytest
 from sybil import Document
 
 from tests.docs import test_docs as harness
-from tests.docs.console import matches, parse_transcript, run_command
+from tests.docs.console import matches, page_ports, parse_transcript, run_command
 
 PAGE = """# A page
 
@@ -104,3 +104,20 @@ def test_an_unmarked_shell_block_fails(tmp_path):
     page.write_text("```bash\nradsight serve\n```\n")
     with pytest.raises(harness.DocsMismatch, match=r"shell\.md:1: a shell block is never run"):
         _run_page(page, tmp_path / "w")
+
+
+def test_the_default_ports_in_a_command_become_the_page_ports():
+    env = {"RADSIGHT_HTTP_PORT": "50001", "RADSIGHT_DICOM_PORT": "50002"}
+    assert page_ports("curl -s http://127.0.0.1:8042/health", env) == (
+        "curl -s http://127.0.0.1:50001/health"
+    )
+    assert page_ports("echoscu -aet A -aec RADSIGHT 127.0.0.1 11112", env) == (
+        "echoscu -aet A -aec RADSIGHT 127.0.0.1 50002"
+    )
+    # another host's port, and a destination's --port, stay as written
+    assert page_ports("storescu pacs.example.org 11112 a.dcm", env) == (
+        "storescu pacs.example.org 11112 a.dcm"
+    )
+    assert page_ports("radsight destination add X t --port 111120", env) == (
+        "radsight destination add X t --port 111120"
+    )
