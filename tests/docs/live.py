@@ -30,9 +30,7 @@ def get(path: str, *, raw: bool = False) -> Any:
     return body if raw else json.loads(body)
 
 
-def wait_for(
-    path: str, ready: Callable[[Any], bool], timeout: float = TIMEOUT_S
-) -> Any:
+def wait_for(path: str, ready: Callable[[Any], bool], timeout: float = TIMEOUT_S) -> Any:
     """Poll ``GET path`` until `ready` (of its JSON) is true; its JSON then, else TimeoutError."""
     deadline = time.monotonic() + timeout
     last: Any = None
