@@ -121,3 +121,38 @@ def test_the_default_ports_in_a_command_become_the_page_ports():
     assert page_ports("radsight destination add X t --port 111120", env) == (
         "radsight destination add X t --port 111120"
     )
+
+
+def test_wait_for_polls_the_page_server_with_its_token(tmp_path, monkeypatch):
+    import http.server
+    import json
+    import threading
+
+    from tests.docs import live
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            seen.append(self.headers.get("Authorization", ""))
+            body = json.dumps({"state": "analysed" if len(seen) >= 3 else "routed"}).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("RADSIGHT_HTTP_PORT", str(server.server_address[1]))
+        (tmp_path / "token.txt").write_text("tok-1\n")
+        study = live.wait_for("/api/studies/1", lambda s: s["state"] == "analysed")
+        assert study == {"state": "analysed"}
+        assert seen == ["Bearer tok-1"] * 3
+        with pytest.raises(TimeoutError, match="not ready after"):
+            live.wait_for("/api/studies/1", lambda s: s["state"] == "failed", timeout=0.6)
+    finally:
+        server.shutdown()
