@@ -89,6 +89,8 @@ def test_verdicts_are_appended_and_superseded(world):
     assert first.status_code == 201, first.text
     assert first.json()["algorithm_name"] == "radsight-bright-region"
     assert first.json()["algorithm_version"] == "1.0.0"
+    # the user who gave it, not the name of the token it came through ("t")
+    assert first.json()["username"] == "dr.ames"
     second = c.post(
         url,
         json={"kind": "finding", "finding_key": "bright-region", "value": "disagree"},

@@ -105,7 +105,10 @@ def create_study_verdict(
         VerdictRequest(body.kind, body.value, body.text, body.finding_key, body.result_id),
         request.client.host if request.client else "",
     )
-    return VerdictRead.model_validate(row).model_copy(update={"username": principal.name})
+    # the user who gave it, as the history shows (a token acting for a user has its own name)
+    user = people.get_user_by_id(s, row.user_id)
+    username = user.username if user is not None else principal.name
+    return VerdictRead.model_validate(row).model_copy(update={"username": username})
 
 
 @router.get("/api/audit", response_model=list[AuditRead])
