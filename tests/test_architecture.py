@@ -31,6 +31,7 @@ PURE = [
     "monitor/dashboard.py",
     "page_system.py",
     "operating_points.py",
+    "admission.py",
 ]
 IO_LIBRARIES = {
     "sqlalchemy",
@@ -99,7 +100,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),  # settings (pydantic-settings)
     ("logs", "dicom"),  # logging set-up; DICOM helpers, study types (pure)
     ("algorithms",),  # the algorithm contract and the built-in algorithms (pure)
-    ("operating_points",),  # the thresholds in force (pure)
+    ("operating_points", "admission"),  # thresholds in force; lifecycle states (pure)
     ("results",),  # SR / SC encoders (pure)
     ("store",),  # SQL and object storage: the only package that talks SQL
     ("runtime",),  # settings + database + files, passed down

@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     acceptance_min_auroc: float = Field(0.81, ge=0, le=1)
     acceptance_min_studies: int = Field(400, ge=1)
     acceptance_min_class_fraction: float = Field(0.10, ge=0, le=0.5)
+    #: the approval bar may also need localisation: the share of positives whose top mark
+    #: falls inside a reference region (unset: not required)
+    acceptance_min_pointing_game: float | None = Field(None, ge=0, le=1)
+    # --- admission (docs/quality.md, "Admission") ---
+    #: suspend an approved version for an organisation when a calibration test of it (for
+    #: that organisation, or platform-wide) fails conclusively: the AUROC's whole 95 % CI
+    #: below the bar
+    auto_suspend_on_calibration: bool = True
+    #: the same for a critical clinical-monitoring alert (a figure's whole CI below its bar)
+    auto_suspend_on_clinical: bool = False
+    #: seconds between checks of the routing rules file for changes (0: never reload)
+    rules_reload_interval_s: float = Field(2.0, ge=0)
     #: clinical monitoring: a figure alerts when its whole 95 % CI lies below its bar
     clinical_bars: dict[str, float] = Field(
         default_factory=lambda: {"sensitivity": 0.80, "specificity": 0.70, "agreement": 0.75}

@@ -193,3 +193,18 @@ class DeliveryError(RadsightError):
 class DestinationDisabled(RadsightError):
     code = "destination_disabled"
     http_status = 400
+
+
+class NotAdmitted(RadsightError):
+    """The algorithm version is not approved for the organisation (shadow, suspended,
+    withdrawn): its results are not delivered. Permanent: a later approval re-analyses."""
+
+    code = "not_admitted"
+    http_status = 409
+
+
+class AdmissionRefused(Conflict):
+    """A lifecycle change that is not allowed: no passing evidence, a move the lifecycle
+    does not have, a missing reason."""
+
+    code = "admission_refused"

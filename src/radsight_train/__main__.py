@@ -100,8 +100,42 @@ def main(argv: list[str] | None = None) -> int:
     xr.add_argument("--version", default="1.0.0", help="algorithm version to register")
     xr.add_argument("--study-types", default="cxr", help="comma-separated, e.g. cxr,flg")
     xr.add_argument("--cache-dir", type=Path, default=None, help="default ~/.torchxrayvision")
+    ed = sub.add_parser(
+        "evidence",
+        help="run a calibration test and write the evidence.json an algorithm ships",
+    )
+    ed.add_argument("algorithm", help="a registered name, or name@version")
+    source = ed.add_mutually_exclusive_group(required=True)
+    source.add_argument("--reference", type=Path, help="a reference set (labels.csv)")
+    source.add_argument(
+        "--synthetic", type=int, default=0, help="N synthetic bright-region studies"
+    )
+    ed.add_argument("--out", type=Path, required=True, help="the evidence.json to write")
+    ed.add_argument("--study-type", default=None)
+    ed.add_argument("--note", default="", help="what the reference set is, in a sentence")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.command == "evidence":
+        import sys
+
+        from radsight.algorithms.registry import Registry
+        from radsight_train.evidence import main as evidence_main
+
+        evidence = evidence_main(
+            Registry.from_entry_points().resolve(args.algorithm),
+            out=args.out,
+            reference=args.reference,
+            synthetic=args.synthetic,
+            study_type=args.study_type,
+            note=args.note,
+            argv=list(argv if argv is not None else sys.argv[1:]),
+        )
+        auroc = (evidence.get("auroc") or {}).get("value")
+        print(
+            f"{args.out}: {evidence['num_studies']} studies "
+            f"({evidence['positives']} positive), AUROC {auroc}"
+        )
+        return 0
     if args.command == "export-xrv":
         from radsight_train.xrv.export import ExportError, export
 

@@ -9,6 +9,8 @@ image gives one candidate region with its own probability; the finding's is the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from radsight.algorithms.contract import (
@@ -21,7 +23,11 @@ from radsight.algorithms.contract import (
     Region,
     StudyInput,
 )
+from radsight.algorithms.evidence import load_evidence
 
+#: its shipped evidence: ``python -m radsight_train evidence radsight-bright-region
+#: --synthetic 400 --out <this file>``
+EVIDENCE = Path(__file__).with_name("bright_region.evidence.json")
 BRIGHT_REGION = Code("RS-BRIGHT", "99RADSIGHT", "Bright region (test finding)")
 
 
@@ -33,6 +39,10 @@ class BrightRegionAlgorithm(Algorithm):
     study_threshold = 0.5
     time_limit_s = 60.0
     description = "Deterministic test algorithm: marks the brightest block of each image."
+
+    def shipped_evidence(self) -> dict | None:
+        """A calibration test on 400 synthetic studies (the domain it is a test for)."""
+        return load_evidence(EVIDENCE, self.name, self.version)
 
     def check(self, study: StudyInput) -> None:
         if not study.images:

@@ -194,6 +194,18 @@ class Algorithm(abc.ABC):
     def analyse(self, study: StudyInput) -> Analysis:
         """Pixels and metadata in, findings out. No I/O."""
 
+    def shipped_evidence(self) -> dict | None:
+        """The evidence this version ships for its admission, or None.
+
+        A calibration summary in the shape ``radsight evaluate`` stores
+        (:func:`radsight.monitor.calibration.summarise`: ``reference``, ``num_studies``,
+        ``positives``, ``negatives``, ``auroc`` {value, lower, upper}, ...). On first start
+        the platform stores it as an evaluation and judges it by the acceptance rule in
+        force: a version whose evidence passes starts approved, one whose evidence fails
+        starts in shadow, one with none starts registered (docs/quality.md, "Admission").
+        """
+        return None
+
     def finding_spec(self, key: str) -> FindingSpec:
         for spec in self.findings:
             if spec.key == key:

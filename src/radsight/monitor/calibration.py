@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from radsight.admission import AcceptanceRule
 from radsight.algorithms.contract import Algorithm
 from radsight.errors import InstanceRejected, InvalidInput, NotAnalysable
 from radsight.monitor import metrics
@@ -25,14 +26,9 @@ from radsight.monitor.reference import ReferenceCase, age_band
 from radsight.pipeline.inputs import study_input_from
 from radsight.results.report import AnalysisReport
 
-
-@dataclass(frozen=True)
-class Bars:
-    """Acceptance bars (the Moscow experiment's rules by default)."""
-
-    min_auroc: float = 0.81
-    min_studies: int = 400
-    min_class_fraction: float = 0.10
+#: the acceptance bars of a calibration test are the admission's acceptance rule (one home)
+Bars = AcceptanceRule
+DEFAULT_BARS = Bars()
 
 
 @dataclass
@@ -125,7 +121,7 @@ def summarise(
     reference_name: str,
     results: list[CaseResult],
     thresholds: dict[str, float],
-    bars: Bars = Bars(),
+    bars: Bars = DEFAULT_BARS,
 ) -> dict:
     """The report's figures as JSON (stored on the evaluation row)."""
     done = [r for r in results if r.score is not None]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from radsight.algorithms.contract import Algorithm
 from radsight.errors import ConfigError, NotFound
 from radsight.monitor import alerting, calibration, metrics
+from radsight.monitor.admission import acceptance_rule
 from radsight.monitor.html import evaluation_report
 from radsight.monitor.reference import read_reference
 from radsight.operating_points import STUDY, points_in_force
@@ -49,11 +51,9 @@ def run_evaluation(
         )
         row = quality.create_evaluation(s, algorithm.name, algorithm.version, ref.name, created_by)
         evaluation_id = row.id
-    bars = calibration.Bars(
-        min_auroc=rt.settings.acceptance_min_auroc if min_auroc is None else min_auroc,
-        min_studies=rt.settings.acceptance_min_studies,
-        min_class_fraction=rt.settings.acceptance_min_class_fraction,
-    )
+    bars = acceptance_rule(rt.settings)
+    if min_auroc is not None:
+        bars = dataclasses.replace(bars, min_auroc=min_auroc)
     try:
         results = calibration.run_cases(
             algorithm,

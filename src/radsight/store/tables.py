@@ -233,6 +233,13 @@ class ResultRow(Base):
     urgent: Mapped[bool] = mapped_column(default=False)
     report: Mapped[dict] = mapped_column(JSON, default=dict)
     analysis_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: clinical (delivered, on the worklist) | shadow (stored only: supervisors and
+    #: monitoring see it), from the version's admission state when it was analysed
+    mode: Mapped[str] = mapped_column(String(16), default="clinical")
+    #: 0 for the first analysis; a re-analysis of the same version adds one (new UIDs)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    #: a newer clinical result of the same algorithm on the same study replaced this one
+    superseded_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = _ts()
     #: the stored outputs (SR, SCs, ...), each with its role, in encoder order
     objects: Mapped[list[ResultObjectRow]] = relationship(
@@ -374,6 +381,10 @@ class EvaluationRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     algorithm_name: Mapped[str] = mapped_column(String(64))
     algorithm_version: Mapped[str] = mapped_column(String(32))
+    #: the organisation whose thresholds it ran at (NULL: platform-wide points)
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id"), nullable=True
+    )
     reference_name: Mapped[str] = mapped_column(String(256))
     #: running -> done | failed
     state: Mapped[str] = mapped_column(String(16), default="running")
@@ -437,3 +448,55 @@ class AlertRow(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     #: webhook delivery: "" (none configured) | pending | sent | failed
     webhook_state: Mapped[str] = mapped_column(String(16), default="")
+
+
+# --------------------------------------------------------------------------------------
+# Admission (the admission issue): every algorithm version's lifecycle, with its history
+
+
+class AlgorithmStateRow(Base):
+    """One recorded lifecycle state of an algorithm version at one scope.
+
+    Append-only: the newest row per (version, scope) is in force (``radsight.admission``),
+    the rows together are the version's history (who, when, why, on what evidence).
+    Scope: ``organisation_id`` set (one organisation), else ``region_id`` set (a region),
+    else platform-wide.
+    """
+
+    __tablename__ = "algorithm_states"
+    __table_args__ = (Index("ix_algorithm_states_version", "algorithm_name", "algorithm_version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    algorithm_name: Mapped[str] = mapped_column(String(64))
+    algorithm_version: Mapped[str] = mapped_column(String(32))
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id"), nullable=True
+    )
+    region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id"), nullable=True)
+    #: registered | shadow | approved | suspended | withdrawn
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    #: the evaluation that was the evidence (approval), or that triggered a suspension
+    evidence_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id"), nullable=True)
+    #: approved without passing evidence, on a supervisor's written reason
+    override: Mapped[bool] = mapped_column(default=False)
+    #: username, token name, or "radsight" for an automatic change
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = _ts()
+
+
+class AlgorithmSwitchRow(Base):
+    """An organisation switching an algorithm (every version of it) on or off.
+
+    Append-only; the newest row per (organisation, algorithm) is in force; no row: on.
+    """
+
+    __tablename__ = "algorithm_switches"
+    __table_args__ = (Index("ix_algorithm_switches_org", "organisation_id", "algorithm_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    algorithm_name: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = _ts()

@@ -26,6 +26,13 @@ def get_or_create_region(s: Session, name: str) -> RegionRow:
     return row
 
 
+def get_region(s: Session, name: str) -> RegionRow:
+    row = s.scalar(select(RegionRow).where(RegionRow.name == name))
+    if row is None:
+        raise NotFound(f"region {name!r} does not exist")
+    return row
+
+
 def create_organisation(s: Session, name: str, region: str) -> OrganisationRow:
     if s.scalar(select(OrganisationRow).where(OrganisationRow.name == name)):
         raise Conflict(f"organisation {name!r} already exists")

@@ -1,0 +1,329 @@
+"""Admission against the store: register installed versions with their shipped evidence,
+change a version's lifecycle state (evidence-gated approval), switch algorithms on and off
+for an organisation. The policy itself is :mod:`radsight.admission` (pure).
+
+Every change is a new row of ``algorithm_states`` / ``algorithm_switches`` and a line of
+the audit trail (``algorithm.<state>``, ``algorithm.enable``, ``algorithm.disable``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from radsight.admission import (
+    STATES,
+    AcceptanceRule,
+    StateRecord,
+    can_move,
+    evidence_problems,
+    in_force,
+    state_in_force,
+)
+from radsight.algorithms.registry import Registry
+from radsight.config import Settings
+from radsight.errors import AdmissionRefused, InvalidInput, NotFound
+from radsight.runtime import Runtime
+from radsight.store import Session, quality, tenants
+from radsight.store import admission as admissionstore
+from radsight.store.people import Actor, record_audit
+from radsight.store.scope import Scope
+from radsight.store.tables import AlgorithmStateRow, EvaluationRow
+
+log = logging.getLogger(__name__)
+
+#: the actor of changes the platform makes itself (first registration, auto-suspension)
+PLATFORM = "radsight"
+#: a reason shorter than this is not a reason (an override, a suspension, a withdrawal)
+MIN_REASON = 10
+
+
+def acceptance_rule(settings: Settings) -> AcceptanceRule:
+    """The acceptance rule in force: one rule for approval and for calibration tests."""
+    return AcceptanceRule(
+        min_auroc=settings.acceptance_min_auroc,
+        min_studies=settings.acceptance_min_studies,
+        min_class_fraction=settings.acceptance_min_class_fraction,
+        min_pointing_game=settings.acceptance_min_pointing_game,
+    )
+
+
+@dataclass(frozen=True)
+class _System:
+    """The platform as an actor in the audit trail."""
+
+    name: str = PLATFORM
+    organisation_id: int | None = None
+    user_id: int | None = None
+
+
+SYSTEM: Actor = _System()
+
+
+def register_installed(rt: Runtime, registry: Registry) -> list[AlgorithmStateRow]:
+    """Give every installed version that has no recorded state its first one.
+
+    A version that ships evidence has it stored as an evaluation (``created_by``
+    "shipped with the package") and starts ``approved`` platform-wide when that evidence
+    passes the acceptance rule in force, else ``shadow``; a version with no evidence starts
+    ``registered``. Idempotent: a version with any recorded state is left alone (so a
+    supervisor's decisions survive restarts and upgrades).
+    """
+    rule = acceptance_rule(rt.settings)
+    made = []
+    with rt.db.session() as s:
+        known = admissionstore.known_versions(s)
+        for algorithm in registry.all():
+            key = (algorithm.name, algorithm.version)
+            if key in known:
+                continue
+            evidence = algorithm.shipped_evidence()
+            if evidence is None:
+                row = admissionstore.record_state(
+                    s,
+                    *key,
+                    "registered",
+                    reason="installed; it ships no evidence: run `radsight evaluate` on a "
+                    "reference set, then approve it or put it in shadow",
+                    actor=PLATFORM,
+                )
+            else:
+                problems = evidence_problems(evidence, rule)
+                ev = quality.create_evaluation(
+                    s,
+                    algorithm.name,
+                    algorithm.version,
+                    str(evidence.get("reference") or "shipped evidence"),
+                    "shipped with the package",
+                )
+                quality.finish_evaluation(
+                    s,
+                    ev.id,
+                    summary={**evidence, "shipped": True, "failures": problems},
+                    passed=not problems,
+                    num_studies=int(evidence.get("num_studies") or 0),
+                )
+                if problems:
+                    state = "shadow"
+                    reason = "its shipped evidence does not pass the acceptance rule: " + (
+                        "; ".join(problems)
+                    )
+                else:
+                    state = "approved"
+                    reason = "its shipped evidence passes the acceptance rule in force"
+                row = admissionstore.record_state(
+                    s, *key, state, reason=reason, actor=PLATFORM, evidence_id=ev.id
+                )
+            record_audit(
+                s,
+                SYSTEM,
+                f"algorithm.{row.state}",
+                detail=_audit_detail(row),
+            )
+            log.info("algorithm %s %s registered: %s (%s)", *key, row.state, row.reason)
+            made.append(row)
+    return made
+
+
+def _audit_detail(row: AlgorithmStateRow) -> dict[str, Any]:
+    return {
+        "algorithm": row.algorithm_name,
+        "version": row.algorithm_version,
+        "state": row.state,
+        "scope": _scope_text(row.organisation_id, row.region_id),
+        "organisation_id": row.organisation_id,
+        "region_id": row.region_id,
+        "reason": row.reason,
+        "evidence_id": row.evidence_id,
+        "override": row.override,
+        "state_id": row.id,
+    }
+
+
+def _scope_text(organisation_id: int | None, region_id: int | None) -> str:
+    if organisation_id is not None:
+        return f"organisation {organisation_id}"
+    if region_id is not None:
+        return f"region {region_id}"
+    return "platform"
+
+
+def current_state(
+    s: Session,
+    name: str,
+    version: str,
+    *,
+    organisation_id: int | None = None,
+    region_id: int | None = None,
+) -> str:
+    """The state in force at a scope: for an organisation as it applies to it; for a
+    region or the platform, the newest record at exactly that scope (else what the wider
+    scope says)."""
+    rows = admissionstore.state_history(s, name, version, scope=Scope.ALL)
+    recs = admissionstore.records(rows)
+    if organisation_id is not None:
+        org = tenants.get_organisation(s, organisation_id)
+        return state_in_force(recs, org.id, org.region_id)[0]
+    current = in_force(recs)
+    exact = [r for r in current if r.organisation_id is None and r.region_id == region_id]
+    if exact:
+        return exact[0].state
+    platform = [r for r in current if r.organisation_id is None and r.region_id is None]
+    return platform[0].state if platform else "registered"
+
+
+def change_state(
+    rt: Runtime,
+    actor: Actor,
+    name: str,
+    version: str,
+    new_state: str,
+    *,
+    organisation: str | int | None = None,
+    region: str | None = None,
+    reason: str = "",
+    evidence_id: int | None = None,
+    override: bool = False,
+    registry: Registry | None = None,
+    remote_addr: str = "",
+) -> AlgorithmStateRow:
+    """Move a version to ``new_state`` at a scope (one organisation, a region, or the
+    platform when neither is given), or refuse with :class:`AdmissionRefused` saying why.
+
+    Approval needs evidence: ``evidence_id`` names an evaluation of exactly this version
+    that passes the acceptance rule in force; without one, the newest passing evaluation
+    of the version is used. ``override`` approves without passing evidence and needs a
+    written ``reason`` (the audit trail keeps it). Suspending and withdrawing need a reason
+    too. Permissions are the caller's to check (the CLI is the operator; the API allows
+    supervisors within their region and platform admins).
+    """
+    if new_state not in STATES:
+        raise InvalidInput(f"unknown state {new_state!r}; one of {', '.join(STATES)}")
+    reason = reason.strip()
+    with rt.db.session() as s:
+        if registry is not None:
+            installed = {(a.name, a.version) for a in registry.all()}
+            if (name, version) not in installed | admissionstore.known_versions(s):
+                raise NotFound(f"algorithm {name} version {version} is not installed")
+        elif (name, version) not in admissionstore.known_versions(s):
+            raise NotFound(f"algorithm {name} version {version} is not registered")
+        org_id = region_id = None
+        if organisation is not None:
+            org_id = tenants.get_organisation(s, organisation).id
+        elif region is not None:
+            region_id = tenants.get_region(s, region).id
+        current = current_state(s, name, version, organisation_id=org_id, region_id=region_id)
+        where = _scope_text(org_id, region_id)
+        if current == new_state:
+            raise AdmissionRefused(f"{name} {version} is already {new_state} for {where}")
+        if not can_move(current, new_state):
+            raise AdmissionRefused(
+                f"{name} {version} is {current} for {where}; it cannot become {new_state}"
+                + (" (withdrawn is final)" if current == "withdrawn" else "")
+            )
+        if new_state in ("suspended", "withdrawn") and len(reason) < MIN_REASON:
+            raise AdmissionRefused(f"say why {name} {version} is {new_state} (a written reason)")
+        evidence: EvaluationRow | None = None
+        if new_state == "approved":
+            evidence, problems = _evidence(s, rt.settings, name, version, evidence_id)
+            if problems and not override:
+                raise AdmissionRefused(
+                    f"{name} {version} cannot be approved: "
+                    + "; ".join(problems)
+                    + ". Run `radsight evaluate` on a reference set that meets the acceptance "
+                    "rule, or approve with an override and a written reason"
+                )
+            if problems and len(reason) < MIN_REASON:
+                raise AdmissionRefused(
+                    f"an override needs a written reason (at least {MIN_REASON} characters)"
+                )
+            override = bool(problems)
+        row = admissionstore.record_state(
+            s,
+            name,
+            version,
+            new_state,
+            organisation_id=org_id,
+            region_id=region_id,
+            reason=reason,
+            actor=actor.name,
+            evidence_id=evidence.id if evidence is not None else None,
+            override=override and new_state == "approved",
+            detail={"from": current},
+        )
+        record_audit(
+            s,
+            actor,
+            f"algorithm.{new_state}",
+            organisation_id=org_id,
+            detail={**_audit_detail(row), "from": current},
+            remote_addr=remote_addr,
+        )
+        log.info(
+            "algorithm %s %s: %s -> %s for %s by %s%s",
+            name,
+            version,
+            current,
+            new_state,
+            where,
+            actor.name,
+            " (override)" if row.override else "",
+        )
+        return row
+
+
+def _evidence(
+    s: Session, settings: Settings, name: str, version: str, evidence_id: int | None
+) -> tuple[EvaluationRow | None, list[str]]:
+    """The evaluation that backs an approval and what it lacks ([] when it passes)."""
+    rule = acceptance_rule(settings)
+    if evidence_id is not None:
+        ev = quality.get_evaluation(s, evidence_id)
+        if (ev.algorithm_name, ev.algorithm_version) != (name, version):
+            raise AdmissionRefused(
+                f"evaluation {ev.id} tested {ev.algorithm_name} {ev.algorithm_version}, "
+                f"not {name} {version}: evidence must be of this exact version"
+            )
+        if ev.state != "done":
+            return ev, [f"evaluation {ev.id} is {ev.state}"]
+        return ev, [f"evaluation {ev.id}: {p}" for p in evidence_problems(ev.summary, rule)]
+    done = [e for e in quality.list_evaluations(s, name, version) if e.state == "done"]
+    for ev in done:  # newest first
+        if not evidence_problems(ev.summary, rule):
+            return ev, []
+    if not done:
+        return None, [f"no calibration test of {name} {version} has been run"]
+    newest = done[0]
+    return newest, [f"evaluation {newest.id}: {p}" for p in evidence_problems(newest.summary, rule)]
+
+
+def set_enabled(
+    rt: Runtime,
+    actor: Actor,
+    organisation: str | int,
+    name: str,
+    enabled: bool,
+    *,
+    reason: str = "",
+    registry: Registry | None = None,
+    remote_addr: str = "",
+) -> None:
+    """Switch an algorithm (all its versions) on or off for one organisation."""
+    with rt.db.session() as s:
+        if registry is not None and name not in registry.names():
+            raise NotFound(f"algorithm {name} is not installed")
+        org = tenants.get_organisation(s, organisation)
+        admissionstore.set_switch(s, org.id, name, enabled, reason=reason.strip(), actor=actor.name)
+        record_audit(
+            s,
+            actor,
+            "algorithm.enable" if enabled else "algorithm.disable",
+            organisation_id=org.id,
+            detail={"algorithm": name, "organisation": org.name, "reason": reason.strip()},
+            remote_addr=remote_addr,
+        )
+
+
+def history(s: Session, name: str, version: str, *, scope: Scope) -> list[StateRecord]:
+    return admissionstore.records(admissionstore.state_history(s, name, version, scope=scope))
