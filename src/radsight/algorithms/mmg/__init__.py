@@ -51,6 +51,7 @@ from radsight.algorithms.contract import (
     Region,
     StudyInput,
 )
+from radsight.algorithms.evidence import load_evidence
 from radsight.algorithms.mmg.features import (
     CANDIDATE_FEATURES,
     Breast,
@@ -341,6 +342,10 @@ class MammographyAlgorithm(Algorithm):
         "(mini-MIAS film, AUROC 0.65, top mark on the lesion 43 %): see docs/models/mmg.md. "
         "Not a diagnosis."
     )
+
+    def shipped_evidence(self) -> dict | None:
+        """The model card's cross-validated figures (docs/models/mmg.md)."""
+        return load_evidence(Path(__file__).with_name("evidence.json"), self.name, self.version)
 
     def __init__(self, heads: dict[str, Any] | None = None) -> None:
         t = CONFIG["thresholds"]
