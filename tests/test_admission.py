@@ -36,12 +36,20 @@ def test_the_newest_record_per_scope_is_in_force_and_withdrawn_is_final_below():
 
 
 def test_a_bare_name_runs_the_newest_approved_version_and_every_shadow_beside_it():
-    states = {"1.0.0": "approved", "1.1.0": "approved", "1.2.0": "shadow", "0.9": "withdrawn"}
+    states = {
+        "0.8": "shadow",
+        "0.9": "withdrawn",
+        "1.0.0": "approved",
+        "1.1.0": "approved",
+        "1.2.0": "shadow",
+    }
     plan, why = plan_versions("", states)
     assert [(p.version, p.mode) for p in plan] == [("1.1.0", "clinical"), ("1.2.0", "shadow")]
     assert why == ""
-    plan, why = plan_versions("", {"1.0.0": "registered"})
-    assert plan == [] and "1.0.0 registered" in why
+    plan, _ = plan_versions("", {"1.0.0": "registered"})
+    assert [(p.version, p.mode) for p in plan] == [("1.0.0", "shadow")]
+    plan, why = plan_versions("", {"1.0.0": "withdrawn"})
+    assert plan == [] and "1.0.0 withdrawn" in why
     plan, why = plan_versions("0.9", states)
     assert plan == [] and "withdrawn" in why
 

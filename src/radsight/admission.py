@@ -8,9 +8,12 @@ A version's lifecycle (docs/quality.md, "Admission")::
          |            ^  \\______^  |  ^________/ |
          '------------+------------'--------------'---> withdrawn (from any state)
 
-- ``registered``: installed, never run on live studies.
-- ``shadow``: runs on the studies a rule routes to it; its results are stored only (no
-  C-STORE, not on radiologists' worklists or viewer); supervisors and monitoring see them.
+- ``registered``: installed, nobody has decided on it yet. Like ``shadow``, it runs on the
+  studies a rule routes to it with its results stored only: no version reaches a
+  radiologist before it is approved.
+- ``shadow``: put there on purpose (or by shipped evidence that does not pass); runs on
+  the studies a rule routes to it; its results are stored only (no C-STORE, not on
+  radiologists' worklists or viewer); supervisors and monitoring see them.
 - ``approved``: runs and delivers (the clinical mode).
 - ``suspended``: was approved, is not trusted now (a supervisor's decision or an automatic
   suspension on a conclusive calibration failure); runs in shadow until reinstated.
@@ -44,7 +47,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 #: a state -> how a version in it runs on a routed study (None: it does not run)
 MODES: dict[str, Mode | None] = {
-    "registered": None,
+    "registered": "shadow",
     "shadow": "shadow",
     "approved": "clinical",
     "suspended": "shadow",
@@ -201,9 +204,10 @@ def plan_versions(
 
     ``states``: every installed version -> its state for the organisation. A reference
     with a version (``name@1.2.0``) runs that version in its mode. A bare name runs the
-    newest approved version in clinical mode and every version in shadow or suspended in
-    shadow mode beside it, so that a new version earns its evidence on live studies while
-    the approved one serves. Returns the plan and, when it is empty, why.
+    newest approved version in clinical mode and every newer registered, shadow or
+    suspended version in shadow mode beside it, so that a new version earns its evidence
+    on live studies while the approved one serves. Returns the plan and, when it is
+    empty, why.
     """
     key = version_key or (lambda v: v)
     if ref_version:
@@ -216,13 +220,16 @@ def plan_versions(
         return [Planned(ref_version, mode)], ""
     approved = sorted((v for v, st in states.items() if st == "approved"), key=key)
     plan = [Planned(approved[-1], "clinical")] if approved else []
+    newer = (lambda v: key(v) > key(approved[-1])) if approved else (lambda v: True)
     plan += [
-        Planned(v, "shadow") for v in sorted(states, key=key) if mode_of(states[v]) == "shadow"
+        Planned(v, "shadow")
+        for v in sorted(states, key=key)
+        if mode_of(states[v]) == "shadow" and newer(v)
     ]
     if plan:
         return plan, ""
     listed = ", ".join(f"{v} {st}" for v, st in sorted(states.items(), key=lambda x: key(x[0])))
-    return [], f"no version is approved or in shadow ({listed or 'none installed'})"
+    return [], f"no version may run ({listed or 'none installed'})"
 
 
 def describe_plan(plan: Sequence[Planned]) -> str:
