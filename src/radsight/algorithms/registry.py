@@ -55,7 +55,7 @@ class Registry:
         return self.names() | {f"{name}@{version}" for name, version in self._by_key}
 
     def all(self) -> list[Algorithm]:
-        return sorted(self._by_key.values(), key=lambda a: (a.name, _vkey(a.version)))
+        return sorted(self._by_key.values(), key=lambda a: (a.name, version_key(a.version)))
 
     def resolve(self, ref: str) -> Algorithm:
         """``name`` (newest version) or ``name@version``."""
@@ -68,8 +68,8 @@ class Registry:
         versions = [a for (n, _), a in self._by_key.items() if n == name]
         if not versions:
             raise NotFound(f"algorithm {name} is not registered")
-        return max(versions, key=lambda a: _vkey(a.version))
+        return max(versions, key=lambda a: version_key(a.version))
 
 
-def _vkey(version: str) -> tuple:
+def version_key(version: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in version.replace("-", ".").split("."))
