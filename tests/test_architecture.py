@@ -21,6 +21,7 @@ PURE = [
     "pipeline/inputs.py",
     "errors.py",
     "monitor/metrics.py",
+    "monitor/localisation.py",
     "monitor/reference.py",
     "monitor/calibration.py",
     "monitor/technical.py",

@@ -98,6 +98,8 @@ def evaluate(
         if "roc" in summary:
             (out_dir / "roc.png").write_bytes(charts.roc_png(summary))
             (out_dir / "calibration.png").write_bytes(charts.calibration_png(summary))
+        if "localisation" in summary:
+            (out_dir / "froc.png").write_bytes(charts.froc_png(summary))
     click.echo(
         f"evaluation {row.id}: {algorithm.name} {algorithm.version} on {row.reference_name}: "
         f"{summary['num_studies']} studies, {summary['num_analysed']} analysed"
@@ -106,6 +108,13 @@ def evaluate(
     for k in ("sensitivity", "specificity", "ppv", "npv"):
         click.echo(f"  {k:<11} {_fmt(summary.get('at_threshold', {}).get(k))}")
     click.echo(f"  thresholds  {summary['thresholds']}")
+    if "localisation" in summary:
+        loc = summary["localisation"]
+        click.echo(f"  pointing game {_fmt(loc['pointing_game'])}  (Wilson 95% CI)")
+        for r in loc["froc"]["at_fp_rates"]:
+            click.echo(
+                f"  lesion sensitivity at {r['fp_per_case']:g} FP/case {_fmt(r['sensitivity'])}"
+            )
     click.echo(f"  time/study  {summary['time_per_study_s']['mean']} s mean")
     for w in summary["warnings"]:
         click.echo(f"  warning: {w}")

@@ -4,8 +4,9 @@ Each case takes the path of an analysis job (:func:`radsight.pipeline.inputs.stu
 ``algorithm.check``, ``algorithm.analyse``, :meth:`AnalysisReport.from_analysis` with the
 thresholds in force); :func:`summarise` turns the scores into the figures of the report:
 AUROC with its DeLong 95 % CI, sensitivity / specificity / PPV / NPV at the operating
-threshold with Wilson CIs, ROC and calibration curves, subgroups, time per study, and
-pass / fail against the acceptance bars.
+threshold with Wilson CIs, ROC and calibration curves, subgroups, time per study,
+localisation where the set outlines its lesions (pointing game and FROC:
+:mod:`radsight.monitor.localisation`), and pass / fail against the acceptance bars.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import numpy as np
 from tqdm import tqdm
 
 from radsight.admission import AcceptanceRule
-from radsight.algorithms.contract import Algorithm
+from radsight.algorithms.contract import Algorithm, Analysis
 from radsight.errors import InstanceRejected, InvalidInput, NotAnalysable
 from radsight.monitor import metrics
+from radsight.monitor.localisation import LocalisedCase, Mark, ReferenceRegion, localisation
 from radsight.monitor.reference import ReferenceCase, age_band
+from radsight.operating_points import region_probability
 from radsight.pipeline.inputs import study_input_from
 from radsight.results.report import AnalysisReport
 
@@ -42,6 +45,27 @@ class CaseResult:
     subgroups: dict[str, str] = field(default_factory=dict)
     #: input characteristics for drift baselines
     features: dict[str, object] = field(default_factory=dict)
+    #: the reference set's lesion outlines for this case (``regions.csv``)
+    regions: tuple[ReferenceRegion, ...] = ()
+    #: every candidate region of the located findings, with its probability
+    marks: tuple[Mark, ...] = ()
+
+
+def marks_of(report: AnalysisReport, analysis: Analysis) -> tuple[Mark, ...]:
+    """The candidate regions of the report's located findings as marks, in the algorithm's
+    order, each flagged when the report keeps it at the operating point in force."""
+    candidates = {f.key: f.regions for f in analysis.findings}
+    return tuple(
+        Mark.of(
+            finding.spec.key,
+            region_probability(region, finding.probability),
+            region,
+            marked=region in finding.regions,
+        )
+        for finding in report.findings
+        if finding.spec.located
+        for region in candidates.get(finding.spec.key, ())
+    )
 
 
 def input_features(datasets: list) -> dict[str, object]:  # type: ignore[type-arg]
@@ -81,7 +105,9 @@ def run_cases(
         disable=not progress,
     )
     for case in bar:
-        res = CaseResult(case.case_id, case.label, subgroups=dict(case.subgroups))
+        res = CaseResult(
+            case.case_id, case.label, subgroups=dict(case.subgroups), regions=case.regions
+        )
         t0 = time.perf_counter()
         try:
             datasets = case.datasets(study_type)
@@ -92,6 +118,7 @@ def run_cases(
             report = AnalysisReport.from_analysis(algorithm, analysis, thresholds)
             res.score = report.study_score
             res.verdict = report.verdict
+            res.marks = marks_of(report, analysis)
         except (NotAnalysable, InstanceRejected) as exc:
             res.refused = exc.message
         res.seconds = time.perf_counter() - t0
@@ -179,10 +206,21 @@ def summarise(
         )
         if auc.value < bars.min_auroc:
             failures.append(f"AUROC {auc.value:.3f} is below the bar {bars.min_auroc:.2f}")
-        passed: bool | None = not failures
     else:
         failures.append("the analysed studies do not include both classes: AUROC is undefined")
-        passed = False
+    located = localisation_of(done)
+    if located is not None:
+        summary["localisation"] = located
+    if bars.min_pointing_game is not None:
+        pg = located["pointing_game"]["value"] if located else None
+        if pg is None:
+            failures.append(
+                "the acceptance bar has a pointing game but the reference set outlines no "
+                "lesions of analysed positives (regions.csv)"
+            )
+        elif pg < bars.min_pointing_game:
+            failures.append(f"pointing game {pg:.3f} is below the bar {bars.min_pointing_game:.2f}")
+    passed = not failures
     summary["subgroups"] = subgroup_table(done)
     secs = np.array([r.seconds for r in results], dtype=float)
     summary["time_per_study_s"] = {
@@ -206,6 +244,14 @@ def summarise(
         for r in results
     ]
     return summary
+
+
+def localisation_of(done: list[CaseResult]) -> dict | None:
+    """Pointing game and FROC of the analysed cases, or None when no positive has regions.
+
+    When a reference region names a finding, only the named findings' marks count."""
+    named = sorted({r.finding for c in done for r in c.regions if r.finding})
+    return localisation([LocalisedCase(c.label, c.regions, c.marks) for c in done], named)
 
 
 def subgroup_table(done: list[CaseResult]) -> list[dict]:

@@ -94,3 +94,46 @@ def bar_png(
     if len(series) > 1:
         ax.legend(fontsize=8)
     return _png(fig)
+
+
+def froc_png(summary: dict) -> bytes:
+    """The FROC curve (lesion sensitivity against false-positive marks per case) with its
+    bootstrap band and the point of the marks kept at the operating thresholds."""
+    loc = summary["localisation"]
+    froc = loc["froc"]
+    curve, band = froc["curve"], froc["band"]
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.fill_between(
+        band["fp_per_case"],
+        band["lower"],
+        band["upper"],
+        step="post",
+        color="#1f5fa8",
+        alpha=0.15,
+        lw=0,
+        label=f"95% CI ({froc['bootstrap']['resamples']} case resamples)",
+    )
+    # the curve carries on flat past its last point: no lower threshold adds marks
+    xs = [*curve["fp_per_case"], band["fp_per_case"][-1]]
+    ys = [*curve["sensitivity"], curve["sensitivity"][-1]]
+    ax.step(xs, ys, where="post", c="#1f5fa8", lw=2, label=f"{froc['lesions']} lesions")
+    op = froc["at_threshold"]
+    if op["sensitivity"]["value"] is not None:
+        ax.plot(
+            op["fp_per_case"]["value"],
+            op["sensitivity"]["value"],
+            "o",
+            c="#c0392b",
+            label="marks at the thresholds in force",
+        )
+    pg = loc["pointing_game"]
+    ax.set_title(
+        f"FROC; pointing game {pg['value']:.2f} ({pg['lower']:.2f}-{pg['upper']:.2f})",
+        fontsize=10,
+    )
+    ax.set_xlabel("false-positive marks per case")
+    ax.set_ylabel("lesion sensitivity")
+    ax.set_xlim(0, band["fp_per_case"][-1])
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)

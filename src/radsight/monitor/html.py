@@ -51,6 +51,8 @@ def report_tables(summary: dict) -> list[dict[str, Any]]:
                 ],
             }
         )
+    if "localisation" in summary:
+        tables.append(localisation_table(summary["localisation"]))
     tables.append(
         {
             "id": "subgroups",
@@ -99,6 +101,41 @@ def report_tables(summary: dict) -> list[dict[str, Any]]:
     return tables
 
 
+def localisation_table(loc: dict) -> dict[str, Any]:
+    """Pointing game, the FROC summary and the marks at the thresholds in force."""
+    froc = loc["froc"]
+    boot = froc["bootstrap"]
+    method = f"case bootstrap, {boot['resamples']} resamples, seed {boot['seed']}"
+    op = froc["at_threshold"]
+    return {
+        "id": "localisation",
+        "heading": "Localisation",
+        "head": ["figure", "value (95% CI)", "method"],
+        "rows": [
+            [
+                f"pointing game ({loc['pointing_game']['n']} positives with regions)",
+                _ci(loc["pointing_game"]),
+                "Wilson",
+            ],
+            *[
+                [
+                    f"lesion sensitivity at {r['fp_per_case']:g} FP per case",
+                    _ci(r["sensitivity"]),
+                    method,
+                ]
+                for r in froc["at_fp_rates"]
+            ],
+            [
+                "lesion sensitivity, marks at the thresholds in force",
+                _ci(op["sensitivity"]),
+                method,
+            ],
+            ["FP marks per case, at the thresholds in force", _ci(op["fp_per_case"]), method],
+            ["lesions / cases", f"{froc['lesions']} / {froc['cases']}", ""],
+        ],
+    }
+
+
 def evaluation_report(summary: dict, evaluation_id: int | None = None) -> str:
     """The calibration test report as an HTML page (``evaluation_report.html``)."""
     a = summary["algorithm"]
@@ -108,6 +145,11 @@ def evaluation_report(summary: dict, evaluation_id: int | None = None) -> str:
             {"title": "ROC curve", "src": charts.data_uri(charts.roc_png(summary))},
             {"title": "calibration curve", "src": charts.data_uri(charts.calibration_png(summary))},
         ]
+    localisation_plots = []
+    if "localisation" in summary:
+        localisation_plots = [
+            {"title": "FROC curve", "src": charts.data_uri(charts.froc_png(summary))}
+        ]
     return render_page(
         "evaluation_report.html",
         title=f"Calibration test: {a['name']} {a['version']} on {summary['reference']}",
@@ -115,4 +157,5 @@ def evaluation_report(summary: dict, evaluation_id: int | None = None) -> str:
         summary=summary,
         tables=report_tables(summary),
         plots=plots,
+        localisation_plots=localisation_plots,
     )

@@ -12,6 +12,21 @@ DICOM studies sex, age, manufacturer and view are read from the headers when the
 them. Images are wrapped in a DX chest data set (an MG one for mammography: see
 :func:`mammogram_from_image`) so that they take the same decoding path
 (:func:`radsight.dicom.pixels.frames_for_analysis`) as a study received from a modality.
+The wrapped image keeps the file's pixels as they are (no resizing, no flipping), so its
+pixel coordinates are the file's.
+
+Where the lesions are (optional): a ``regions.csv`` beside ``labels.csv``, one row per
+reference region (:func:`read_regions`, scored by :mod:`radsight.monitor.localisation`):
+
+- the case: ``study_instance_uid`` (DICOM sets) or ``path`` (image sets), as in
+  ``labels.csv``; the case must be a positive;
+- optional ``sop_instance_uid`` (DICOM sets: the image of the study the region is on;
+  empty: any image of the study) and ``frame`` (1-based, for multi-frame images);
+- optional ``finding``: the finding key the region is a reference for (e.g.
+  ``tb-like-lesion``); when any row names one, only the marks of the named findings count;
+- one shape, in pixel coordinates (column, row) of the source image, origin at the top
+  left: ``x0,y0,x1,y1`` (a box), ``cx,cy,r`` (a circle, as mammography sets give
+  abnormalities) or ``points`` (a polygon, ``"x y;x y;x y;..."``, at least 3 points).
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from pydicom.uid import (
 
 from radsight.dicom.uids import PREFIX
 from radsight.errors import ConfigError
+from radsight.monitor.localisation import ReferenceRegion
 
 KNOWN_SUBGROUPS = ("sex", "age_band", "manufacturer", "organisation", "view")
 _TRUE = {"1", "positive", "abnormal", "true", "yes", "pos"}
@@ -57,6 +73,8 @@ class ReferenceCase:
     #: DICOM files of the study, or the one image file
     files: tuple[Path, ...] = ()
     kind: str = "dicom"  # dicom | image
+    #: where the lesions are (``regions.csv``); empty when the set does not say
+    regions: tuple[ReferenceRegion, ...] = ()
 
     def datasets(self, study_type: str = "cxr") -> list[Dataset]:
         if self.kind == "image" and is_volume(self.files[0]):
@@ -174,18 +192,112 @@ def read_reference(
         else:
             if case_id not in studies:
                 raise ConfigError(f"{where}: no DICOM files of study {case_id} under {root}")
-            files, headers = studies[case_id]
+            files, headers, _ = studies[case_id]
             for key, value in headers.items():
                 if not sub.get(key):
                     sub[key] = value
         cases.append(ReferenceCase(case_id, label, sub, files, kind))
+    if (root / REGIONS_CSV).is_file():
+        instances = {uid: sops for uid, (_, _, sops) in studies.items()}
+        regions = read_regions(root / REGIONS_CSV, id_col, cases, instances)
+        for case in cases:
+            case.regions = tuple(regions.get(case.case_id, ()))
     return ReferenceSet(root.name, root, kind, cases)
 
 
-def _index_dicom(root: Path) -> dict[str, tuple[tuple[Path, ...], dict[str, str]]]:
+REGIONS_CSV = "regions.csv"
+_SHAPES: dict[str, tuple[str, ...]] = {
+    "box": ("x0", "y0", "x1", "y1"),
+    "circle": ("cx", "cy", "r"),
+    "polygon": ("points",),
+}
+
+
+def read_regions(
+    path: Path,
+    id_col: str,
+    cases: list[ReferenceCase],
+    instances: dict[str, set[str]],
+) -> dict[str, list[ReferenceRegion]]:
+    """``regions.csv`` (the format is in the module docstring) -> case id -> regions.
+
+    Raises ConfigError naming the file, the line and the problem: an unknown or negative
+    case, no shape or two, a number that is not one, an empty box, a polygon of fewer than
+    3 points, an instance the study does not have.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    if id_col not in columns:
+        raise ConfigError(
+            f"{path.name} has no {id_col!r} column (the case key of labels.csv; columns: {columns})"
+        )
+    if not any(c in columns for shape in _SHAPES.values() for c in shape):
+        raise ConfigError(f"{path.name} has no shape columns: x0,y0,x1,y1 or cx,cy,r or points")
+    by_id = {c.case_id: c for c in cases}
+    out: dict[str, list[ReferenceRegion]] = {}
+    for i, row in enumerate(rows, start=2):
+        where = f"{path.name} line {i}"
+        case_id = row.get(id_col, "")
+        case = by_id.get(case_id)
+        if case is None:
+            raise ConfigError(f"{where}: {id_col} {case_id!r} is not a case of labels.csv")
+        if case.label != 1:
+            raise ConfigError(f"{where}: case {case_id} is a negative; regions mark lesions")
+        if case.kind == "image" and is_volume(case.files[0]):
+            raise ConfigError(f"{where}: regions on NIfTI volumes are not supported")
+        given = [s for s, cols in _SHAPES.items() if any(row.get(c, "") for c in cols)]
+        if len(given) != 1:
+            raise ConfigError(
+                f"{where}: give one shape (x0,y0,x1,y1 or cx,cy,r or points), "
+                f"not {' and '.join(given) or 'none'}"
+            )
+        shape = given[0]
+        try:
+            if shape == "polygon":
+                coords = tuple(
+                    float(v)
+                    for pair in row["points"].split(";")
+                    if pair.strip()
+                    for v in _pair(pair)
+                )
+            else:
+                missing = [c for c in _SHAPES[shape] if not row.get(c, "")]
+                if missing:
+                    raise ValueError(f"the {shape} lacks {', '.join(missing)}")
+                coords = tuple(float(row[c]) for c in _SHAPES[shape])
+            frame = int(row["frame"]) if row.get("frame", "") else None
+            if frame is not None and frame < 1:
+                raise ValueError(f"frame {frame} must be 1 or more")
+            sop = row.get("sop_instance_uid", "")
+            if sop and case.kind == "image":
+                raise ValueError("sop_instance_uid applies to DICOM sets only")
+            if sop and sop not in instances.get(case_id, set()):
+                raise ValueError(f"study {case_id} has no instance {sop}")
+            region = ReferenceRegion(shape, coords, sop, frame, row.get("finding", ""))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        out.setdefault(case_id, []).append(region)
+    return out
+
+
+def _pair(text: str) -> tuple[float, float]:
+    parts = text.replace(",", " ").split()
+    if len(parts) != 2:
+        raise ValueError(f"polygon point {text.strip()!r} is not 'x y'")
+    return float(parts[0]), float(parts[1])
+
+
+def _index_dicom(
+    root: Path,
+) -> dict[str, tuple[tuple[Path, ...], dict[str, str], set[str]]]:
     by_study: dict[str, list[Path]] = {}
     headers: dict[str, dict[str, str]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "labels.csv"):
+    sops: dict[str, set[str]] = {}
+    for path in sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name not in ("labels.csv", REGIONS_CSV)
+    ):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -196,6 +308,7 @@ def _index_dicom(root: Path) -> dict[str, tuple[tuple[Path, ...], dict[str, str]
         if not uid:
             continue
         by_study.setdefault(uid, []).append(path)
+        sops.setdefault(uid, set()).add(str(ds.get("SOPInstanceUID", "") or ""))
         headers.setdefault(
             uid,
             {
@@ -205,7 +318,7 @@ def _index_dicom(root: Path) -> dict[str, tuple[tuple[Path, ...], dict[str, str]
                 "view": str(ds.get("ViewPosition", "") or ""),
             },
         )
-    return {uid: (tuple(paths), headers[uid]) for uid, paths in by_study.items()}
+    return {uid: (tuple(paths), headers[uid], sops[uid]) for uid, paths in by_study.items()}
 
 
 #: Pillow modes of one channel wider than 8 bits (16-bit PNG, 32-bit integer or float TIFF)
