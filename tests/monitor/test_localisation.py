@@ -386,3 +386,74 @@ def test_tbx11k_boxes_with_radsight_cxr(tmp_path, capsys):
     assert pg["n"] == summary["num_analysed"] >= 45
     # the card's figure, 0.80 on the same images, lies in this interval
     assert pg["lower"] <= 0.80 <= pg["upper"] and pg["value"] >= 0.6
+
+
+# --- a real set: mini-MIAS circles and radsight-mmg's suspicion marks -------------------
+
+MIAS = SHARED_DATA / "mmg" / "mini-mias-train"
+
+
+def test_mini_mias_circles_with_radsight_mmg(tmp_path, capsys):
+    """radsight-mmg's breast suspicion marks against the mini-MIAS abnormality circles
+    (centre and radius, rows counted from the top): 40 abnormal images with coordinates and
+    40 normal ones, drawn with a fixed seed. These are the images the model was trained on
+    (mini-MIAS train pairs), so the figure is in-sample; the card's cross-validated top
+    mark on the lesion is 43 %. Each circle names its breast's finding."""
+    from radsight.algorithms.registry import Registry
+    from radsight.monitor import calibration
+    from radsight.operating_points import points_in_force
+
+    if not MIAS.is_dir():
+        pytest.skip(f"{MIAS} is absent: the mini-MIAS localisation test needs ../shared/data")
+    images = list(csv.DictReader((MIAS / "image_labels.csv").open()))
+    circles = [r for r in csv.DictReader((MIAS / "labels.csv").open()) if r["radius"]]
+    rng = random.Random(20240601)
+    positives = rng.sample(sorted({r["refnum"] for r in circles}), 40)
+    negatives = rng.sample(sorted(r["refnum"] for r in images if r["label"] == "normal"), 40)
+    side = {r["refnum"]: r["side"] for r in images}
+
+    def png(refnum: str) -> str:
+        return str(MIAS / "images" / f"{refnum}.png")
+
+    root = tmp_path / "mias"
+    root.mkdir()
+    with (root / "labels.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "laterality"])
+        for k in positives + negatives:
+            w.writerow([png(k), int(k in positives), side[k]])
+    with (root / "regions.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "finding", "cx", "cy", "r"])
+        for r in circles:
+            if r["refnum"] in positives:
+                finding = "suspicion-left" if r["side"] == "L" else "suspicion-right"
+                w.writerow([png(r["refnum"]), finding, r["x"], r["y_top_origin"], r["radius"]])
+    algorithm = Registry.from_entry_points().resolve("radsight-mmg")
+    ref = read_reference(root)
+    points = points_in_force(algorithm)
+    t0 = time.perf_counter()
+    results = calibration.run_cases(algorithm, ref.cases, points, progress=False)
+    summary = calibration.summarise(algorithm.name, algorithm.version, ref.name, results, points)
+    loc = summary["localisation"]
+    pg = loc["pointing_game"]
+    rates = {r["fp_per_case"]: r["sensitivity"] for r in loc["froc"]["at_fp_rates"]}
+    with capsys.disabled():
+        print(
+            f"\nmini-MIAS train (40 abnormal, 40 normal), radsight-mmg {algorithm.version}: "
+            f"{loc['froc']['lesions']} circles; pointing game {pg['value']:.3f} "
+            f"({pg['lower']:.3f}-{pg['upper']:.3f}); sensitivity at "
+            + ", ".join(
+                f"{k:g} FP/image {v['value']:.3f} ({v['lower']:.3f}-{v['upper']:.3f})"
+                for k, v in rates.items()
+            )
+            + f"; {time.perf_counter() - t0:.1f} s"
+        )
+    assert loc["findings"] == ["suspicion-left", "suspicion-right"]
+    assert pg["n"] == 40 and loc["froc"]["cases"] == 80
+    # a weak localiser: a pointing-game bar of 0.6 refuses it
+    assert pg["upper"] < 0.6
+    rule = AcceptanceRule(min_studies=80, min_auroc=0.0, min_pointing_game=0.6)
+    assert evidence_problems(summary, rule) == [
+        f"pointing game {pg['value']:.3f} is below the bar 0.60"
+    ]
