@@ -46,6 +46,8 @@ SEED = 20240601
 #: points kept in the stored curve and in its band
 MAX_CURVE_POINTS = 200
 BAND_POINTS = 41
+#: resamples whose curves are held in memory at once
+BOOT_CHUNK = 200
 
 Shape = Literal["box", "circle", "polygon"]
 
@@ -239,7 +241,8 @@ def _curves(f: _Froc, weights: np.ndarray, thresholds: np.ndarray) -> tuple[np.n
         above = np.searchsorted(-prob[order], -thresholds, side="right")
         return cum[:, above]
 
-    n_regions = weights[:, f.region_case].sum(axis=1, keepdims=True)
+    per_case = np.bincount(f.region_case, minlength=weights.shape[1])
+    n_regions = (weights @ per_case)[:, None]
     n_cases = weights.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         sensitivity = counts(f.region_case, f.region_best) / n_regions
@@ -283,24 +286,31 @@ def froc(
         if len(group):
             draws = group[rng.integers(0, len(group), (n_boot, len(group)))]
             np.add.at(weights, (np.arange(n_boot)[:, None], draws), 1.0)
-    boot_sens, boot_fppc = _curves(f, weights, thresholds)
     grid = np.linspace(0.0, max(float(fppc[-1]), max(rates)), BAND_POINTS)
-    band = _at_rates(boot_sens, boot_fppc, grid)
     rate_arr = np.asarray(rates, dtype=float)
     at_point = _at_rates(sens[None, :], fppc[None, :], rate_arr)[0]
-    at_boot = _at_rates(boot_sens, boot_fppc, rate_arr)
+    band_parts, rate_parts = [], []
+    for start in range(0, n_boot, BOOT_CHUNK):  # a few hundred resamples at a time: memory
+        boot_sens, boot_fppc = _curves(f, weights[start : start + BOOT_CHUNK], thresholds)
+        band_parts.append(_at_rates(boot_sens, boot_fppc, grid))
+        rate_parts.append(_at_rates(boot_sens, boot_fppc, rate_arr))
+    band, at_boot = np.concatenate(band_parts), np.concatenate(rate_parts)
 
     def estimate(value: float, boots: np.ndarray, n: int) -> dict:
         lo, hi = np.nanpercentile(boots, [2.5, 97.5])
         return Estimate(float(value), float(lo), float(hi), n).to_json()
 
     n_lesions = len(f.region_case)
+
     # the point the report's marks give at the operating thresholds in force
-    w_r = weights[:, f.region_case]
-    w_fp = weights[:, f.fp_case]
+    def per_case(case: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return np.bincount(case, weights=values.astype(float), minlength=len(kept))
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        marked_sens = (w_r * f.region_marked).sum(1) / w_r.sum(1)
-    marked_fppc = (w_fp * f.fp_marked).sum(1) / weights.sum(1)
+        marked_sens = (weights @ per_case(f.region_case, f.region_marked)) / (
+            weights @ per_case(f.region_case, np.ones(n_lesions))
+        )
+    marked_fppc = (weights @ per_case(f.fp_case, f.fp_marked)) / weights.sum(1)
     idx = _thin(len(thresholds), MAX_CURVE_POINTS)
     return {
         "lesions": n_lesions,
