@@ -144,6 +144,19 @@ def test_findings_named_by_the_regions_are_the_only_marks_scored():
     assert localisation([LocalisedCase(1, (), (other,))]) is None  # no regions: no figures
 
 
+def test_shipped_evidence_with_a_pointing_game_alone_makes_a_localisation_table():
+    """radsight-mmg ships its card's pointing game without a FROC: the table shows it."""
+    from radsight.algorithms.registry import Registry
+    from radsight.monitor.html import localisation_table
+
+    evidence = Registry.from_entry_points().resolve("radsight-mmg").shipped_evidence()
+    assert evidence is not None and "froc" not in evidence["localisation"]
+    table = localisation_table(evidence["localisation"])
+    assert table["rows"] == [
+        ["pointing game (83 positives with regions)", "0.434 (0.332-0.541)", "Wilson"]
+    ]
+
+
 # --- regions.csv --------------------------------------------------------------------
 
 

@@ -102,21 +102,18 @@ def report_tables(summary: dict) -> list[dict[str, Any]]:
 
 
 def localisation_table(loc: dict) -> dict[str, Any]:
-    """Pointing game, the FROC summary and the marks at the thresholds in force."""
-    froc = loc["froc"]
-    boot = froc["bootstrap"]
-    method = f"case bootstrap, {boot['resamples']} resamples, seed {boot['seed']}"
-    op = froc["at_threshold"]
-    return {
-        "id": "localisation",
-        "heading": "Localisation",
-        "head": ["figure", "value (95% CI)", "method"],
-        "rows": [
-            [
-                f"pointing game ({loc['pointing_game']['n']} positives with regions)",
-                _ci(loc["pointing_game"]),
-                "Wilson",
-            ],
+    """Pointing game, the FROC summary and the marks at the thresholds in force (a shipped
+    evidence file may give the pointing game alone)."""
+    pg = loc["pointing_game"]
+    rows: list[list[Any]] = [
+        [f"pointing game ({pg['n']} positives with regions)", _ci(pg), "Wilson"]
+    ]
+    froc = loc.get("froc")
+    if froc:
+        boot = froc["bootstrap"]
+        method = f"case bootstrap, {boot['resamples']} resamples, seed {boot['seed']}"
+        op = froc["at_threshold"]
+        rows += [
             *[
                 [
                     f"lesion sensitivity at {r['fp_per_case']:g} FP per case",
@@ -132,7 +129,12 @@ def localisation_table(loc: dict) -> dict[str, Any]:
             ],
             ["FP marks per case, at the thresholds in force", _ci(op["fp_per_case"]), method],
             ["lesions / cases", f"{froc['lesions']} / {froc['cases']}", ""],
-        ],
+        ]
+    return {
+        "id": "localisation",
+        "heading": "Localisation",
+        "head": ["figure", "value (95% CI)", "method"],
+        "rows": rows,
     }
 
 
@@ -146,7 +148,7 @@ def evaluation_report(summary: dict, evaluation_id: int | None = None) -> str:
             {"title": "calibration curve", "src": charts.data_uri(charts.calibration_png(summary))},
         ]
     localisation_plots = []
-    if "localisation" in summary:
+    if "froc" in summary.get("localisation", {}):
         localisation_plots = [
             {"title": "FROC curve", "src": charts.data_uri(charts.froc_png(summary))}
         ]
