@@ -247,6 +247,40 @@ def test_a_dicom_region_names_an_instance_of_its_study(tmp_path):
         read_reference(root)
 
 
+def test_a_region_on_one_image_of_a_study_is_hit_by_marks_on_that_image_only(tmp_path):
+    """Two images of one DICOM study, the bright spot on the first: a region at the spot's
+    place counts the mark when it names the first image's SOP Instance UID, not the second's."""
+    from radsight.algorithms.registry import Registry
+    from radsight.monitor import calibration
+
+    first = make_radiograph(bright_spot=(0.3, 0.5, 0.1), seed=1)
+    second = make_radiograph(
+        bright_spot=None, seed=2, study_instance_uid=first.StudyInstanceUID, instance_number=2
+    )
+    algorithm = Registry.from_entry_points().resolve("radsight-bright-region")
+    spot = (0.3 * 512 - 51, 0.5 * 512 - 51, 0.3 * 512 + 51, 0.5 * 512 + 51)
+    figures = {}
+    for named in (first, second):
+        root = tmp_path / str(named.SOPInstanceUID)
+        root.mkdir()
+        for i, ds in enumerate((first, second)):
+            (root / f"{i}.dcm").write_bytes(dicom_bytes(ds))
+        (root / "labels.csv").write_text(f"study_instance_uid,label\n{first.StudyInstanceUID},1\n")
+        (root / "regions.csv").write_text(
+            "study_instance_uid,sop_instance_uid,x0,y0,x1,y1\n"
+            f"{first.StudyInstanceUID},{named.SOPInstanceUID},{','.join(map(str, spot))}\n"
+        )
+        ref = read_reference(root)
+        results = calibration.run_cases(algorithm, ref.cases, progress=False)
+        assert {m.sop_instance_uid for m in results[0].marks} == {
+            first.SOPInstanceUID,
+            second.SOPInstanceUID,
+        }
+        figures[named is first] = calibration.localisation_of(results)
+    assert figures[True]["pointing_game"]["value"] == 1.0  # type: ignore[index]
+    assert figures[False]["pointing_game"]["value"] == 0.0  # type: ignore[index]
+
+
 # --- radsight evaluate, end to end ----------------------------------------------------
 
 
