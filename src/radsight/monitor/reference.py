@@ -50,7 +50,7 @@ from pydicom.uid import (
 
 from radsight.dicom.uids import PREFIX
 from radsight.errors import ConfigError
-from radsight.monitor.localisation import ReferenceRegion
+from radsight.monitor.localisation import ReferenceRegion, Shape
 
 KNOWN_SUBGROUPS = ("sex", "age_band", "manufacturer", "organisation", "view")
 _TRUE = {"1", "positive", "abnormal", "true", "yes", "pos"}
@@ -206,7 +206,7 @@ def read_reference(
 
 
 REGIONS_CSV = "regions.csv"
-_SHAPES: dict[str, tuple[str, ...]] = {
+_SHAPES: dict[Shape, tuple[str, ...]] = {
     "box": ("x0", "y0", "x1", "y1"),
     "circle": ("cx", "cy", "r"),
     "polygon": ("points",),
@@ -266,27 +266,39 @@ def read_regions(
                 missing = [c for c in _SHAPES[shape] if not row.get(c, "")]
                 if missing:
                     raise ValueError(f"the {shape} lacks {', '.join(missing)}")
-                coords = tuple(float(row[c]) for c in _SHAPES[shape])
-            frame = int(row["frame"]) if row.get("frame", "") else None
-            if frame is not None and frame < 1:
-                raise ValueError(f"frame {frame} must be 1 or more")
+                coords = tuple(_number(row[c], c) for c in _SHAPES[shape])
+            frame = None
+            if row.get("frame", ""):
+                number = _number(row["frame"], "frame")
+                if not number.is_integer():
+                    raise ValueError(f"frame {row['frame']} must be a whole number")
+                frame = int(number)
+                if frame < 1:
+                    raise ValueError(f"frame {frame} must be 1 or more")
             sop = row.get("sop_instance_uid", "")
             if sop and case.kind == "image":
                 raise ValueError("sop_instance_uid applies to DICOM sets only")
             if sop and sop not in instances.get(case_id, set()):
                 raise ValueError(f"study {case_id} has no instance {sop}")
-            region = ReferenceRegion(shape, coords, sop, frame, row.get("finding", ""))  # type: ignore[arg-type]
+            region = ReferenceRegion(shape, coords, sop, frame, row.get("finding", ""))
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         out.setdefault(case_id, []).append(region)
     return out
 
 
+def _number(text: str, column: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+
+
 def _pair(text: str) -> tuple[float, float]:
     parts = text.replace(",", " ").split()
     if len(parts) != 2:
         raise ValueError(f"polygon point {text.strip()!r} is not 'x y'")
-    return float(parts[0]), float(parts[1])
+    return _number(parts[0], "points"), _number(parts[1], "points")
 
 
 def _index_dicom(
