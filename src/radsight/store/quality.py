@@ -262,6 +262,17 @@ def resolve_alert(s: Session, alert_id: int, *, scope: Scope) -> AlertRow:
     return row
 
 
+def resolve_open_alert(s: Session, key: str) -> int:
+    """Resolve the open alert with this key, if any (its condition no longer holds)."""
+    n = 0
+    for row in s.scalars(
+        select(AlertRow).where(AlertRow.key == key, AlertRow.resolved_at.is_(None))
+    ):
+        row.resolved_at = utcnow()
+        n += 1
+    return n
+
+
 def resolve_alerts_except(s: Session, kind: str, open_keys: set[str]) -> int:
     """Resolve open alerts of ``kind`` whose condition no longer holds."""
     n = 0
