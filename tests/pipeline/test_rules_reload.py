@@ -108,3 +108,12 @@ def test_a_deleted_file_is_reported_once(watched):
     assert watcher.check().outcome == "unchanged" and watcher.rules.version == "v1"
     write(path, rules_text("v4"), 5)
     assert watcher.check().rules.version == "v4"
+
+
+def test_a_change_before_the_watcher_starts_is_seen_at_its_first_look(tmp_path):
+    path = tmp_path / "rules.yaml"
+    write(path, rules_text("v1"), 1)
+    loaded = load_rules(path, KNOWN)  # the server loads the rules, then starts listening
+    write(path, rules_text("v2"), 2)  # someone saves meanwhile
+    check = RulesWatcher(path, loaded, KNOWN).check()
+    assert check.outcome == "reloaded" and check.rules.version == "v2"

@@ -54,7 +54,9 @@ class RulesWatcher:
         self.path = Path(path)
         self.rules = rules
         self.known_algorithms = known_algorithms
-        self._stat: tuple[int, int] | None = self._look()
+        # not looked at yet: the first check reads the file once, so that a change made
+        # between loading ``rules`` and creating the watcher is not missed
+        self._stat: tuple[int, int] | None = None
         #: the digest of the broken text reported last (reported once, not every look)
         self._bad_digest = ""
 
@@ -68,7 +70,7 @@ class RulesWatcher:
     def check(self) -> RulesCheck:
         """Look at the file; parse it when its content differs from the rules in force."""
         stat = self._look()
-        if stat is not None and stat == self._stat:
+        if stat == self._stat and (stat is not None or self._bad_digest):
             return RulesCheck("unchanged", self.rules)
         try:
             text = self.path.read_text()
