@@ -17,6 +17,7 @@ PURE = [
     "algorithms/contract.py",
     "algorithms/bright_region.py",
     "pipeline/routing.py",
+    "pipeline/rules_reload.py",
     "pipeline/jobs.py",
     "pipeline/inputs.py",
     "errors.py",

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -16,10 +17,15 @@ from radsight.algorithms.registry import Registry
 from radsight.config import Settings
 from radsight.errors import ConfigError
 from radsight.ingest.dimse import CallerDirectory, start_listener
+from radsight.monitor import alerting
+from radsight.monitor.admission import SYSTEM
 from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import RuleSet, load_rules
+from radsight.pipeline.rules_reload import RulesCheck, RulesWatcher
 from radsight.pipeline.runner import WorkerPool, reap_expired
 from radsight.runtime import Runtime
+from radsight.store import quality
+from radsight.store.people import record_audit
 from radsight.web import create_app
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,8 @@ class Server:
     _pool: WorkerPool | None = None
     _dispatcher: Any = None
     _uvicorn: uvicorn.Server | None = None
+    _app: Any = None
+    _rules_watcher: RulesWatcher | None = None
 
     @classmethod
     def prepare(cls, settings: Settings) -> Server:
@@ -78,6 +86,8 @@ class Server:
             self._threads.append(t)
         app = create_app(self.rt, self.registry, self.rules)
         app.state.dicom_port = self.dicom_port
+        self._app = app
+        self._watch_rules()
         config = uvicorn.Config(
             app,
             host=self.settings.http_host,
@@ -109,9 +119,16 @@ class Server:
             self.stop()
 
     def _scheduler(self) -> None:
-        last_reap = 0.0
+        last_reap = last_rules = 0.0
         while not self._stop.wait(self.settings.poll_interval_s):
             try:
+                if (
+                    self._rules_watcher is not None
+                    and time.monotonic() - last_rules >= self.settings.rules_reload_interval_s
+                ):
+                    last_rules = time.monotonic()
+                    self.reload_rules()
+                # the rules of this tick: a reload swaps the reference, never edits it
                 assemble_once(self.rt, self.registry, self.rules)
                 if self._dispatcher is not None:
                     self._dispatcher.dispatch(self.rt)
@@ -122,6 +139,96 @@ class Server:
                     last_reap = time.monotonic()
             except Exception:  # the scheduler loop's catch-all: log once and keep going
                 log.exception("scheduler tick failed")
+
+    def _watch_rules(self) -> None:
+        """Watch the rules file (a rules file is set and ``rules_reload_interval_s`` > 0);
+        the rules in force at start-up are valid, so a configuration alert left open by an
+        earlier run is resolved."""
+        path = self.settings.routing_rules
+        if path is None:
+            return  # the built-in rules: nothing to watch
+        with self.rt.db.session() as s:
+            quality.resolve_open_alert(s, _rules_alert_key(path))
+        if self.settings.rules_reload_interval_s > 0:
+            self._rules_watcher = RulesWatcher(path, self.rules, self.registry.refs())
+
+    def reload_rules(self) -> RulesCheck | None:
+        """Look at the rules file; swap in its rules when they changed and are valid,
+        raise a ``configuration`` alert (and keep the rules in force) when they are not."""
+        watcher = self._rules_watcher
+        if watcher is None:
+            return None
+        check = watcher.check()
+        key = _rules_alert_key(watcher.path)
+        if check.outcome == "reloaded":
+            old = check.previous
+            self.rules = check.rules
+            if self._app is not None:
+                self._app.state.rules = check.rules
+            log.info("routing rules reloaded: version %s (%s)", check.rules.version, check.digest)
+            with self.rt.db.session() as s:
+                record_audit(
+                    s,
+                    SYSTEM,
+                    "routing_rules.reload",
+                    detail={
+                        "path": str(watcher.path),
+                        "version": check.rules.version,
+                        "digest": check.rules.digest,
+                        "previous_version": old.version if old else "",
+                        "previous_digest": old.digest if old else "",
+                    },
+                )
+        if check.outcome in ("reloaded", "restored"):
+            with self.rt.db.session() as s:
+                if quality.resolve_open_alert(s, key):
+                    log.info(
+                        "routing rules %s load again: configuration alert resolved", watcher.path
+                    )
+        elif check.outcome == "invalid":
+            log.error(
+                "routing rules %s not reloaded, the rules in force stay (version %s, %s): %s",
+                watcher.path,
+                self.rules.version,
+                self.rules.digest,
+                check.error,
+            )
+            message = (
+                f"routing rules {watcher.path} not loaded: {check.error}. The rules in force "
+                f"stay: version {self.rules.version} ({self.rules.digest})"
+            )
+            detail = {
+                "path": str(watcher.path),
+                "error": check.error,
+                "rules_version": self.rules.version,
+                "rules_digest": self.rules.digest,
+            }
+            with self.rt.db.session() as s:
+                row, new = alerting.raise_alert(
+                    self.rt,
+                    s,
+                    kind="configuration",
+                    severity="critical",
+                    key=key,
+                    message=message,
+                    detail=detail,
+                )
+                if not new:  # broken again, differently: say how
+                    quality.amend_alert(
+                        s,
+                        row,
+                        message=message,
+                        detail=detail,
+                        webhook=bool(self.settings.alert_webhook_url),
+                    )
+            if self.settings.alert_webhook_url:  # not on the assembler's time
+                threading.Thread(
+                    target=alerting.send_pending_webhooks,
+                    args=(self.rt,),
+                    name="radsight-rules-alert",
+                    daemon=True,
+                ).start()
+        return check
 
     def _monitor(self) -> None:
         """Quality checks (docs/quality.md) on their own thread: a slow webhook or a big
@@ -152,6 +259,10 @@ class Server:
             t.join(5)
         self.rt.close()
         log.info("radsight stopped")
+
+
+def _rules_alert_key(path: Path) -> str:
+    return f"configuration:routing_rules:{path}"[:255]
 
 
 def _check_port_free(host: str, port: int, setting: str) -> None:

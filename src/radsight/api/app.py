@@ -66,7 +66,9 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
             dicom_port=getattr(app.state, "dicom_port", rt.settings.dicom_port),
             workers=rt.settings.workers,
             jobs=jobstore.count_by_state(s, scope=Scope.ALL),
-            rules_version=rules.version,
+            # read at each request: radsight serve swaps in reloaded rules
+            rules_version=app.state.rules.version,
+            rules_digest=app.state.rules.digest,
         )
 
     app.include_router(tenants.router)

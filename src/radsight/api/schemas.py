@@ -211,3 +211,5 @@ class Health(BaseModel):
     workers: int
     jobs: dict[str, int]
     rules_version: str
+    #: the rules in force: their file's content digest (changes when the file is reloaded)
+    rules_digest: str

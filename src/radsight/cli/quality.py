@@ -51,7 +51,11 @@ def _fmt(e: dict | None) -> str:
     type=click.Path(path_type=Path),
     help="also write report.html, summary.json and the plots here",
 )
-@click.option("--organisation", help="use this organisation's thresholds")
+@click.option(
+    "--organisation",
+    help="test for this organisation: its thresholds, and a conclusive failure suspends the "
+    "version there (default: platform-wide)",
+)
 @click.option("--study-type", help="study type to analyse as (default: the algorithm's first)")
 @click.option("--min-auroc", type=float, help="acceptance bar (default: acceptance_min_auroc)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
@@ -125,6 +129,11 @@ def evaluate(
         f"GET /api/evaluations/{row.id}/report.html"
         + (f" and {out_dir / 'report.html'}" if out_dir else "")
     )
+    if summary.get("suspended"):
+        click.echo(
+            f"  suspended: {algorithm.name} {algorithm.version} for "
+            f"{summary['suspended']['scope']} (automatic suspension; a supervisor reinstates it)"
+        )
     if not summary["passed"]:
         sys.exit(2)
 

@@ -239,6 +239,13 @@ def change_state(
                     f"an override needs a written reason (at least {MIN_REASON} characters)"
                 )
             override = bool(problems)
+        elif evidence_id is not None:  # what a suspension rests on (a failed evaluation)
+            evidence = quality.get_evaluation(s, evidence_id)
+            if (evidence.algorithm_name, evidence.algorithm_version) != (name, version):
+                raise AdmissionRefused(
+                    f"evaluation {evidence.id} tested {evidence.algorithm_name} "
+                    f"{evidence.algorithm_version}, not {name} {version}"
+                )
         row = admissionstore.record_state(
             s,
             name,

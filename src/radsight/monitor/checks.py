@@ -12,6 +12,7 @@ from typing import Any
 from radsight.algorithms.registry import Registry
 from radsight.errors import RadsightError
 from radsight.monitor import alerting, clinical, drift, technical
+from radsight.monitor.suspension import suspend_if_approved
 from radsight.runtime import Runtime
 from radsight.store import Session, monitoring, quality
 from radsight.store.clock import utcnow
@@ -150,12 +151,21 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {"raised": [], "resolved": 0}
     keys: dict[str, set[str]] = {"technical": set(), "clinical": set(), "drift": set()}
 
-    def alert(kind: str, key: str, **fields: Any) -> None:
+    def alert(kind: str, key: str, amend: bool = False, **fields: Any) -> None:
+        """Raise (or keep open) an alert; ``amend``: an open one is told what changed."""
         keys[kind].add(key)
         with rt.db.session() as s:
             row, new = alerting.raise_alert(rt, s, kind=kind, key=key, **fields)
             if new:
                 summary["raised"].append({"id": row.id, "kind": kind, "message": row.message})
+            elif amend:
+                quality.amend_alert(
+                    s,
+                    row,
+                    message=fields["message"],
+                    detail=fields["detail"],
+                    webhook=bool(rt.settings.alert_webhook_url),
+                )
 
     tech = technical_report(rt, Scope.ALL)
     for g in tech["groups"]:
@@ -176,17 +186,41 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
     clin = clinical_report(rt, Scope.ALL)
     for g in clin["groups"]:
         for name, bar, est in clinical.below_bar(g, rt.settings.clinical_bars):
+            message = (
+                f"{name} {est['value']:.3f} (95% CI {est['lower']:.3f}-{est['upper']:.3f},"
+                f" n={est['n']}) is below its bar {bar:.2f}"
+            )
+            suspension = None
+            if rt.settings.auto_suspend_on_clinical and g["organisation_id"] is not None:
+                # the whole CI is below the bar (below_bar): conclusive, as a suspension needs
+                suspension = suspend_if_approved(
+                    rt,
+                    g["algorithm_name"],
+                    g["algorithm_version"],
+                    organisation_id=g["organisation_id"],
+                    why=f"clinical monitoring: {message}",
+                )
+            if suspension is not None:
+                message += (
+                    f". {g['algorithm_name']} {g['algorithm_version']} is suspended for "
+                    f"{suspension.scope} (automatic suspension; a supervisor reinstates it)"
+                )
             alert(
                 "clinical",
                 f"clinical:{name}:{g['algorithm_name']}:{g['algorithm_version']}:"
                 f"{g['organisation_id']}",
+                amend=suspension is not None,
                 severity="critical",
                 algorithm_name=g["algorithm_name"],
                 algorithm_version=g["algorithm_version"],
                 organisation_id=g["organisation_id"],
-                message=f"{name} {est['value']:.3f} (95% CI {est['lower']:.3f}-{est['upper']:.3f},"
-                f" n={est['n']}) is below its bar {bar:.2f}",
-                detail={"figure": name, "bar": bar, "estimate": est},
+                message=message,
+                detail={
+                    "figure": name,
+                    "bar": bar,
+                    "estimate": est,
+                    "suspended": suspension.to_json() if suspension else None,
+                },
             )
     since = utcnow() - timedelta(days=rt.settings.drift_window_days)
     with rt.db.session() as s:

@@ -6,12 +6,14 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from radsight.admission import conclusively_below
 from radsight.algorithms.contract import Algorithm
 from radsight.errors import ConfigError, NotFound
 from radsight.monitor import alerting, calibration, metrics
 from radsight.monitor.admission import acceptance_rule
 from radsight.monitor.html import evaluation_report
 from radsight.monitor.reference import read_reference
+from radsight.monitor.suspension import Suspension, suspend_if_approved
 from radsight.operating_points import STUDY, points_in_force
 from radsight.runtime import Runtime
 from radsight.store import Session, quality, tenants
@@ -49,7 +51,9 @@ def run_evaluation(
             algorithm,
             stored=quality.stored_thresholds(s, algorithm.name, algorithm.version, org_id),
         )
-        row = quality.create_evaluation(s, algorithm.name, algorithm.version, ref.name, created_by)
+        row = quality.create_evaluation(
+            s, algorithm.name, algorithm.version, ref.name, created_by, organisation_id=org_id
+        )
         evaluation_id = row.id
     bars = acceptance_rule(rt.settings)
     if min_auroc is not None:
@@ -94,7 +98,12 @@ def run_evaluation(
             num_studies=summary["num_studies"],
             report_key=key,
         )
-        if not summary["passed"]:
+    if not summary["passed"]:
+        suspension = _suspend_on_failure(rt, algorithm, ref.name, evaluation_id, org_id, summary)
+        summary["suspended"] = suspension.to_json() if suspension else None
+        with rt.db.session() as s:
+            row = quality.get_evaluation(s, evaluation_id)
+            row.summary = dict(summary)  # a new object: the JSON column sees the change
             alerting.raise_alert(
                 rt,
                 s,
@@ -103,9 +112,15 @@ def run_evaluation(
                 key=f"calibration:{algorithm.name}:{algorithm.version}:{evaluation_id}",
                 algorithm_name=algorithm.name,
                 algorithm_version=algorithm.version,
+                organisation_id=org_id,
                 message=f"calibration test {evaluation_id} on {ref.name} failed: "
-                + "; ".join(summary["failures"]),
-                detail={"evaluation_id": evaluation_id, "auroc": summary.get("auroc")},
+                + "; ".join(summary["failures"])
+                + _suspension_text(rt, algorithm, summary, suspension),
+                detail={
+                    "evaluation_id": evaluation_id,
+                    "auroc": summary.get("auroc"),
+                    "suspended": summary["suspended"],
+                },
             )
     alerting.send_pending_webhooks(rt)
     log.info(
@@ -117,6 +132,55 @@ def run_evaluation(
         "passed" if summary["passed"] else "failed",
     )
     return row, summary, html
+
+
+def _suspend_on_failure(
+    rt: Runtime,
+    algorithm: Algorithm,
+    reference_name: str,
+    evaluation_id: int,
+    organisation_id: int | None,
+    summary: dict,
+) -> Suspension | None:
+    """Suspend the version at the evaluation's scope when the failure is conclusive (the
+    AUROC's whole 95 % CI below the bar in force) and ``auto_suspend_on_calibration``."""
+    rule = acceptance_rule(rt.settings)
+    if not (rt.settings.auto_suspend_on_calibration and conclusively_below(summary, rule)):
+        return None
+    auroc = summary["auroc"]
+    return suspend_if_approved(
+        rt,
+        algorithm.name,
+        algorithm.version,
+        organisation_id=organisation_id,
+        why=f"calibration test {evaluation_id} on {reference_name}: "
+        f"AUROC {auroc['value']:.3f} (95% CI {auroc['lower']:.3f}-{auroc['upper']:.3f}) "
+        f"is wholly below the bar {rule.min_auroc:.2f}",
+        evidence_id=evaluation_id,
+    )
+
+
+def _suspension_text(
+    rt: Runtime,
+    algorithm: Algorithm,
+    summary: dict,
+    suspension: Suspension | None,
+) -> str:
+    """What the failure did to the version's state, for the alert's message."""
+    if suspension is not None:
+        return (
+            f". {algorithm.name} {algorithm.version} is suspended for {suspension.scope} "
+            "(automatic suspension; a supervisor reinstates it)"
+        )
+    rule = acceptance_rule(rt.settings)
+    if not conclusively_below(summary, rule):
+        return (
+            f". Not conclusive (the AUROC's 95% CI reaches the bar {rule.min_auroc:.2f}): "
+            "nothing is suspended"
+        )
+    if not rt.settings.auto_suspend_on_calibration:
+        return ". Nothing is suspended (auto_suspend_on_calibration is off)"
+    return ". Nothing is suspended: the version is not approved there"
 
 
 def _evaluation_of(s: Session, name: str, version: str, evaluation_id: int) -> EvaluationRow:

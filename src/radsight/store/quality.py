@@ -18,14 +18,23 @@ from radsight.store.scope import Scope
 from radsight.store.tables import AlertRow, EvaluationRow, ThresholdRow
 
 THRESHOLD_METHODS = ("default", "youden", "target_sensitivity", "target_specificity", "manual")
-ALERT_KINDS = ("clinical", "technical", "drift", "calibration")
+#: ``configuration``: the platform's own set-up is wrong (a routing rules file that does not
+#: load); the others are about an algorithm version
+ALERT_KINDS = ("clinical", "technical", "drift", "calibration", "configuration")
 
 # --- evaluations -----------------------------------------------------------------------
 
 
 def create_evaluation(
-    s: Session, algorithm_name: str, algorithm_version: str, reference_name: str, created_by: str
+    s: Session,
+    algorithm_name: str,
+    algorithm_version: str,
+    reference_name: str,
+    created_by: str,
+    organisation_id: int | None = None,
 ) -> EvaluationRow:
+    """A running evaluation; ``organisation_id``: the organisation it was run for (its
+    thresholds; a conclusive failure suspends the version there), None: platform-wide."""
     row = EvaluationRow(
         algorithm_name=algorithm_name,
         algorithm_version=algorithm_version,
@@ -33,6 +42,7 @@ def create_evaluation(
         state="running",
         summary={},
         created_by=created_by,
+        organisation_id=organisation_id,
         created_at=utcnow(),
     )
     s.add(row)
@@ -229,6 +239,18 @@ def raise_alert(
     return row, True
 
 
+def amend_alert(
+    s: Session, row: AlertRow, *, message: str, detail: dict, webhook: bool = False
+) -> AlertRow:
+    """Tell more about an open alert (what the platform did about it): a new message and
+    detail, and its webhook sent again."""
+    row.message = message
+    row.detail = {**(row.detail or {}), **detail}
+    if webhook:
+        row.webhook_state = "pending"
+    return row
+
+
 def resolve_alert(s: Session, alert_id: int, *, scope: Scope) -> AlertRow:
     """Resolve one alert. Every tenant sees a platform alert (one with no organisation, such
     as a version's failed calibration), but only a platform-wide scope may resolve it."""
@@ -238,6 +260,17 @@ def resolve_alert(s: Session, alert_id: int, *, scope: Scope) -> AlertRow:
     if row.resolved_at is None:
         row.resolved_at = utcnow()
     return row
+
+
+def resolve_open_alert(s: Session, key: str) -> int:
+    """Resolve the open alert with this key, if any (its condition no longer holds)."""
+    n = 0
+    for row in s.scalars(
+        select(AlertRow).where(AlertRow.key == key, AlertRow.resolved_at.is_(None))
+    ):
+        row.resolved_at = utcnow()
+        n += 1
+    return n
 
 
 def resolve_alerts_except(s: Session, kind: str, open_keys: set[str]) -> int:
