@@ -15,6 +15,8 @@ from radsight_train.data import REPO_ROOT, default_data_root
 
 
 def main(argv: list[str] | None = None) -> int:
+    from radsight_train.evidence import CARD_SETS  # no torch: the CLI's choices
+
     parser = argparse.ArgumentParser(prog="radsight-train")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     source.add_argument(
         "--card-set",
-        choices=("cxr-test",),
+        choices=sorted(CARD_SETS),
         default=None,
         help="a model card's test split in the shared data (--data)",
     )
@@ -126,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         import sys
 
         from radsight.algorithms.registry import Registry
-        from radsight_train.evidence import CARD_SETS
         from radsight_train.evidence import main as evidence_main
 
         data = args.data or default_data_root()
