@@ -133,7 +133,12 @@ def test_the_chest_radiograph_evidence_has_the_cards_figures(registry: Registry)
     assert flg["at_threshold"]["sensitivity"]["value"] > cxr["at_threshold"]["sensitivity"]["value"]
 
 
-def test_the_ct_evidence_has_the_cards_figures(registry: Registry) -> None:
+def test_the_transcribed_evidence_has_the_cards_figures(registry: Registry) -> None:
+    """mmg, ct-brain and ct-chest carry their cards' out-of-fold / test figures."""
+    mmg = registry.resolve("radsight-mmg").shipped_evidence()
+    image = card("mmg")["image_normal_vs_abnormal"]
+    assert mmg is not None and mmg["auroc"]["value"] == round(image["auroc"], 4)
+    assert (mmg["positives"], mmg["negatives"]) == (image["positives"], image["negatives"])
     brain = registry.resolve("radsight-ct-brain").shipped_evidence()
     cv = card("ct-brain")["cv"]
     assert brain is not None and brain["auroc"]["value"] == round(cv["auroc"], 4)
