@@ -20,6 +20,7 @@ from radsight.algorithms.xrv import FORMAT, TorchXRayVisionAlgorithm
 from radsight.config import load_settings
 from radsight.monitor.admission import PLATFORM, current_state, register_installed
 from radsight.monitor.checks import drift_report
+from radsight.monitor.html import evaluation_report
 from radsight.runtime import Runtime
 from radsight.store import quality, tenants
 from radsight.store.admission import state_for, state_history
@@ -117,6 +118,24 @@ def test_an_organisation_gets_the_built_ins_in_their_starting_mode(runtime, regi
         name: "clinical" if state == "approved" else "shadow"
         for name, state in DEFAULT_START.items()
     }
+
+
+def test_the_stored_evidence_reads_as_a_calibration_report(runtime, registry):
+    """What a supervisor opens from a version's page: every built-in's shipped evidence,
+    partial figures included (ct-chest has no AUROC), renders with its verdict and note."""
+    register_installed(runtime, registry)
+    with runtime.db.session() as s:
+        for name, version in versions(registry).items():
+            (row,) = state_history(s, name, version, scope=Scope.ALL)
+            ev = s.get(EvaluationRow, row.evidence_id)
+            assert ev is not None
+            page = evaluation_report(ev.summary, ev.id)
+            verdict = "PASSED" if DEFAULT_START[name] == "approved" else "FAILED"
+            assert f'<span class="result-{verdict[:4].lower()}">{verdict}</span>' in page
+            assert 'id="evaluation-shipped">Shipped with the package' in page
+            assert ("Headline figures" in page) is ("auroc" in ev.summary)
+            for failure in ev.summary["failures"]:
+                assert failure in page
 
 
 def test_a_second_start_changes_nothing(runtime, registry):
