@@ -1,7 +1,8 @@
 """``python -m radsight_train <model>`` trains (``cxr-tb``: the TB head of cxr);
 ``python -m radsight_train evaluate <model>`` evaluates (cxr, cxr-tb, ct-chest, mmg, ...);
 ``python -m radsight_train export-xrv`` exports torchxrayvision weights for the
-``radsight-xrv`` adapter."""
+``radsight-xrv`` adapter; ``python -m radsight_train evidence`` writes the evidence an
+algorithm ships for its admission."""
 
 from __future__ import annotations
 

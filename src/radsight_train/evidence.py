@@ -47,6 +47,10 @@ def evidence_for(
     reference_name: str | None = None,
     note: str = "",
 ) -> dict[str, Any]:
+    """A calibration test of ``algorithm`` on the reference set at ``reference`` as shipped
+    evidence: :func:`radsight.monitor.calibration.summarise`'s summary at the operating
+    points in force, judged by the default acceptance rule, cases without input features,
+    with how and when it was measured and ``note`` (what the set is)."""
     ref = read_reference(reference)
     rule = AcceptanceRule()
     points = points_in_force(algorithm)
