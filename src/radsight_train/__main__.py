@@ -1,7 +1,8 @@
 """``python -m radsight_train <model>`` trains (``cxr-tb``: the TB head of cxr);
 ``python -m radsight_train evaluate <model>`` evaluates (cxr, cxr-tb, ct-chest, mmg, ...);
 ``python -m radsight_train export-xrv`` exports torchxrayvision weights for the
-``radsight-xrv`` adapter."""
+``radsight-xrv`` adapter; ``python -m radsight_train evidence`` writes the evidence an
+algorithm ships for its admission."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from radsight_train.data import REPO_ROOT, default_data_root
 
 
 def main(argv: list[str] | None = None) -> int:
+    from radsight_train.evidence import CARD_SETS  # no torch: the CLI's choices
+
     parser = argparse.ArgumentParser(prog="radsight-train")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     xr.add_argument("--cache-dir", type=Path, default=None, help="default ~/.torchxrayvision")
     ed = sub.add_parser(
         "evidence",
+        parents=[common],
         help="run a calibration test and write the evidence.json an algorithm ships",
     )
     ed.add_argument("algorithm", help="a registered name, or name@version")
@@ -109,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--reference", type=Path, help="a reference set (labels.csv)")
     source.add_argument(
         "--synthetic", type=int, default=0, help="N synthetic bright-region studies"
+    )
+    source.add_argument(
+        "--card-set",
+        choices=sorted(CARD_SETS),
+        default=None,
+        help="a model card's test split in the shared data (--data)",
     )
     ed.add_argument("--out", type=Path, required=True, help="the evidence.json to write")
     ed.add_argument("--study-type", default=None)
@@ -121,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         from radsight.algorithms.registry import Registry
         from radsight_train.evidence import main as evidence_main
 
+        data = args.data or default_data_root()
+        if args.card_set is not None:
+            card = CARD_SETS[args.card_set]
+            if missing := card.missing(data):
+                parser.error(
+                    f"no {card.what} data: {', '.join(map(str, missing))} "
+                    "not found (set --data or RADSIGHT_SHARED_DATA)"
+                )
         evidence = evidence_main(
             Registry.from_entry_points().resolve(args.algorithm),
             out=args.out,
@@ -129,11 +147,18 @@ def main(argv: list[str] | None = None) -> int:
             study_type=args.study_type,
             note=args.note,
             argv=list(argv if argv is not None else sys.argv[1:]),
+            card_set=args.card_set,
+            data=data,
         )
-        auroc = (evidence.get("auroc") or {}).get("value")
+        auroc = evidence.get("auroc") or {}
         print(
             f"{args.out}: {evidence['num_studies']} studies "
-            f"({evidence['positives']} positive), AUROC {auroc}"
+            f"({evidence['positives']} positive, {evidence['negatives']} negative, "
+            f"{evidence['num_not_analysed']} not analysed), AUROC {auroc.get('value')} "
+            f"(95 % CI {auroc.get('lower')}-{auroc.get('upper')}); "
+            + ("passes" if evidence.get("passed") else "fails")
+            + " the default acceptance rule"
+            + "".join(f"; {f}" for f in evidence.get("failures", []))
         )
         return 0
     if args.command == "export-xrv":

@@ -22,6 +22,12 @@ from class activation maps (7 x 7 cells on the 224-px crop): each image gives on
 area per pathology, the cells around the peak at least half-way from the map's minimum to
 its peak, with the image's probability; the platform marks those at the operating point in
 force (:mod:`radsight.operating_points`).
+
+Admission: it ships no evidence. The weights are the user's own export, and nothing here
+has measured them, so a version starts ``registered`` and runs in shadow when a rule routes
+studies to it (results stored, nothing delivered). A site earns its evidence with
+``radsight evaluate`` on its own reference set, then approves that version
+(docs/quality.md, "Admission").
 """
 
 from __future__ import annotations
@@ -289,6 +295,11 @@ class TorchXRayVisionAlgorithm(Algorithm):
             f"torchxrayvision {self.config['weights']} (DenseNet-121, 224 px), run with ONNX "
             "Runtime; probabilities at torchxrayvision's operating points (0.5). Not a diagnosis."
         )
+
+    def shipped_evidence(self) -> dict | None:
+        """None: exported weights bring no measurement of their own (see the module
+        docstring); the version starts registered and runs in shadow until approved."""
+        return None
 
     def _get_session(self) -> Any:
         return load_session(self.model_dir / self.config["model"])

@@ -115,7 +115,7 @@ def drift_report(
     """
     st = rt.settings
     with rt.db.session() as s:
-        ev = quality.latest_evaluation(s, algorithm_name, algorithm_version)
+        ev = quality.drift_baseline(s, algorithm_name, algorithm_version)
         live = monitoring.drift_inputs(
             s,
             algorithm_name,
@@ -133,7 +133,10 @@ def drift_report(
         "status": "",
     }
     if ev_id is None:
-        out["status"] = "no baseline: run a calibration test of this version"
+        out["status"] = (
+            "no baseline: run a calibration test of this version on a reference set "
+            "(shipped evidence has no input features)"
+        )
         return out
     if len(live) < st.drift_min_studies:
         out["status"] = f"too few studies ({len(live)} < {st.drift_min_studies}) to compare"

@@ -26,7 +26,8 @@ def report_tables(summary: dict) -> list[dict[str, Any]]:
     Parameters
     ----------
     summary
-        What :func:`radsight.monitor.calibration.summarise` returns.
+        What :func:`radsight.monitor.calibration.summarise` returns, or evidence a package
+        ships in its shape (figures it lacks are left out).
 
     Returns
     -------
@@ -35,20 +36,25 @@ def report_tables(summary: dict) -> list[dict[str, Any]]:
     """
     tables = []
     if "auroc" in summary:
-        op = summary["at_threshold"]
+        op = summary.get("at_threshold") or {}
+        rows = [
+            ["AUROC", _ci(summary["auroc"]), "DeLong"],
+            *[
+                [k, _ci(op[k]), "Wilson"]
+                for k in ("sensitivity", "specificity", "ppv", "npv")
+                if k in op
+            ],
+        ]
+        if all(k in op for k in ("tp", "fp", "tn", "fn")):
+            rows.append(
+                ["TP / FP / TN / FN", f"{op['tp']} / {op['fp']} / {op['tn']} / {op['fn']}", ""]
+            )
         tables.append(
             {
                 "id": "headline",
                 "heading": "Headline figures",
                 "head": ["figure", "value (95% CI)", "method"],
-                "rows": [
-                    ["AUROC", _ci(summary["auroc"]), "DeLong"],
-                    *[
-                        [k, _ci(op[k]), "Wilson"]
-                        for k in ("sensitivity", "specificity", "ppv", "npv")
-                    ],
-                    ["TP / FP / TN / FN", f"{op['tp']} / {op['fp']} / {op['tn']} / {op['fn']}", ""],
-                ],
+                "rows": rows,
             }
         )
     if "localisation" in summary:
@@ -80,15 +86,16 @@ def report_tables(summary: dict) -> list[dict[str, Any]]:
             ],
         }
     )
-    t = summary["time_per_study_s"]
-    tables.append(
-        {
-            "id": "time-per-study",
-            "heading": "Time per study",
-            "head": ["mean s", "median s", "p95 s", "total s"],
-            "rows": [[t["mean"], t["median"], t["p95"], t["total"]]],
-        }
-    )
+    t = summary.get("time_per_study_s")
+    if t:
+        tables.append(
+            {
+                "id": "time-per-study",
+                "heading": "Time per study",
+                "head": ["mean s", "median s", "p95 s", "total s"],
+                "rows": [[t["mean"], t["median"], t["p95"], t["total"]]],
+            }
+        )
     if summary.get("not_analysed"):
         tables.append(
             {
@@ -141,12 +148,14 @@ def localisation_table(loc: dict) -> dict[str, Any]:
 def evaluation_report(summary: dict, evaluation_id: int | None = None) -> str:
     """The calibration test report as an HTML page (``evaluation_report.html``)."""
     a = summary["algorithm"]
+    # evidence a package ships may carry only some figures (a model card's, say)
     plots = []
-    if "auroc" in summary:
-        plots = [
-            {"title": "ROC curve", "src": charts.data_uri(charts.roc_png(summary))},
-            {"title": "calibration curve", "src": charts.data_uri(charts.calibration_png(summary))},
-        ]
+    if "roc" in summary:
+        plots.append({"title": "ROC curve", "src": charts.data_uri(charts.roc_png(summary))})
+    if (summary.get("calibration") or {}).get("bins"):
+        plots.append(
+            {"title": "calibration curve", "src": charts.data_uri(charts.calibration_png(summary))}
+        )
     localisation_plots = []
     if "froc" in summary.get("localisation", {}):
         localisation_plots = [

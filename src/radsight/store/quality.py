@@ -92,7 +92,7 @@ def list_evaluations(
 def latest_evaluation(
     s: Session, algorithm_name: str, algorithm_version: str
 ) -> EvaluationRow | None:
-    """The newest finished calibration test of this version (the drift baseline)."""
+    """The newest finished calibration test of this version (shipped evidence included)."""
     return s.scalar(
         select(EvaluationRow)
         .where(
@@ -103,6 +103,29 @@ def latest_evaluation(
         .order_by(EvaluationRow.id.desc())
         .limit(1)
     )
+
+
+def drift_baseline(s: Session, algorithm_name: str, algorithm_version: str) -> EvaluationRow | None:
+    """The newest finished calibration test of this version whose cases carry their input
+    features: the drift baseline.
+
+    Evidence shipped with a package keeps only each case's label and score (no
+    manufacturer, spacing, size or age), and it describes the vendor's data, not the
+    site's: it is never the baseline, however new.
+    """
+    rows = s.scalars(
+        select(EvaluationRow)
+        .where(
+            EvaluationRow.algorithm_name == algorithm_name,
+            EvaluationRow.algorithm_version == algorithm_version,
+            EvaluationRow.state == "done",
+        )
+        .order_by(EvaluationRow.id.desc())
+    )
+    for row in rows:
+        if any((c or {}).get("features") for c in (row.summary or {}).get("cases", [])):
+            return row
+    return None
 
 
 # --- thresholds ------------------------------------------------------------------------

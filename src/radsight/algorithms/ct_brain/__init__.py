@@ -42,6 +42,7 @@ from radsight.algorithms.contract import (
 from radsight.algorithms.ct_brain.preprocess import BODY_HU, head_mask, prepare_slice
 from radsight.algorithms.ct_volume import Volume, assemble_volume, select_series
 from radsight.algorithms.cxr.preprocess import Letterbox
+from radsight.algorithms.evidence import load_evidence
 from radsight.algorithms.onnx import load_session
 
 __all__ = ["HAEMORRHAGE", "BrainCTAlgorithm", "SlicePrediction", "head_slices", "intracranial"]
@@ -202,6 +203,11 @@ class BrainCTAlgorithm(Algorithm):
         )
         self.study_threshold = threshold
         self._last: tuple[StudyInput, Volume, list[int]] | None = None
+
+    def shipped_evidence(self) -> dict | None:
+        """The model card's cross-validated slice figures (docs/models/ct-brain.md): 200
+        slices, fewer than the acceptance rule's 400 studies, so it starts in shadow."""
+        return load_evidence(MODEL_DIR / "evidence.json", self.name, self.version)
 
     def _volume(self, study: StudyInput) -> tuple[Volume, list[int]]:
         # check() then analyse() on the same study: assemble it once (the tuple is read

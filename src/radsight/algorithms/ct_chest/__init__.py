@@ -51,6 +51,7 @@ from radsight.algorithms.contract import (
 from radsight.algorithms.ct_chest.lungs import LungMask, lung_mask
 from radsight.algorithms.ct_chest.preprocess import SIZE, to_canvas, to_source
 from radsight.algorithms.ct_volume import LUNG, Volume, assemble_volume, select_series, window
+from radsight.algorithms.evidence import load_evidence
 from radsight.algorithms.onnx import load_session
 
 __all__ = [
@@ -359,6 +360,11 @@ class ChestCTAlgorithm(Algorithm):
             ),
         )
         self.study_threshold = 0.5
+
+    def shipped_evidence(self) -> dict | None:
+        """The model card's lesion segmentation figures (docs/models/ct-chest.md): 48
+        slices, all positive, no study-level AUROC, so it starts in shadow."""
+        return load_evidence(MODEL_DIR / "evidence.json", self.name, self.version)
 
     def check(self, study: StudyInput) -> None:
         check_study(study)

@@ -54,6 +54,7 @@ from radsight.algorithms.contract import (
     StudyInput,
 )
 from radsight.algorithms.cxr.preprocess import Letterbox, preprocess
+from radsight.algorithms.evidence import load_evidence
 from radsight.algorithms.onnx import load_session
 from radsight.dicom.study_types import is_fluorography
 
@@ -329,6 +330,14 @@ class ChestRadiographAlgorithm(Algorithm):
             )
         self.findings = tuple(findings)
         self.study_threshold = threshold
+
+    def shipped_evidence(self) -> dict | None:
+        """A calibration test at this algorithm's own operating point on the model card's
+        internal test splits (849 images; docs/models/cxr.md, "Admission evidence"):
+        ``cxr.evidence.json`` / ``flg.evidence.json``."""
+        return load_evidence(
+            MODEL_DIR / f"{self.threshold_key}.evidence.json", self.name, self.version
+        )
 
     def _analysable(self, study: StudyInput) -> list[ImageInput]:
         return usable_images(study, check_image)
