@@ -11,10 +11,12 @@ from fastapi.testclient import TestClient
 from radsight import auth
 from radsight.algorithms.registry import Registry
 from radsight.monitor.admission import register_installed
+from radsight.monitor.service import report_key
 from radsight.pipeline.routing import load_rules
-from radsight.store import people, tenants
+from radsight.store import people, quality, tenants
 from radsight.store.scope import Scope
 from radsight.web import create_app
+from tests.cli.test_algorithm_cli import store_evaluation
 
 MMG = "/api/algorithms/radsight-mmg/1.1.0"
 BRIGHT = "/api/algorithms/radsight-bright-region/1.0.0"
@@ -207,3 +209,46 @@ def test_the_routes_are_in_the_openapi_document(world):
         and "get" in paths["/api/algorithms/{algorithm}/{version}"]
     )
     assert "post" in paths["/api/organisations/{org}/algorithms/{algorithm}"]
+
+
+def test_the_dashboard_shows_each_versions_state_and_links_its_evidence(world, runtime):
+    rows = {
+        a["algorithm_name"]: a
+        for a in world.call("north.sup", "GET", "/api/dashboard").json()["admission"]
+    }
+    bright, mmg = rows["radsight-bright-region"], rows["radsight-mmg"]
+    assert (bright["state"], bright["evidence"]["passes"]) == ("approved", True)
+    assert (mmg["state"], mmg["evidence"]["passes"], mmg["evidence"]["num_studies"]) == (
+        "shadow",
+        False,
+        242,
+    )
+    assert mmg["evidence"]["url"] == f"/api/evaluations/{mmg['evidence']['id']}"
+    # a passing calibration test with its HTML report; the approval names it
+    evaluation = store_evaluation(runtime, "radsight-mmg@1.1.0", 400)
+    with runtime.db.session() as s:
+        runtime.files.put(report_key(evaluation), b"<html>report</html>")
+        quality.get_evaluation(s, evaluation).report_key = report_key(evaluation)
+    r = world.call("admin", "POST", f"{MMG}/state",
+                   json={"state": "approved", "evidence_id": evaluation})  # fmt: skip
+    assert r.status_code == 200 and r.json()["override"] is False
+    off = {"enabled": False, "reason": "no mammography service here"}
+    world.call(
+        "north.sup", "POST", "/api/organisations/Town Clinic/algorithms/radsight-mmg", json=off
+    )
+    mmg = next(
+        a
+        for a in world.call("north.sup", "GET", "/api/dashboard").json()["admission"]
+        if a["algorithm_name"] == "radsight-mmg"
+    )
+    assert (mmg["state"], mmg["evidence"]["id"], mmg["evidence"]["passes"]) == (
+        "approved",
+        evaluation,
+        True,
+    )
+    assert mmg["evidence"]["url"] == f"/api/evaluations/{evaluation}/report.html"
+    assert mmg["switched_off"] == ["Town Clinic"] and mmg["differs"] == {}
+    page = world.call("north.sup", "GET", "/dashboard").text
+    assert f'href="/api/evaluations/{evaluation}/report.html">#{evaluation} passes</a>' in page
+    assert 'href="/algorithms/radsight-mmg/1.1.0"' in page
+    assert world.call("north.sup", "GET", mmg["evidence"]["url"]).text == "<html>report</html>"
