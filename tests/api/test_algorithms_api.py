@@ -252,3 +252,33 @@ def test_the_dashboard_shows_each_versions_state_and_links_its_evidence(world, r
     assert f'href="/api/evaluations/{evaluation}/report.html">#{evaluation} passes</a>' in page
     assert 'href="/algorithms/radsight-mmg/1.1.0"' in page
     assert world.call("north.sup", "GET", mmg["evidence"]["url"]).text == "<html>report</html>"
+
+
+def test_the_pages_forms_take_the_same_rules(world):
+    """An organisation admin sees the page with switches but no state form; their switch
+    form works, a state change they post is refused on the page; a radiologist gets 403."""
+    page = world.call("org_admin", "GET", "/algorithms/radsight-mmg/1.1.0")
+    assert page.status_code == 200
+    assert 'id="state-form"' not in page.text and "Switch off" in page.text
+    form = {"organisation": "City Hospital", "enabled": "off", "reason": "no mammography here"}
+    r = world.call("org_admin", "POST", "/algorithms/radsight-mmg/1.1.0/switch", data=form,
+                   follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303
+    assert r.headers["location"].endswith(
+        "?done=radsight-mmg%20is%20switched%20off%20for%20City%20Hospital"
+    )
+    page = world.call("org_admin", "GET", r.headers["location"]).text
+    assert "off: no mammography here" in page
+    state = {"state": "approved", "scope": "organisation:City Hospital", "override": "1",
+             "reason": OVERRIDE}  # fmt: skip
+    r = world.call("org_admin", "POST", "/algorithms/radsight-mmg/1.1.0/state", data=state)
+    assert r.status_code == 200 and "needs the role supervisor or admin" in r.text
+    r = world.call("radiologist", "POST", "/algorithms/radsight-mmg/1.1.0/state", data=state)
+    assert r.status_code == 403
+    assert world.call("radiologist", "GET", "/algorithms").status_code == 403
+    # a supervisor's form: the scopes offered are their region and its organisations
+    page = world.call("north.sup", "GET", "/algorithms/radsight-mmg/1.1.0").text
+    offered = [m for m in ("platform", "region:North", "region:South", "organisation:City Hospital",
+                           "organisation:Town Clinic", "organisation:Rural Clinic")
+               if f'value="{m}"' in page]  # fmt: skip
+    assert offered == ["region:North", "organisation:City Hospital", "organisation:Town Clinic"]

@@ -30,6 +30,12 @@ def _open(obj: Any):  # type: ignore[no-untyped-def]
     return rt, registry
 
 
+def _reference(ev: Any, width: int = 40) -> str:
+    if ev is None:
+        return ""
+    return ev.reference if len(ev.reference) <= width else ev.reference[: width - 3] + "..."
+
+
 def _evidence_text(ev: Any) -> str:
     if ev is None:
         return "none"
@@ -73,16 +79,17 @@ def algorithm_list(obj: Any, organisation: str | None) -> None:
                     f"from {o.decided_at}" if o.decided_at else "no record",
                     "off: " + o.switch_reason if o.switched_off else "on",
                     _evidence_text(v.evidence),
+                    _reference(v.evidence),
                 )
             )
         click.echo(f"for {o.organisation} (region {o.region}):" if versions else "")
         table(
-            ["name", "version", "installed", "state", "decided", "switch", "evidence"],
+            ["name", "version", "installed", "state", "decided", "switch", "evidence", "reference"],
             rows,
         )
         return
     table(
-        ["name", "version", "installed", "platform", "differs", "evidence"],
+        ["name", "version", "installed", "platform", "differs", "evidence", "reference"],
         [
             (
                 v.name,
@@ -91,6 +98,7 @@ def algorithm_list(obj: Any, organisation: str | None) -> None:
                 v.platform_state,
                 ", ".join(f"{e.scope}: {e.state}" for e in v.exceptions) or "-",
                 _evidence_text(v.evidence),
+                _reference(v.evidence),
             )
             for v in versions
         ],
