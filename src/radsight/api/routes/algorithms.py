@@ -203,7 +203,11 @@ def get_algorithm_version(
 @router.post(
     "/api/algorithms/{algorithm}/{version}/state",
     response_model=AlgorithmStateRead,
-    responses={403: {"description": "outside the caller's role or region"}, 409: {}},
+    responses={
+        403: {"description": "outside the caller's role or region"},
+        404: {"description": "no such version, or an organisation outside the caller's scope"},
+        409: {"description": "the lifecycle refuses the change; the problem's detail says why"},
+    },
 )
 def post_state(
     algorithm: str,
