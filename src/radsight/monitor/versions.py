@@ -224,16 +224,15 @@ def _build(
     current = in_force(recs)
     platform = [r for r in current if r.organisation_id is None and r.region_id is None]
     platform_state = platform[0].state if platform else "registered"
+
+    def shown(r: Any) -> bool:
+        """A region's record, or the record of an organisation in scope."""
+        if r.organisation_id is not None:
+            return scope.includes(r.organisation_id)
+        return r.region_id is not None
+
     exceptions = [
-        _record(by_id[r.id], names)
-        for r in current
-        if r.state != platform_state
-        and (
-            r.organisation_id is None
-            and r.region_id is not None
-            or scope.includes(r.organisation_id)
-        )
-        and not (r.organisation_id is None and r.region_id is None)
+        _record(by_id[r.id], names) for r in current if shown(r) and r.state != platform_state
     ]
     org_states = []
     for org_id, org_name, region_name, region_id in orgs:
@@ -254,7 +253,7 @@ def _build(
     evaluations = [judge(e, rule) for e in quality.list_evaluations(s, name, version)]
     by_eval = {e.evaluation_id: e for e in evaluations}
     evidence = None
-    approving = [by_id[r.id] for r in current if r.state == "approved"]
+    approving = [by_id[r.id] for r in current if r.state == "approved" and shown(r)]
     used = [r.evidence_id for r in approving if r.evidence_id in by_eval]
     if platform and by_id[platform[0].id].evidence_id in by_eval:
         evidence = by_eval[by_id[platform[0].id].evidence_id]  # type: ignore[index]
