@@ -31,8 +31,10 @@ from radsight.dicom.synthetic import make_radiograph
 from radsight.dicom.uids import PREFIX
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.routing import parse_rules
+from radsight.store import admission as admissionstore
 from radsight.store import tenants
 from radsight.store.clock import utcnow
+from radsight.store.scope import Scope
 from radsight.store.tables import (
     AlertRow,
     AuditEventRow,
@@ -60,6 +62,9 @@ B_ACCESSION = "ACC-BRAVO-77"
 B_THRESHOLD_REASON = "bravo-lowered-for-its-screening-programme"
 #: a line of B's audit trail (GET /api/audit, the audit page)
 B_AUDIT_NOTE = "bravo-audit-note"
+#: why B's supervisor suspended an algorithm for B, and switched another off for B
+B_STATE_REASON = "bravo-suspended-after-its-local-audit"
+B_SWITCH_REASON = "bravo-has-no-mammography-service"
 
 
 @dataclass
@@ -93,6 +98,9 @@ PARAMS: dict[str, tuple[str, bool]] = {
     "frame_index": ("zero", True),
     # quality evaluations are the platform's, not a tenant's (calibration on reference sets)
     "evaluation_id": ("evaluation_id", False),
+    # algorithm versions are the platform's; their organisations' states are scoped
+    "algorithm": ("algorithm", False),
+    "version": ("algorithm_version", False),
 }
 
 #: required query parameter -> a value that lets the request reach its handler
@@ -238,6 +246,19 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
         )
         s.add_all([job, verdict, alert, evaluation, threshold, default_threshold, audit])
         s.flush()
+        admissionstore.record_state(
+            s, "radsight-bright-region", "1.0.0", "approved", reason="platform", actor="ops"
+        )
+        admissionstore.record_state(
+            s,
+            "radsight-bright-region",
+            "1.0.0",
+            "suspended",
+            organisation_id=b_id,
+            reason=B_STATE_REASON,
+            actor="bravo-supervisor",
+        )
+        admissionstore.set_switch(s, b_id, "radsight-mmg", False, reason=B_SWITCH_REASON)
         ids = {
             "result_id": result.id,
             "job_id": job.id,
@@ -262,6 +283,8 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
             "series_uid": ds.SeriesInstanceUID,
             "sop_uid": ds.SOPInstanceUID,
             "pixel_tag": "7FE00010",
+            "algorithm": "radsight-bright-region",
+            "algorithm_version": "1.0.0",
             "instance_id": instance_id,
             **ids,
         },
@@ -273,6 +296,8 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
             "PID-BRAVO",
             B_THRESHOLD_REASON,
             B_AUDIT_NOTE,
+            B_STATE_REASON,
+            B_SWITCH_REASON,
         ],
         credentials={
             "token": {"Authorization": f"Bearer {token_a}"},
@@ -499,3 +524,44 @@ def test_who_may_manage_an_organisation(world: World, runtime) -> None:  # type:
     assert len(client.get("/api/organisations", headers=admin_h).json()) == 3
     r = client.post(f"/api/jobs/{world.b['job_id']}/retry", headers=admin_h)
     assert r.status_code == 200 and r.json()["state"] == "queued"
+
+
+@pytest.mark.parametrize("who", PRINCIPALS_OF_A)
+def test_no_principal_of_a_changes_an_algorithm_for_b(world: World, runtime, who: str) -> None:  # type: ignore[no-untyped-def]
+    """B is in another region: no principal of A (a regional supervisor included) changes a
+    version's state for B or B's region, or switches B's algorithms, by API or page."""
+    client = world.client
+    client.cookies.clear()
+    for name, value in world.cookies.get(who, {}).items():
+        client.cookies.set(name, value)
+    headers = world.credentials[who]
+    reason = "an attempt from another region"
+    changes = [
+        ("approved", {"organisation": "Bravo Hospital", "override": True}),
+        ("withdrawn", {"organisation": str(world.b["org_id"])}),
+        ("withdrawn", {"region": "South"}),
+        ("withdrawn", {}),  # platform-wide: a platform admin's alone
+    ]
+    for state, scope in changes:
+        body = {"state": state, "reason": reason, **scope}
+        r = client.post(
+            "/api/algorithms/radsight-bright-region/1.0.0/state", json=body, headers=headers
+        )
+        assert r.status_code in (403, 404), (who, body, r.status_code, r.text)
+        assert B_STATE_REASON not in r.text
+    r = client.post(
+        "/api/organisations/Bravo Hospital/algorithms/radsight-mmg",
+        json={"enabled": True, "reason": reason},
+        headers=headers,
+    )
+    assert r.status_code == 404, r.text
+    with runtime.db.session() as s:
+        state, row = admissionstore.state_for(
+            s, "radsight-bright-region", "1.0.0", world.b["org_id"]
+        )
+        assert (state, row.reason if row else None) == ("suspended", B_STATE_REASON)
+        assert "radsight-mmg" in admissionstore.switched_off(s, world.b["org_id"])
+        assert [r.state for r in admissionstore.state_history(s, scope=Scope.ALL)] == [
+            "approved",
+            "suspended",
+        ]

@@ -22,6 +22,7 @@ from playwright import sync_api
 from radsight import auth, page_system
 from radsight.algorithms.registry import Registry
 from radsight.config import load_settings
+from radsight.monitor.admission import register_installed
 from radsight.pipeline.routing import load_rules
 from radsight.runtime import Runtime
 from radsight.store import tenants
@@ -45,6 +46,7 @@ def site(tmp_path: Path) -> Iterator[str]:
     add_results(rt, org, "cxr", ["abnormal"] * 3 + ["normal"] * 7)
     add_results(rt, org, "mmg", ["abnormal"] + ["normal"] * 4, algorithm="radsight-mmg")
     registry = Registry.from_entry_points()
+    register_installed(rt, registry)  # what the server does at start-up
     rules = load_rules(write_rules(tmp_path / "rules.yaml", ["radsight-bright-region"]))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -112,6 +114,11 @@ def test_dashboard_is_styled_and_the_browser_refuses_nothing(site, browser):
     header = page.eval_on_selector(".topbar", "h => getComputedStyle(h).backgroundColor")
     assert header == "rgb(19, 26, 35)"
     assert page.inner_text(".topbar nav a.active") == "Dashboard"
+    # each version's admission state, with a link to its evidence
+    mmg = page.locator('#admission tr[data-ref="radsight-mmg@1.1.0"] td').all_inner_texts()
+    assert mmg[2:6] == ["SHADOW", "-", "-", "#2 fails (n=242, AUROC 0.648 (0.575-0.720))"]
+    link = page.locator('#admission tr[data-ref="radsight-mmg@1.1.0"] a.evidence')
+    assert link.get_attribute("href") == "/api/evaluations/2"
     violations = page.evaluate("window.cspViolations")
     refused = [m for m in console if re.search(r"Content Security Policy|Refused to", m)]
     assert violations == [] and refused == [], (violations, console)

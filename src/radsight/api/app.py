@@ -80,4 +80,7 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
 
     app.include_router(quality.router)
     app.include_router(monitoring.router)
+    from radsight.api.routes import algorithms  # docs/quality.md, "Admission"
+
+    app.include_router(algorithms.router)
     return app

@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from radsight.admission import State
+from radsight.monitor.versions import Evidence, OrganisationState, Record
+
 
 class _Read(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -194,13 +197,25 @@ class FindingRead(BaseModel):
 
 
 class AlgorithmRead(BaseModel):
+    """An algorithm version: what it declares (when installed) and its admission: the state
+    platform-wide, the regions' and organisations' states that differ, each organisation's
+    state and switch in the caller's scope, the evidence under the acceptance rule."""
+
     name: str
     version: str
-    study_types: list[str]
-    description: str
-    time_limit_s: float
-    study_threshold: float
-    findings: list[FindingRead]
+    installed: bool
+    study_types: list[str] = []
+    description: str = ""
+    time_limit_s: float | None = None
+    study_threshold: float | None = None
+    findings: list[FindingRead] = []
+    platform_state: str
+    platform_reason: str
+    exceptions: list[Record]
+    organisations: list[OrganisationState]
+    evidence: Evidence | None
+    shadow_results: int
+    clinical_results: int
 
 
 class Health(BaseModel):
@@ -213,3 +228,45 @@ class Health(BaseModel):
     rules_version: str
     #: the rules in force: their file's content digest (changes when the file is reloaded)
     rules_digest: str
+
+
+class AlgorithmStateChange(BaseModel):
+    """A lifecycle change of one version at one scope (neither organisation nor region:
+    platform-wide, a platform admin's)."""
+
+    state: State
+    organisation: str | None = Field(None, max_length=128, description="one organisation")
+    region: str | None = Field(None, max_length=128, description="every organisation of a region")
+    reason: str = Field(
+        "", max_length=4000, description="why; required to suspend, withdraw, override"
+    )
+    evidence_id: int | None = Field(None, description="the evaluation that is the evidence")
+    override: bool = Field(False, description="approve without passing evidence (needs a reason)")
+
+
+class AlgorithmStateRead(_Read):
+    id: int
+    algorithm_name: str
+    algorithm_version: str
+    state: str
+    organisation_id: int | None
+    region_id: int | None
+    reason: str
+    evidence_id: int | None
+    override: bool
+    actor: str
+    created_at: datetime
+
+
+class AlgorithmSwitch(BaseModel):
+    enabled: bool
+    reason: str = Field("", max_length=4000, description="why; required to switch off")
+
+
+class AlgorithmSwitchRead(_Read):
+    organisation_id: int
+    algorithm_name: str
+    enabled: bool
+    reason: str
+    actor: str
+    created_at: datetime

@@ -457,5 +457,14 @@ def _register_quality_commands() -> None:
 _register_quality_commands()
 
 
+def _register_algorithm_commands() -> None:
+    from radsight.cli.algorithms import algorithm
+
+    cli.add_command(algorithm)
+
+
+_register_algorithm_commands()
+
+
 if __name__ == "__main__":
     cli()

@@ -240,3 +240,45 @@ def quality_row(
         "open_alerts": open_alerts,
         "status": status,
     }
+
+
+def admission_row(version: Any) -> dict[str, Any]:
+    """A version's admission as the dashboard shows it: its state platform-wide, the
+    organisations in view where it differs, and its evidence (the approval's, else the
+    newest passing evaluation, else the newest one) with the link to its report.
+
+    Parameters
+    ----------
+    version
+        A :class:`radsight.monitor.versions.Version`.
+
+    Returns
+    -------
+    dict
+        ``algorithm_name``, ``algorithm_version``, ``state``, ``differs`` (organisation ->
+        state), ``switched_off`` (organisation names), ``evidence`` (None or ``id``,
+        ``passes``, ``num_studies``, ``auroc``, ``url``), ``shadow_results``.
+    """
+    ev = version.evidence
+    return {
+        "algorithm_name": version.name,
+        "algorithm_version": version.version,
+        "installed": version.installed,
+        "state": version.platform_state,
+        "differs": {
+            o.organisation: o.state
+            for o in version.organisations
+            if o.state != version.platform_state
+        },
+        "switched_off": [o.organisation for o in version.organisations if o.switched_off],
+        "evidence": None
+        if ev is None
+        else {
+            "id": ev.evaluation_id,
+            "passes": ev.passes,
+            "num_studies": ev.num_studies,
+            "auroc": ev.auroc_text,
+            "url": ev.report_url or f"/api/evaluations/{ev.evaluation_id}",
+        },
+        "shadow_results": version.shadow_results,
+    }

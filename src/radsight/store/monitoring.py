@@ -294,3 +294,19 @@ def _period(s: Session, column: Any, period: str) -> Any:
     if period == "week":  # the Monday of the week, as on PostgreSQL
         return func.date(column, "weekday 0", "-6 days")
     return func.strftime("%Y-%m-%d" if period == "day" else "%Y-%m", column)
+
+
+def result_counts_by_mode(
+    s: Session, *, scope: Scope, since: datetime | None
+) -> dict[tuple[str, str, str], int]:
+    """(algorithm name, version, mode) -> analysed results since ``since`` (shadow or
+    clinical; the admission pages show how much a version has run in shadow)."""
+    q = select(
+        ResultRow.algorithm_name, ResultRow.algorithm_version, ResultRow.mode, func.count()
+    ).where(ResultRow.status == "analysed")
+    if since is not None:
+        q = q.where(ResultRow.created_at >= since)
+    q = _scoped(q, ResultRow.organisation_id, scope).group_by(
+        ResultRow.algorithm_name, ResultRow.algorithm_version, ResultRow.mode
+    )
+    return {(n, v, m): int(c) for n, v, m, c in s.execute(q)}

@@ -2,10 +2,10 @@
 
 :func:`create_app` is the whole HTTP application: the API of :mod:`radsight.api` with the
 web app installed (:func:`install`): the radiologist's pages, their JSON, the supervisors'
-dashboard, the static files (served from this package; no CDN), the error page (the API's
-one error mapping, :mod:`radsight.api.problems`, shows an error as this page to the pages and
-to browsers) and the security headers every response carries. The pages are templates of the
-one page system, :mod:`radsight.page_system`.
+dashboard and algorithm pages, the static files (served from this package; no CDN), the
+error page (the API's one error mapping, :mod:`radsight.api.problems`, shows an error as
+this page to the pages and to browsers) and the security headers every response carries.
+The pages are templates of the one page system, :mod:`radsight.page_system`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from radsight.algorithms.registry import Registry
 from radsight.api.app import create_app as create_api
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
-from radsight.web import api, dashboard, pages
+from radsight.web import algorithms, api, dashboard, pages
 from radsight.web.common import SignInRequired, error_page, signin_redirect_url
 
 #: no inline script or style, nothing from elsewhere; the viewer's frames are fetched
@@ -43,6 +43,7 @@ def install(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(dashboard.router)
+    app.include_router(algorithms.router)
     app.mount(page_system.STATIC_URL, StaticFiles(directory=str(page_system.STATIC)), name="static")
 
     @app.exception_handler(SignInRequired)

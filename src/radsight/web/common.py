@@ -24,6 +24,9 @@ templates = Jinja2Templates(env=page_system.environment)
 #: who sees the audit trail and the supervisors' dashboard (the header links to them)
 AUDIT_ROLES = ("org_admin", "supervisor", "admin")
 DASHBOARD_ROLES = ("supervisor", "org_admin", "admin")
+#: who sees the algorithm pages (an org_admin switches their organisation's algorithms;
+#: supervisors and admins also change versions' states)
+ALGORITHM_ROLES = ("supervisor", "org_admin", "admin")
 templates.env.globals.update(status_labels=STATUS_LABELS, study_type_labels=STUDY_TYPE_LABELS)
 assert templates.env.autoescape is True or callable(templates.env.autoescape)
 
@@ -91,6 +94,7 @@ def render(
         "principal": principal,
         "may_audit": principal is not None and principal.role in AUDIT_ROLES,
         "may_dashboard": principal is not None and principal.role in DASHBOARD_ROLES,
+        "may_algorithms": principal is not None and principal.role in ALGORITHM_ROLES,
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 

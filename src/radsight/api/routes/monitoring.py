@@ -18,10 +18,12 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from radsight import auth
+from radsight.algorithms.registry import Registry
 from radsight.api.auth import PrincipalDep, SupervisorDep, get_principal
-from radsight.api.deps import RuntimeDep
+from radsight.api.deps import RegistryDep, RuntimeDep
 from radsight.auth import Principal
 from radsight.monitor import checks, dashboard, technical
+from radsight.monitor.versions import list_versions
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
 from radsight.store import monitoring as monitoringstore
@@ -169,13 +171,20 @@ def render_metrics(rt: Runtime, scope: Scope) -> bytes:
 
 def dashboard_for(
     rt: Runtime,
+    registry: Registry,
     principal: Principal,
     since: datetime | None,
     until: datetime | None,
     period: str,
 ) -> dict:
-    """The dashboard's figures for what this principal may see (the JSON, CSV and page)."""
-    return checks.dashboard_data(rt, _scope(rt, principal), since, until, period)
+    """The dashboard's figures for what this principal may see (the JSON, CSV and page),
+    with each algorithm version's admission state and its evidence."""
+    scope = _scope(rt, principal)
+    data = checks.dashboard_data(rt, scope, since, until, period)
+    with rt.db.session() as s:
+        versions = list_versions(s, rt.settings, registry, scope=scope)
+    data["admission"] = [dashboard.admission_row(v) for v in versions]
+    return data
 
 
 Period = Annotated[str, Query(pattern="^(day|week|month)$")]
@@ -184,25 +193,28 @@ Period = Annotated[str, Query(pattern="^(day|week|month)$")]
 @router.get("/api/dashboard")
 def dashboard_json(
     rt: RuntimeDep,
+    registry: RegistryDep,
     principal: SupervisorDep,
     since: datetime | None = None,
     until: datetime | None = None,
     period: Period = "month",
 ) -> dict:
     """Studies processed and signs flagged by region, organisation, study type and period;
-    turnaround; quality status per algorithm; open alerts (supervisors and org admins)."""
-    return dashboard_for(rt, principal, since, until, period)
+    turnaround; quality status per algorithm; each version's admission state and evidence;
+    open alerts (supervisors and org admins)."""
+    return dashboard_for(rt, registry, principal, since, until, period)
 
 
 @router.get("/api/dashboard.csv", response_class=PlainTextResponse)
 def dashboard_csv(
     rt: RuntimeDep,
+    registry: RegistryDep,
     principal: SupervisorDep,
     since: datetime | None = None,
     until: datetime | None = None,
     period: Period = "month",
 ) -> Response:
-    body = dashboard.to_csv(dashboard_for(rt, principal, since, until, period))
+    body = dashboard.to_csv(dashboard_for(rt, registry, principal, since, until, period))
     return Response(
         body,
         media_type="text/csv; charset=utf-8",

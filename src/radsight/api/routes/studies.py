@@ -10,11 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from radsight.api.auth import PrincipalDep, ScopeDep, require_role, scope_for
-from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
+from radsight.api.auth import ScopeDep, require_role, scope_for
+from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.schemas import (
-    AlgorithmRead,
-    FindingRead,
     InstanceRead,
     JobRead,
     RejectionRead,
@@ -137,29 +135,3 @@ def list_rejections(
 ) -> list:
     # rejections from unknown callers have no organisation: only a platform admin sees them
     return studystore.list_rejections(s, scope=scope_for(s, scope, organisation), limit=limit)
-
-
-@router.get("/algorithms", response_model=list[AlgorithmRead])
-def list_algorithms(registry: RegistryDep, principal: PrincipalDep) -> list[AlgorithmRead]:
-    return [
-        AlgorithmRead(
-            name=a.name,
-            version=a.version,
-            study_types=list(a.study_types),
-            description=a.description,
-            time_limit_s=a.time_limit_s,
-            study_threshold=a.study_threshold,
-            findings=[
-                FindingRead(
-                    key=f.key,
-                    code=f.code.value,
-                    scheme_designator=f.code.scheme_designator,
-                    meaning=f.code.meaning,
-                    threshold=f.threshold,
-                    urgent=f.urgent,
-                )
-                for f in a.findings
-            ],
-        )
-        for a in registry.all()
-    ]
