@@ -38,6 +38,8 @@ TREE = {
     errors.EncodingError: ("encoding_error", 500, False),
     errors.DeliveryError: ("delivery_error", 500, True),
     errors.DestinationDisabled: ("destination_disabled", 400, False),
+    errors.NotAdmitted: ("not_admitted", 409, False),
+    errors.AdmissionRefused: ("admission_refused", 409, False),
 }
 
 

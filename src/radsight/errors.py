@@ -34,6 +34,7 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     ├── Forbidden                    signed in, but the role may not do this (or bad CSRF) (403)
     ├── NotFound                     an entity that does not exist (or is another tenant's) (404)
     ├── Conflict                     an entity that already exists (409)
+    │   └── AdmissionRefused         a lifecycle change the admission rules do not allow (409)
     ├── NotAcceptable                no representation the client's Accept names (406)
     ├── UnsupportedMediaType         a request body of a media type we do not take (415)
     ├── StorageError                 the file or database write failed (503, retried)
@@ -43,7 +44,8 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     │   └── AlgorithmTimeout         it ran past its time limit (500, retried)
     ├── EncodingError                a result could not be encoded (500, permanent)
     ├── DeliveryError                a C-STORE to a destination failed (500, retried)
-    └── DestinationDisabled          the destination was disabled (400, not retried)
+    ├── DestinationDisabled          the destination was disabled (400, not retried)
+    └── NotAdmitted                  the version is not approved for the organisation (409)
 """
 
 from __future__ import annotations

@@ -209,12 +209,14 @@ def change_state(
         elif (name, version) not in admissionstore.known_versions(s):
             raise NotFound(f"algorithm {name} version {version} is not registered")
         org_id = region_id = None
+        where = "the platform"
         if organisation is not None:
-            org_id = tenants.get_organisation(s, organisation).id
+            org = tenants.get_organisation(s, organisation)
+            org_id, where = org.id, f"organisation {org.name}"
         elif region is not None:
             region_id = tenants.get_region(s, region).id
+            where = f"region {region}"
         current = current_state(s, name, version, organisation_id=org_id, region_id=region_id)
-        where = _scope_text(org_id, region_id)
         if current == new_state:
             raise AdmissionRefused(f"{name} {version} is already {new_state} for {where}")
         if not can_move(current, new_state):
