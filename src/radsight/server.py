@@ -16,6 +16,7 @@ from radsight.algorithms.registry import Registry
 from radsight.config import Settings
 from radsight.errors import ConfigError
 from radsight.ingest.dimse import CallerDirectory, start_listener
+from radsight.monitor import admission
 from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import RuleSet, load_rules
 from radsight.pipeline.runner import WorkerPool, reap_expired
@@ -42,9 +43,14 @@ class Server:
 
     @classmethod
     def prepare(cls, settings: Settings) -> Server:
-        """Open the store, migrate, load algorithms and rules: fail fast before listening."""
+        """Open the store, migrate, load algorithms and rules: fail fast before listening.
+
+        Every installed version without a lifecycle state gets its first one (approved
+        when its shipped evidence passes the acceptance rule, else shadow or registered).
+        """
         rt = Runtime.open(settings)
         registry = Registry.from_entry_points()
+        admission.register_installed(rt, registry)
         rules = load_rules(settings.routing_rules, known_algorithms=registry.refs())
         return cls(settings=settings, rt=rt, registry=registry, rules=rules)
 
