@@ -134,6 +134,12 @@ def plugin_dir(tmp_path: Path) -> Path:
     return root
 
 
+def with_plugins(plugin_dir: Path) -> str:
+    """PYTHONPATH for a server with the test plug-ins: the folder, then this test's path
+    (so that a worktree's radsight runs, not an installed one)."""
+    return os.pathsep.join(p for p in (str(plugin_dir), os.environ.get("PYTHONPATH", "")) if p)
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator:
     """Factory: start ``radsight serve`` processes; all are stopped at the end."""
@@ -229,9 +235,11 @@ def approve_with_override(
         org = ["--organisation", organisation] if organisation else []
         server.cli("algorithm", "approve", ref, *org, "--override", "--reason", reason)
         return
+    env = server.env()  # the server's plug-ins (its PYTHONPATH) and this test's radsight
+    path = [p for p in (env.get("PYTHONPATH", ""), *sys.path) if p]
     res = subprocess.run(
         [sys.executable, "-c", _APPROVE, ref, reason, organisation],
-        env={**server.env(), "PYTHONPATH": os.pathsep.join(sys.path)},
+        env={**env, "PYTHONPATH": os.pathsep.join(path)},
         capture_output=True,
         text=True,
         cwd=REPO,
