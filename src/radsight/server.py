@@ -43,14 +43,9 @@ class Server:
 
     @classmethod
     def prepare(cls, settings: Settings) -> Server:
-        """Open the store, migrate, load algorithms and rules: fail fast before listening.
-
-        Every installed version without a lifecycle state gets its first one (approved
-        when its shipped evidence passes the acceptance rule, else shadow or registered).
-        """
+        """Open the store, migrate, load algorithms and rules: fail fast before listening."""
         rt = Runtime.open(settings)
         registry = Registry.from_entry_points()
-        admission.register_installed(rt, registry)
         rules = load_rules(settings.routing_rules, known_algorithms=registry.refs())
         return cls(settings=settings, rt=rt, registry=registry, rules=rules)
 
@@ -68,6 +63,11 @@ class Server:
                 f"{self.settings.dicom_port}: {exc.strerror} (set RADSIGHT_DICOM_PORT)"
             ) from exc
         self.dicom_port = self._dicom.server_address[1]  # type: ignore[attr-defined]
+        # every installed version without a lifecycle state gets its first one (approved
+        # when its shipped evidence passes the acceptance rule, else shadow or registered)
+        # before anything is routed; not in prepare(): a server that refuses to start
+        # (a port taken) records nothing
+        admission.register_installed(self.rt, self.registry)
         if self.settings.job_runner == "celery":
             from radsight.pipeline.celery_runner import Dispatcher
 
