@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -131,6 +134,12 @@ def plugin_dir(tmp_path: Path) -> Path:
     return root
 
 
+def with_plugins(plugin_dir: Path) -> str:
+    """PYTHONPATH for a server with the test plug-ins: the folder, then this test's path
+    (so that a worktree's radsight runs, not an installed one)."""
+    return os.pathsep.join(p for p in (str(plugin_dir), os.environ.get("PYTHONPATH", "")) if p)
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator:
     """Factory: start ``radsight serve`` processes; all are stopped at the end."""
@@ -164,3 +173,77 @@ def write_rules(path: Path, algorithms: list[str]) -> Path:
         """)
     )
     return path
+
+
+# --- admission: approve a version the way a user would -----------------------------------
+
+#: the reason tests give when they approve a version without passing evidence
+TEST_REASON = "approved for this test: it asserts what an approved version does"
+
+
+#: ``radsight algorithm approve`` exists (issue 14's CLI): flip when it lands
+ADMISSION_CLI = False
+
+
+def admit(rt: Runtime, *algorithms: object) -> None:
+    """Approve each algorithm (an ``Algorithm`` or ``"name@version"``) platform-wide by
+    override with a reason, as an operator would, in-process. A version approved already
+    (bright-region, by its shipped evidence) is left as it is."""
+    from radsight.monitor.admission import change_state, current_state
+
+    for a in algorithms:
+        if isinstance(a, str):
+            name, version = a.split("@")
+        else:
+            name, version = a.name, a.version  # type: ignore[attr-defined]
+        with rt.db.session() as s:
+            if current_state(s, name, version) == "approved":
+                continue
+        change_state(rt, TESTS_ACTOR, name, version, "approved", reason=TEST_REASON, override=True)
+
+
+@dataclass(frozen=True)
+class _Actor:
+    name: str = "tests"
+    organisation_id: int | None = None
+    user_id: int | None = None
+
+
+TESTS_ACTOR = _Actor()
+
+_APPROVE = """
+import sys
+from radsight.config import load_settings
+from radsight.monitor.admission import change_state
+from radsight.runtime import Runtime
+from tests.conftest import TESTS_ACTOR
+name, version = sys.argv[1].split("@")
+rt = Runtime.open(load_settings(None))
+change_state(rt, TESTS_ACTOR, name, version, "approved", organisation=sys.argv[3] or None,
+             reason=sys.argv[2], override=True)
+rt.close()
+"""
+
+
+def approve_with_override(
+    server: RadsightProcess, ref: str, reason: str = TEST_REASON, organisation: str = ""
+) -> None:
+    """Approve ``name@version`` without passing evidence, with a written reason, against a
+    server's database, as an operator would: ``radsight algorithm approve REF --override
+    --reason TEXT`` (the server registers its versions at start: call this after)."""
+    if ADMISSION_CLI:
+        org = ["--organisation", organisation] if organisation else []
+        server.cli("algorithm", "approve", ref, *org, "--override", "--reason", reason)
+        return
+    env = server.env()  # the server's plug-ins (its PYTHONPATH) and this test's radsight
+    path = [p for p in (env.get("PYTHONPATH", ""), *sys.path) if p]
+    res = subprocess.run(
+        [sys.executable, "-c", _APPROVE, ref, reason, organisation],
+        env={**env, "PYTHONPATH": os.pathsep.join(path)},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"approving {ref} failed: {res.stderr.strip()}")

@@ -17,7 +17,7 @@ from radsight.algorithms.registry import Registry
 from radsight.config import Settings
 from radsight.errors import ConfigError
 from radsight.ingest.dimse import CallerDirectory, start_listener
-from radsight.monitor import alerting
+from radsight.monitor import admission, alerting
 from radsight.monitor.admission import SYSTEM
 from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import RuleSet, load_rules
@@ -70,6 +70,11 @@ class Server:
                 f"{self.settings.dicom_port}: {exc.strerror} (set RADSIGHT_DICOM_PORT)"
             ) from exc
         self.dicom_port = self._dicom.server_address[1]  # type: ignore[attr-defined]
+        # every installed version without a lifecycle state gets its first one (approved
+        # when its shipped evidence passes the acceptance rule, else shadow or registered)
+        # before anything is routed; not in prepare(): a server that refuses to start
+        # (a port taken) records nothing
+        admission.register_installed(self.rt, self.registry)
         if self.settings.job_runner == "celery":
             from radsight.pipeline.celery_runner import Dispatcher
 

@@ -7,10 +7,11 @@ import signal
 import subprocess
 import uuid
 
+import pydicom
 import pytest
 
 from radsight.testing.peers import storescu
-from tests.conftest import write_rules
+from tests.conftest import approve_with_override, with_plugins, write_rules
 from tests.e2e.test_crash_recovery import sr_uids_at, write_series
 from tests.e2e.test_dicom_flow import register, wait_for
 
@@ -39,7 +40,7 @@ def celery_server(make_server, tmp_path, plugin_dir, broker_url, database_url, a
     return make_server(
         workers=0,
         env={
-            "PYTHONPATH": str(plugin_dir),
+            "PYTHONPATH": with_plugins(plugin_dir),
             "RADSIGHT_ROUTING_RULES": str(rules),
             "RADSIGHT_JOB_RUNNER": "celery",
             "RADSIGHT_BROKER_URL": broker_url,
@@ -94,6 +95,7 @@ def test_kill_9_of_a_celery_worker_mid_job_runs_it_exactly_once(
     )
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
+    approve_with_override(server, "test-slow@1.0.0")  # a plug-in without evidence
     first = server.start_worker(concurrency=1)
     write_series(tmp_path / "study", 1)
     assert storescu(server.dicom_port, tmp_path / "study", calling="MODALITY1").returncode == 0
@@ -173,3 +175,46 @@ def test_broker_and_database_restarts_lose_nothing(
     sent = {str(ds.SOPInstanceUID) for series in studies.values() for ds in series}
     assert stored == sent
     assert len(results) == 3 and all(r["status"] == "analysed" for r in results)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_celery_workers_keep_a_shadow_version_from_the_pacs_until_it_is_approved(
+    tmp_path, make_server, storescp, plugin_dir, broker_url, database_url
+):
+    server = celery_server(
+        make_server, tmp_path, plugin_dir, broker_url, database_url, ["test-slow"]
+    )
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    server.start_worker(concurrency=1)
+    # test-slow ships no evidence: registered, so it runs in shadow mode
+    shadow = write_series(tmp_path / "shadow", 1)
+    assert storescu(server.dicom_port, tmp_path / "shadow", calling="MODALITY1").returncode == 0
+
+    def study_of(ds) -> dict | None:  # type: ignore[no-untyped-def]
+        with server.http() as http:
+            for st in http.get("/api/studies").json():
+                if st["study_instance_uid"] == ds.StudyInstanceUID and st["state"] in (
+                    "analysed",
+                    "not_analysed",
+                    "failed",
+                ):
+                    return st
+        return None
+
+    first = wait_for(lambda: study_of(shadow[0]), 120, "the shadow analysis via a worker")
+    assert first["state"] == "not_analysed"
+    assert "test-slow 1.0.0 ran in shadow mode" in first["state_reason"]
+    with server.http() as http:
+        (result,) = http.get(f"/api/studies/{first['id']}/results").json()
+        assert http.get("/api/jobs", params={"kind": "deliver"}).json() == []
+    assert (result["status"], result["mode"]) == ("analysed", "shadow")
+
+    approve_with_override(server, "test-slow@1.0.0")
+    clinical = write_series(tmp_path / "clinical", 1)
+    assert storescu(server.dicom_port, tmp_path / "clinical", calling="MODALITY1").returncode == 0
+    wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 1, 120, "the approved version's SR")
+    second = wait_for(lambda: study_of(clinical[0]), 60, "the second study analysed")
+    assert second["state"] == "analysed"
+    (sr,) = [pydicom.dcmread(p) for p in storescp.files() if pydicom.dcmread(p).Modality == "SR"]
+    assert sr.StudyInstanceUID == clinical[0].StudyInstanceUID

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 from radsight.dicom.synthetic import make_radiograph
 from radsight.testing.peers import dcmtk, echoscu, storescu
-from tests.conftest import write_rules
+from tests.conftest import approve_with_override, with_plugins, write_rules
 from tests.e2e.test_dicom_flow import register, wait_for
 
 pytestmark = pytest.mark.slow
@@ -125,7 +125,7 @@ def test_kill_9_while_analysing_gives_exactly_one_result(
     server = make_server(
         workers=1,
         env={
-            "PYTHONPATH": str(plugin_dir),
+            "PYTHONPATH": with_plugins(plugin_dir),
             "RADSIGHT_ROUTING_RULES": str(rules),
             "RADSIGHT_JOB_LEASE_S": "3",
             "RADSIGHT_DATABASE_URL": database_url,
@@ -134,6 +134,7 @@ def test_kill_9_while_analysing_gives_exactly_one_result(
     )
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
+    approve_with_override(server, "test-slow@1.0.0")  # a plug-in without evidence
     write_series(tmp_path / "study", 1)
     assert storescu(server.dicom_port, tmp_path / "study", calling="MODALITY1").returncode == 0
 
@@ -172,7 +173,7 @@ def test_poison_and_hanging_algorithms_end_dead_lettered_without_blocking(
     server = make_server(
         workers=2,
         env={
-            "PYTHONPATH": str(plugin_dir),
+            "PYTHONPATH": with_plugins(plugin_dir),
             "RADSIGHT_ROUTING_RULES": str(rules),
             "RADSIGHT_JOB_MAX_ATTEMPTS": "2",
             "RADSIGHT_JOB_BACKOFF_S": "0.2",

@@ -27,6 +27,7 @@ import pytest
 
 from radsight.testing.peers import storescu
 from tests.algorithms.test_ct_brain import CQ500_ORDER_REASON
+from tests.conftest import approve_with_override
 from tests.e2e.test_dicom_flow import register, wait_for
 
 pytestmark = pytest.mark.slow
@@ -67,6 +68,9 @@ def test_cq500_cases_get_haemorrhage_results(tmp_path, make_server, storescp, sh
     )
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
+    # it does not start approved (its shipped evidence fails the acceptance rule):
+    # this test is about what an approved version delivers
+    approve_with_override(server, "radsight-ct-brain@1.1.0")
     # -xs: propose JPEG Lossless SV1 (CT-0's series 6) besides the uncompressed syntaxes
     for name, extra in (("neg", ["-xs"]), ("s2", []), ("pos", []), ("chest", [])):
         res = storescu(server.dicom_port, tmp_path / name, calling="MODALITY1", extra=extra)

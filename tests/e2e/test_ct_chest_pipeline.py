@@ -19,6 +19,7 @@ from pydicom.uid import generate_uid
 from radsight.algorithms.ct_chest.phantom import chest_phantom
 from radsight.dicom.synthetic import make_ct_slice
 from radsight.testing.peers import storescu
+from tests.conftest import approve_with_override
 from tests.e2e.test_dicom_flow import register, wait_for
 
 pytestmark = pytest.mark.slow
@@ -63,6 +64,9 @@ def test_chest_ct_gets_lesion_marks_and_a_grade(tmp_path, make_server, storescp)
     server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
+    # it does not start approved (its shipped evidence fails the acceptance rule):
+    # this test is about what an approved version delivers
+    approve_with_override(server, "radsight-ct-chest@1.0.0")
     sick, empty = tmp_path / "sick", tmp_path / "empty"
     sick.mkdir()
     empty.mkdir()

@@ -17,6 +17,7 @@ from PIL import Image
 
 from radsight.dicom.synthetic import make_radiograph
 from radsight.testing.peers import storescu
+from tests.conftest import approve_with_override
 from tests.e2e.test_dicom_flow import register, wait_for
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,8 @@ def test_real_chest_radiographs_get_pneumonia_results(tmp_path, make_server, sto
     server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
+    # approved explicitly, as an operator would: the test does not hang on its evidence
+    approve_with_override(server, "radsight-cxr@1.1.0")
     sent = {}
     for i, (kind, row) in enumerate(picks.items()):
         folder = tmp_path / kind

@@ -3,10 +3,13 @@
 Real GE Senographe headers (../shared/data/dicom-samples) carry real mini-MIAS pixels
 (one woman: a malignant mass in the right breast, a normal left breast), sent by dcmtk
 ``storescu``, routed by the built-in rules to radsight-mmg; an SR and one SC per image come
-back to the registered destination.
+back to the registered destination once the version is approved (it starts in shadow:
+tests/e2e/test_admission_pipeline.py shows what a fresh install does).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -17,24 +20,24 @@ from pydicom.uid import generate_uid
 
 from radsight.testing.peers import storescu
 from tests.algorithms.test_mmg import mg_dataset
+from tests.conftest import approve_with_override
 from tests.e2e.test_dicom_flow import register, wait_for
 
 pytestmark = pytest.mark.slow
 
+MMG = "radsight-mmg@1.1.0"
 #: mini-MIAS pair 12: mdb023 right breast, malignant circumscribed mass; mdb024 left, normal
 RIGHT, LEFT = "mdb023", "mdb024"
 
 
-def test_four_view_mammogram_gets_per_breast_results(tmp_path, make_server, storescp, shared_data):
+def write_four_view_study(folder: Path, shared_data: Path) -> tuple[str, dict[str, str]]:
+    """R CC, L CC, R MLO, L MLO of one woman as files in ``folder``; return the Study
+    Instance UID and each SOP Instance UID's side."""
     images = shared_data / "mmg" / "mini-mias-train" / "images"
     headers = shared_data / "dicom-samples" / "openrem-mg-dx-headers"
     if not headers.is_dir():
         pytest.skip(f"real MG headers not found under {headers}")
-    server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
-    register(server, [("archive", storescp.ae_title, storescp.port)])
-    server.start()
     study, series = generate_uid(), generate_uid()
-    folder = tmp_path / "study"
     folder.mkdir()
     sent = {}
     for i, (side, view_name) in enumerate((("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))):
@@ -52,6 +55,18 @@ def test_four_view_mammogram_gets_per_breast_results(tmp_path, make_server, stor
         )
         ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
         sent[str(ds.SOPInstanceUID)] = side
+    return study, sent
+
+
+def test_four_view_mammogram_gets_per_breast_results(tmp_path, make_server, storescp, shared_data):
+    server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
+    register(server, [("archive", storescp.ae_title, storescp.port)])
+    server.start()
+    # radsight-mmg starts in shadow (its shipped evidence fails the acceptance rule):
+    # this test is about what an approved version delivers
+    approve_with_override(server, MMG)
+    folder = tmp_path / "study"
+    study, sent = write_four_view_study(folder, shared_data)
     assert storescu(server.dicom_port, folder, calling="MODALITY1").returncode == 0
 
     def sr() -> pydicom.Dataset | None:
@@ -133,6 +148,7 @@ def test_real_cbis_ddsm_film_images_over_dicom(tmp_path, make_server, storescp):
     server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
+    approve_with_override(server, MMG)
     sent = storescu(server.dicom_port, folder, calling="MODALITY1")
     assert sent.returncode == 0, sent.stderr[-3000:]
 

@@ -16,6 +16,7 @@ from radsight.algorithms.registry import Registry
 from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
+from radsight.monitor.admission import register_installed
 from radsight.pipeline.analyse import run_analysis
 from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import load_rules
@@ -59,7 +60,11 @@ def analyse_studies(
     tmp: Path,
     algorithm: str = "radsight-bright-region",
 ) -> None:
-    """Accept each study's instances, route them, run every analysis job as a worker would."""
+    """Accept each study's instances, route them, run every analysis job as a worker would.
+
+    The installed versions get their first admission state first, as ``radsight serve``
+    gives them at start (bright-region: approved by its shipped evidence)."""
+    register_installed(rt, registry)
     rules = load_rules(write_rules(tmp / "rules.yaml", [algorithm]), registry.refs())
     for datasets in studies:
         for ds in datasets:

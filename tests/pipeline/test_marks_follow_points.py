@@ -44,6 +44,7 @@ from radsight.config import load_settings
 from radsight.dicom.study_types import STUDY_TYPES
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest.accept import accept_instance
+from radsight.monitor.admission import register_installed
 from radsight.operating_points import points_in_force
 from radsight.pipeline.analyse import run_analysis
 from radsight.pipeline.assembly import assemble_once
@@ -55,6 +56,7 @@ from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
 from radsight.store.tables import StudyRow
 from radsight.web import create_app
+from tests.conftest import admit
 
 from ..conftest import SHARED_DATA
 
@@ -322,6 +324,8 @@ def test_a_lowered_point_marks_every_present_finding_and_a_raised_one_none(
     algorithm, study = STUDIES[name](tmp_path)
     memoised(algorithm)
     registry = Registry([algorithm])
+    register_installed(rt, registry)
+    admit(rt, algorithm)  # the marks a radiologist sees: those of an approved version
     from radsight.pipeline.inputs import study_input_from
 
     probe = algorithm.analyse(study_input_from(study, algorithm.study_types[0]))

@@ -54,6 +54,10 @@ class Registry:
         """Every way a rule may name an algorithm: ``name`` and ``name@version``."""
         return self.names() | {f"{name}@{version}" for name, version in self._by_key}
 
+    def versions(self, name: str) -> list[str]:
+        """Every installed version of ``name``, oldest first (by :func:`version_key`)."""
+        return sorted((v for n, v in self._by_key if n == name), key=version_key)
+
     def all(self) -> list[Algorithm]:
         return sorted(self._by_key.values(), key=lambda a: (a.name, version_key(a.version)))
 

@@ -132,6 +132,11 @@ class ResultRead(_Read):
     verdict: str
     urgent: bool
     report: dict
+    #: clinical (delivered, on radiologists' worklists) | shadow (stored only: the
+    #: version is not approved for the organisation; supervisors and admins see it)
+    mode: str
+    #: the newer clinical result of the same algorithm that replaced this one, if any
+    superseded_by_id: int | None
     #: every stored output, in encoder order (empty when not analysed)
     outputs: list[ResultObjectRead]
     #: the SR's SOP Instance UID and the SC series' UID, from ``outputs``

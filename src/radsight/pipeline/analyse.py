@@ -4,6 +4,12 @@ Called by whichever runner executes jobs (the embedded worker processes, or Cele
 workers when scaled out): it takes the job row's keys and does the rest through the store.
 A rerun (after a crash or a retry) produces byte-for-byte the same UIDs, and the result row
 is unique per (study, algorithm version), so each study gets exactly one result.
+
+Admission decides here, when the job runs, how the version runs for the study's
+organisation: ``clinical`` (approved: the result is delivered to the destinations and
+shown to radiologists; it supersedes older clinical results of the same algorithm on the
+study) or ``shadow`` (stored only, for supervisors and monitoring); a withdrawn version
+does not run. The mode is stored on the result.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 
 import pydicom
 
+from radsight.admission import mode_of
 from radsight.algorithms.contract import Algorithm
 from radsight.algorithms.registry import Registry
 from radsight.dicom.stored import read_stored
@@ -33,6 +40,7 @@ from radsight.pipeline.jobs import deliver_key
 from radsight.results import AnalysisReport, ResultObject, encode_results, result_uids
 from radsight.runtime import Runtime
 from radsight.store import Session, tenants
+from radsight.store import admission as admissionstore
 from radsight.store import jobs as jobstore
 from radsight.store import quality as qualitystore
 from radsight.store import results as resultstore
@@ -58,13 +66,22 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         study = studystore.get_study(s, job.study_id, scope=Scope.ALL)
         existing = resultstore.get_result_for(s, study.id, algorithm.name, algorithm.version)
         if existing is not None:
-            _queue_deliveries(s, rt, existing.id, existing.organisation_id, existing.study_id)
+            if existing.mode == "clinical" and existing.status == "analysed":
+                _queue_deliveries(s, rt, existing.id, existing.organisation_id, existing.study_id)
             close_study_if_done(s, study.id, job.id)
             return Outcome("existing", existing.id)
+        # the mode is decided now, for the study's organisation, not when it was routed
+        state, _ = admissionstore.state_for(
+            s, algorithm.name, algorithm.version, study.organisation_id
+        )
+        mode = mode_of(state)
         rows = studystore.list_instances(s, study.id)
         stored = qualitystore.stored_thresholds(
             s, algorithm.name, algorithm.version, study.organisation_id
         )
+    if mode is None:  # withdrawn since the study was routed
+        why = f"{algorithm.name} {algorithm.version} is {state}"
+        return _save_not_analysed(rt, job, study, algorithm, why)
     wanted = set(job.payload.get("sop_instance_uids") or [i.sop_instance_uid for i, _ in rows])
     datasets = []
     for inst, _series in rows:
@@ -77,11 +94,11 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         study_input = study_input_from(datasets, study.study_type)
         algorithm.check(study_input)
     except (NotAnalysable, InstanceRejected) as exc:
-        return _save_not_analysed(rt, job, study, algorithm, exc.message)
+        return _save_not_analysed(rt, job, study, algorithm, exc.message, mode)
     try:
         analysis = algorithm.analyse(study_input)
     except NotAnalysable as exc:  # an algorithm may decide late that it cannot answer
-        return _save_not_analysed(rt, job, study, algorithm, exc.message)
+        return _save_not_analysed(rt, job, study, algorithm, exc.message, mode)
     except RadsightError:
         raise
     except Exception as exc:
@@ -107,15 +124,19 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             report=report.to_json(),
             objects=objects,
             analysis_seconds=seconds,
+            mode=mode,
         )
-        worklist_store.refresh_study_priority(s, study.id)
-        _queue_deliveries(s, rt, row.id, study.organisation_id, study.id)
+        if row.mode == "clinical":  # shadow results are stored only
+            resultstore.supersede_older(s, row)
+            worklist_store.refresh_study_priority(s, study.id)
+            _queue_deliveries(s, rt, row.id, study.organisation_id, study.id)
         close_study_if_done(s, study.id, job.id)
     log.info(
-        "analysed study %s with %s %s: score %.3f verdict %s in %.2f s",
+        "analysed study %s with %s %s (%s): score %.3f verdict %s in %.2f s",
         study.study_instance_uid,
         algorithm.name,
         algorithm.version,
+        mode,
         report.study_score,
         report.verdict,
         seconds,
@@ -157,7 +178,12 @@ def _encode_and_store(
 
 
 def _save_not_analysed(
-    rt: Runtime, job: JobRow, study: StudyRow, algorithm: Algorithm, reason: str
+    rt: Runtime,
+    job: JobRow,
+    study: StudyRow,
+    algorithm: Algorithm,
+    reason: str,
+    mode: str | None = None,
 ) -> Outcome:
     with rt.db.session() as s:
         row, _ = resultstore.save_result(
@@ -168,6 +194,8 @@ def _save_not_analysed(
             algorithm_version=algorithm.version,
             status="not_analysed",
             reason=reason,
+            # a withdrawn version's refusal is no clinical result either
+            mode=mode or "shadow",
         )
         close_study_if_done(s, study.id, job.id)
     log.info(
@@ -202,8 +230,10 @@ def _queue_deliveries(
 def close_study_if_done(s: Session, study_id: int, ending_job_id: int) -> None:
     """Set the study's final state once no other analysis job of it is queued or running.
 
-    analysed: some algorithm produced a result; not_analysed: every one refused the input;
-    failed: every job failed or was dead-lettered (the reasons are the jobs' errors).
+    analysed: some algorithm produced a clinical result (one a radiologist sees);
+    not_analysed: every one refused the input, or only versions in shadow mode analysed
+    it (the reason names them: their results are for supervisors); failed: every job
+    failed or was dead-lettered (the reasons are the jobs' errors).
     """
     open_jobs = [
         j
@@ -213,11 +243,23 @@ def close_study_if_done(s: Session, study_id: int, ending_job_id: int) -> None:
     if open_jobs:
         return
     results = resultstore.list_results(s, scope=Scope.ALL, study_id=study_id)
-    if any(r.status == "analysed" for r in results):
+    if any(r.status == "analysed" and r.mode == "clinical" for r in results):
         studystore.set_study_state(s, study_id, "analysed")
     elif results:
-        reasons = "; ".join(r.reason for r in results if r.reason)
-        studystore.set_study_state(s, study_id, "not_analysed", reasons)
+        shadow = sorted(
+            f"{r.algorithm_name} {r.algorithm_version}"
+            for r in results
+            if r.status == "analysed" and r.mode == "shadow"
+        )
+        reasons = [r.reason for r in results if r.reason]
+        if shadow:
+            reasons.insert(
+                0,
+                "no approved algorithm analysed this study: "
+                + ", ".join(shadow)
+                + " ran in shadow mode (results for supervisors)",
+            )
+        studystore.set_study_state(s, study_id, "not_analysed", "; ".join(reasons))
     else:
         errors = "; ".join(
             f"{j.algorithm_name} {j.algorithm_version}: {j.error_code}"

@@ -1,22 +1,29 @@
 """Study assembly and routing: a study is ready when its quiet period ends.
 
 The assembler runs in one process (``radsight serve``); each tick it takes the studies
-whose quiet period has passed, routes them with the rules, and creates one analysis job
-per (study, algorithm version), or records "not analysed: <reason>".
+whose quiet period has passed, routes them with the rules, plans the versions of each
+routed algorithm that may run for the study's organisation (admission: a bare name runs
+the newest approved version in clinical mode and newer unapproved ones in shadow beside
+it; an algorithm the organisation switched off does not run), and creates one analysis
+job per (study, algorithm version), or records "not analysed: <reason>".
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from radsight.algorithms.registry import Registry
-from radsight.errors import NotFound
+from radsight.admission import plan_versions
+from radsight.algorithms.contract import Algorithm
+from radsight.algorithms.registry import Registry, version_key
 from radsight.pipeline.jobs import analyse_key
-from radsight.pipeline.routing import InstanceInfo, RuleSet, StudyInfo, route
+from radsight.pipeline.routing import InstanceInfo, Route, RuleSet, StudyInfo, route
 from radsight.runtime import Runtime
+from radsight.store import Session, tenants
+from radsight.store import admission as admissionstore
 from radsight.store import jobs as jobstore
 from radsight.store import studies as studystore
-from radsight.store import tenants
 from radsight.store.clock import utcnow
 
 log = logging.getLogger(__name__)
@@ -47,15 +54,18 @@ def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
                 log.info("study %s not analysed: %s", study.study_instance_uid, decision.reason)
                 handled += 1
                 continue
+            planned, skipped = _plan_jobs(s, registry, study.organisation_id, decision.routes)
+            if not planned:
+                why = "; ".join(skipped)
+                studystore.set_study_state(
+                    s, study.id, "not_analysed", why, rules_version=rules.version
+                )
+                log.info("study %s not analysed: %s", study.study_instance_uid, why)
+                handled += 1
+                continue
             made = 0
-            missing = []
-            for r in decision.routes:
-                try:
-                    algorithm = registry.resolve(r.algorithm)
-                except NotFound as exc:  # rules are checked at start-up; a plug-in may break
-                    log.error("rule %r: %s", r.rule, exc.message)
-                    missing.append(exc.message)
-                    continue
+            for job in planned:
+                algorithm = job.algorithm
                 _, created = jobstore.create_job(
                     s,
                     dedup_key=analyse_key(study.id, algorithm.name, algorithm.version),
@@ -68,18 +78,16 @@ def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
                     max_attempts=rt.settings.job_max_attempts,
                     time_limit_s=algorithm.time_limit_s,
                     payload={
-                        "rule": r.rule,
-                        "sop_instance_uids": list(r.sop_instance_uids),
-                        "thresholds": r.thresholds,
+                        "rule": job.route.rule,
+                        "sop_instance_uids": list(job.route.sop_instance_uids),
+                        "thresholds": job.route.thresholds,
+                        # as planned (for the record); the job decides when it runs
+                        "mode": job.mode,
                     },
                 )
                 made += created
-            if len(missing) == len(decision.routes):
-                studystore.set_study_state(
-                    s, study.id, "not_analysed", "; ".join(missing), rules_version=rules.version
-                )
-                handled += 1
-                continue
+            for reason in skipped:
+                log.info("study %s: %s", study.study_instance_uid, reason)
             studystore.set_study_state(
                 s, study.id, "routed", routed_at=utcnow(), rules_version=rules.version
             )
@@ -91,3 +99,40 @@ def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
             )
             handled += 1
     return handled
+
+
+@dataclass(frozen=True)
+class _Job:
+    route: Route
+    algorithm: Algorithm
+    mode: str
+
+
+def _plan_jobs(
+    s: Session, registry: Registry, organisation_id: int, routes: Sequence[Route]
+) -> tuple[list[_Job], list[str]]:
+    """The analysis jobs for one study's routes: the versions of each routed algorithm
+    that may run for the organisation (``admission.plan_versions`` over every installed
+    version) with their modes; and why each algorithm that does not run does not."""
+    off = admissionstore.switched_off(s, organisation_id)
+    jobs: list[_Job] = []
+    skipped: list[str] = []
+    for r in routes:
+        name, _, version = r.algorithm.partition("@")
+        if name in off:
+            why = off[name].reason
+            skipped.append(
+                f"{name} is switched off for this organisation" + (f": {why}" if why else "")
+            )
+            continue
+        installed = registry.versions(name)
+        if not installed:  # rules are checked at start-up; a plug-in may break
+            log.error("rule %r: algorithm %s is not registered", r.rule, name)
+            skipped.append(f"algorithm {name} is not registered")
+            continue
+        states = admissionstore.states_for_organisation(s, name, installed, organisation_id)
+        plan, why = plan_versions(version, states, version_key)
+        if not plan:
+            skipped.append(f"{name}: {why}")
+        jobs += [_Job(r, registry.resolve(f"{name}@{p.version}"), p.mode) for p in plan]
+    return jobs, skipped

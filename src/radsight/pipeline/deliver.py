@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from radsight.delivery.cstore import Target, send_files
-from radsight.errors import DestinationDisabled, NotFound
+from radsight.errors import DestinationDisabled, NotAdmitted, NotFound
 from radsight.runtime import Runtime
+from radsight.store import Session
+from radsight.store import admission as admissionstore
 from radsight.store import results as resultstore
 from radsight.store.scope import Scope
-from radsight.store.tables import DestinationRow, JobRow, ResultObjectRow
+from radsight.store.tables import DestinationRow, JobRow, ResultObjectRow, ResultRow
 
 
 def objects_for(dest: DestinationRow, objects: Sequence[ResultObjectRow]) -> list[ResultObjectRow]:
@@ -21,11 +23,31 @@ def objects_for(dest: DestinationRow, objects: Sequence[ResultObjectRow]) -> lis
     return list(objects)
 
 
+def _check_admitted(s: Session, result: ResultRow) -> None:
+    """Only a clinical result of a version approved for its organisation *now* leaves
+    the platform: a version suspended or withdrawn after the job was queued sends nothing.
+    """
+    if result.mode != "clinical":
+        raise NotAdmitted(
+            f"result {result.id} of {result.algorithm_name} {result.algorithm_version} "
+            f"is a {result.mode} result: it is not delivered"
+        )
+    state, _ = admissionstore.state_for(
+        s, result.algorithm_name, result.algorithm_version, result.organisation_id
+    )
+    if state != "approved":
+        raise NotAdmitted(
+            f"{result.algorithm_name} {result.algorithm_version} is {state} for this "
+            f"organisation: result {result.id} is not delivered"
+        )
+
+
 def run_delivery(rt: Runtime, job: JobRow) -> int:
     with rt.db.session() as s:
         if job.result_id is None or job.destination_id is None:
             raise NotFound(f"delivery job {job.id} names no result or destination")
         result = resultstore.get_result(s, job.result_id, scope=Scope.ALL)
+        _check_admitted(s, result)
         dest = s.get(DestinationRow, job.destination_id)
         if dest is None:
             raise NotFound(f"destination {job.destination_id} no longer exists")

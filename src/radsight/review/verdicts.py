@@ -43,7 +43,8 @@ def visible_study(s: Session, principal: Principal, study_id: int) -> StudyRow:
 
 def _judged_result(s: Session, study: StudyRow, req: VerdictRequest) -> ResultRow | None:
     scope = Scope.of(study.organisation_id)
-    results = resultstore.list_results(s, scope=scope, study_id=study.id)
+    # radiologists judge what they were shown: clinical, current results
+    results = resultstore.list_results(s, scope=scope, study_id=study.id, clinical_only=True)
     results = [r for r in results if r.status == "analysed"]
     if req.result_id is not None:
         for r in results:

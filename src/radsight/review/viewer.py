@@ -15,9 +15,20 @@ from radsight.store import results as resultstore
 from radsight.store import studies as studystore
 from radsight.store import verdicts as verdictstore
 from radsight.store.scope import Scope
-from radsight.store.tables import StudyRow
+from radsight.store.tables import ResultRow, StudyRow
 from radsight.store.verdicts import VerdictEntry
 from radsight.store.worklist import study_status
+
+#: roles that also see shadow results (stored only, never delivered) and superseded ones,
+#: each marked: supervisors judge a version on live studies before anyone relies on it
+SHADOW_ROLES = ("supervisor", "admin")
+
+
+def sees_shadow(role: str) -> bool:
+    """Whether a principal with ``role`` sees shadow and superseded results; a
+    radiologist (and an organisation admin) sees the clinical, current ones only."""
+    return role in SHADOW_ROLES
+
 
 STATUS_LABELS = {
     "waiting": "waiting",
@@ -50,7 +61,15 @@ class ResultView:
     study_threshold: float | None
     verdict: str
     urgent: bool
+    #: clinical (delivered, a radiologist sees it) | shadow (stored only)
+    mode: str = "clinical"
+    #: the id of the newer clinical result of the same algorithm that replaced it
+    superseded_by_id: int | None = None
     findings: list[FindingView] = field(default_factory=list)
+
+    @property
+    def clinical(self) -> bool:
+        return self.mode == "clinical" and self.superseded_by_id is None
 
 
 @dataclass
@@ -77,13 +96,16 @@ def status_text(study: StudyRow) -> str:
     return label
 
 
-def build_study_view(s: Session, study: StudyRow) -> StudyView:
+def build_study_view(s: Session, study: StudyRow, *, with_shadow: bool) -> StudyView:
+    """The study as the viewer shows it. ``with_shadow`` (see :func:`sees_shadow`): also
+    the shadow and superseded results and their marks, each marked as such."""
     results = []
     marks = []
     scope = Scope.of(study.organisation_id)
-    for r in sorted(
-        resultstore.list_results(s, scope=scope, study_id=study.id), key=lambda r: r.id
-    ):
+    rows = resultstore.list_results(
+        s, scope=scope, study_id=study.id, clinical_only=not with_shadow
+    )
+    for r in sorted(rows, key=lambda r: r.id):
         report = r.report or {}
         view = ResultView(
             id=r.id,
@@ -95,6 +117,8 @@ def build_study_view(s: Session, study: StudyRow) -> StudyView:
             study_threshold=report.get("study_threshold"),
             verdict=r.verdict,
             urgent=r.urgent,
+            mode=r.mode,
+            superseded_by_id=r.superseded_by_id,
         )
         for f in report.get("findings", []):
             current = verdictstore.current_verdict(s, study.id, "finding", f["key"], r.id)
@@ -117,9 +141,12 @@ def build_study_view(s: Session, study: StudyRow) -> StudyView:
                         "points": region["points"],
                         # a region's own probability (a CT slice's) where it has one
                         "label": f"{f.get('code', {}).get('meaning', f['key'])} "
-                        f"{_region_probability(region, f):.2f}",
+                        f"{_region_probability(region, f):.2f}"
+                        + ("" if view.clinical else f" ({_not_clinical(r)})"),
                         "positive": bool(f.get("positive")),
                         "algorithm": f"{r.algorithm_name} {r.algorithm_version}",
+                        "mode": r.mode,
+                        "superseded": r.superseded_by_id is not None,
                     }
                 )
         results.append(view)
@@ -186,8 +213,12 @@ def build_study_view(s: Session, study: StudyRow) -> StudyView:
 
 def _single_result(results: list[ResultView]) -> int | None:
     """The result a study-level verdict refers to (see review.verdicts._judged_result)."""
-    analysed = [r for r in results if r.status == "analysed"]
+    analysed = [r for r in results if r.status == "analysed" and r.clinical]
     return analysed[0].id if len(analysed) == 1 else None
+
+
+def _not_clinical(r: ResultRow) -> str:
+    return "shadow" if r.mode == "shadow" else "superseded"
 
 
 def _region_probability(region: dict[str, Any], finding: dict[str, Any]) -> float:

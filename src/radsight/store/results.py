@@ -17,6 +17,9 @@ from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
 from radsight.store.tables import ResultObjectRow, ResultRow
 
+#: what makes a result clinical and current: a radiologist sees it, the PACS receives it
+CLINICAL = (ResultRow.mode == "clinical", ResultRow.superseded_by_id.is_(None))
+
 
 def get_result_for(
     s: Session, study_id: int, algorithm_name: str, algorithm_version: str
@@ -50,7 +53,8 @@ def save_result(
 ) -> tuple[ResultRow, bool]:
     """Insert the result and its outputs unless it exists already (a rerun after a crash).
 
-    ``objects`` are stored in the order given; return (row, new).
+    ``objects`` are stored in the order given; ``mode`` (a field) is ``clinical`` or
+    ``shadow``, as the version's admission state was when it ran; return (row, new).
     """
     existing = get_result_for(
         s,
@@ -88,10 +92,41 @@ def get_result(s: Session, result_id: int, *, scope: Scope) -> ResultRow:
 
 
 def list_results(
-    s: Session, *, scope: Scope, study_id: int | None = None, limit: int = 100
+    s: Session,
+    *,
+    scope: Scope,
+    study_id: int | None = None,
+    limit: int = 100,
+    clinical_only: bool = False,
 ) -> list[ResultRow]:
+    """Results, newest first. ``clinical_only``: what a radiologist sees (no shadow
+    results, none superseded by a newer clinical result of the same algorithm)."""
     q = select(ResultRow).order_by(ResultRow.id.desc()).limit(limit)
     q = q.where(scope.where(ResultRow.organisation_id))
     if study_id is not None:
         q = q.where(ResultRow.study_id == study_id)
+    if clinical_only:
+        q = q.where(*CLINICAL)
     return list(s.scalars(q))
+
+
+def supersede_older(s: Session, result: ResultRow) -> list[int]:
+    """Mark the older clinical analysed results of ``result``'s algorithm on its study as
+    superseded by it; return their ids. A shadow result supersedes nothing."""
+    if result.mode != "clinical" or result.status != "analysed":
+        return []
+    older = s.scalars(
+        select(ResultRow).where(
+            ResultRow.study_id == result.study_id,
+            ResultRow.algorithm_name == result.algorithm_name,
+            ResultRow.id != result.id,
+            ResultRow.id < result.id,
+            ResultRow.status == "analysed",
+            ResultRow.mode == "clinical",
+            ResultRow.superseded_by_id.is_(None),
+        )
+    ).all()
+    for r in older:
+        r.superseded_by_id = result.id
+    s.flush()
+    return [r.id for r in older]

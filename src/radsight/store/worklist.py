@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from radsight.dicom.instances import name_for_search
 from radsight.errors import InvalidInput, NotFound
+from radsight.store.results import CLINICAL
 from radsight.store.scope import Scope
 from radsight.store.tables import InstanceRow, ResultRow, StudyRow
 
@@ -238,12 +239,13 @@ def count_worklist(s: Session, q: WorklistQuery) -> int:
 def refresh_study_priority(s: Session, study_id: int) -> None:
     """Denormalise the study's results into its worklist columns.
 
-    ``ai_score`` is the highest study score over its analysed results; ``urgent`` is
-    whether any of them has an urgent finding over its threshold.
+    ``ai_score`` is the highest study score over its analysed clinical results (shadow
+    and superseded ones never order a radiologist's worklist); ``urgent`` is whether any
+    of them has an urgent finding over its threshold.
     """
     scored = s.execute(
         select(func.max(ResultRow.study_score), func.max(ResultRow.urgent.cast(Integer))).where(
-            ResultRow.study_id == study_id, ResultRow.status == "analysed"
+            ResultRow.study_id == study_id, ResultRow.status == "analysed", *CLINICAL
         )
     ).one()
     top, any_urgent = scored
@@ -255,11 +257,14 @@ def refresh_study_priority(s: Session, study_id: int) -> None:
 
 
 def top_results(s: Session, study_ids: list[int]) -> dict[int, ResultRow]:
-    """Per study, its analysed result with the highest study score (one query per page)."""
+    """Per study, its analysed clinical result with the highest study score (one query
+    per page)."""
     if not study_ids:
         return {}
     rows = s.scalars(
-        select(ResultRow).where(ResultRow.study_id.in_(study_ids), ResultRow.status == "analysed")
+        select(ResultRow).where(
+            ResultRow.study_id.in_(study_ids), ResultRow.status == "analysed", *CLINICAL
+        )
     ).all()
     out: dict[int, ResultRow] = {}
     for r in sorted(rows, key=lambda r: (r.study_score or 0.0, r.id)):

@@ -16,7 +16,7 @@ from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
 from radsight.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound
 from radsight.review.verdicts import REVIEWER_ROLES, VerdictRequest, give_verdict, visible_study
-from radsight.review.viewer import build_study_view, status_text
+from radsight.review.viewer import build_study_view, sees_shadow, status_text
 from radsight.store import people
 from radsight.store import worklist as worklist_store
 from radsight.web.common import AUDIT_ROLES, PagePrincipal, render
@@ -220,7 +220,7 @@ def viewer_page(
         study_id=study.id,
         remote_addr=_client(request),
     )
-    view = build_study_view(s, study)
+    view = build_study_view(s, study, with_shadow=sees_shadow(principal.role))
     return render(
         request,
         "viewer.html",

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from radsight.api.auth import ScopeDep, require_role, scope_for
+from radsight.api.auth import PrincipalDep, ScopeDep, require_role, scope_for
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.schemas import (
     InstanceRead,
@@ -22,9 +22,13 @@ from radsight.api.schemas import (
 )
 from radsight.auth import Principal
 from radsight.errors import NotFound
+from radsight.review.viewer import sees_shadow
+from radsight.store import Session
 from radsight.store import jobs as jobstore
 from radsight.store import results as resultstore
 from radsight.store import studies as studystore
+from radsight.store.scope import Scope
+from radsight.store.tables import ResultRow
 
 router = APIRouter(prefix="/api", tags=["studies"])
 
@@ -46,8 +50,23 @@ def list_studies(
     return studystore.list_studies(s, scope=scope, state=state, limit=limit, offset=offset)
 
 
+def _clinical_only(principal: Principal) -> bool:
+    """A radiologist's view: clinical, current results only (see review.viewer)."""
+    return not sees_shadow(principal.role)
+
+
+def _visible_result(s: Session, result_id: int, scope: Scope, principal: Principal) -> ResultRow:
+    result = resultstore.get_result(s, result_id, scope=scope)
+    hidden = result.mode != "clinical" or result.superseded_by_id is not None
+    if hidden and _clinical_only(principal):  # like another tenant's: it does not exist
+        raise NotFound(f"result {result_id} does not exist")
+    return result
+
+
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-def get_study(study_id: int, s: SessionDep, scope: ScopeDep) -> StudyDetail:
+def get_study(
+    study_id: int, s: SessionDep, scope: ScopeDep, principal: PrincipalDep
+) -> StudyDetail:
     study = studystore.get_study(s, study_id, scope=scope)
     instances = [
         InstanceRead(
@@ -65,7 +84,9 @@ def get_study(study_id: int, s: SessionDep, scope: ScopeDep) -> StudyDetail:
         instances=instances,
         results=[
             ResultRead.model_validate(r)
-            for r in resultstore.list_results(s, scope=scope, study_id=study.id)
+            for r in resultstore.list_results(
+                s, scope=scope, study_id=study.id, clinical_only=_clinical_only(principal)
+            )
         ],
         jobs=[
             JobRead.model_validate(j) for j in jobstore.list_jobs(s, scope=scope, study_id=study.id)
@@ -74,21 +95,34 @@ def get_study(study_id: int, s: SessionDep, scope: ScopeDep) -> StudyDetail:
 
 
 @router.get("/studies/{study_id}/results", response_model=list[ResultRead])
-def study_results(study_id: int, s: SessionDep, scope: ScopeDep) -> list:
+def study_results(study_id: int, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> list:
+    """The study's results: a radiologist's the clinical, current ones; a supervisor's
+    and an admin's also the shadow and superseded ones (``mode``, ``superseded_by_id``)."""
     studystore.get_study(s, study_id, scope=scope)
-    return resultstore.list_results(s, scope=scope, study_id=study_id)
+    return resultstore.list_results(
+        s, scope=scope, study_id=study_id, clinical_only=_clinical_only(principal)
+    )
 
 
 @router.get("/results", response_model=list[ResultRead])
 def list_results(
-    s: SessionDep, scope: ScopeDep, organisation: str | None = None, limit: Limit = 100
+    s: SessionDep,
+    scope: ScopeDep,
+    principal: PrincipalDep,
+    organisation: str | None = None,
+    limit: Limit = 100,
 ) -> list:
-    return resultstore.list_results(s, scope=scope_for(s, scope, organisation), limit=limit)
+    return resultstore.list_results(
+        s,
+        scope=scope_for(s, scope, organisation),
+        limit=limit,
+        clinical_only=_clinical_only(principal),
+    )
 
 
 @router.get("/results/{result_id}", response_model=ResultRead)
-def get_result(result_id: int, s: SessionDep, scope: ScopeDep) -> object:
-    return resultstore.get_result(s, result_id, scope=scope)
+def get_result(result_id: int, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> object:
+    return _visible_result(s, result_id, scope, principal)
 
 
 @router.get(
@@ -96,11 +130,16 @@ def get_result(result_id: int, s: SessionDep, scope: ScopeDep) -> object:
     responses={200: {"content": {"application/dicom": {}}}},
 )
 def get_result_file(
-    result_id: int, index: int, s: SessionDep, rt: RuntimeDep, scope: ScopeDep
+    result_id: int,
+    index: int,
+    s: SessionDep,
+    rt: RuntimeDep,
+    scope: ScopeDep,
+    principal: PrincipalDep,
 ) -> Response:
     """One of the result's DICOM objects, in the order of its ``outputs`` (each one's
     ``url``); the role of each is in ``outputs[index].role``."""
-    result = resultstore.get_result(s, result_id, scope=scope)
+    result = _visible_result(s, result_id, scope, principal)
     if not 0 <= index < len(result.objects):
         raise NotFound(f"result {result_id} has no file {index}")
     return Response(rt.files.get(result.objects[index].storage_key), media_type="application/dicom")
