@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -181,10 +179,6 @@ def write_rules(path: Path, algorithms: list[str]) -> Path:
 TEST_REASON = "approved for this test: it asserts what an approved version does"
 
 
-#: ``radsight algorithm approve`` exists (issue 14's CLI): flip when it lands
-ADMISSION_CLI = False
-
-
 def admit(rt: Runtime, *algorithms: object) -> None:
     """Approve each algorithm (an ``Algorithm`` or ``"name@version"``) platform-wide by
     override with a reason, as an operator would, in-process. A version approved already
@@ -211,19 +205,6 @@ class _Actor:
 
 TESTS_ACTOR = _Actor()
 
-_APPROVE = """
-import sys
-from radsight.config import load_settings
-from radsight.monitor.admission import change_state
-from radsight.runtime import Runtime
-from tests.conftest import TESTS_ACTOR
-name, version = sys.argv[1].split("@")
-rt = Runtime.open(load_settings(None))
-change_state(rt, TESTS_ACTOR, name, version, "approved", organisation=sys.argv[3] or None,
-             reason=sys.argv[2], override=True)
-rt.close()
-"""
-
 
 def approve_with_override(
     server: RadsightProcess, ref: str, reason: str = TEST_REASON, organisation: str = ""
@@ -231,19 +212,5 @@ def approve_with_override(
     """Approve ``name@version`` without passing evidence, with a written reason, against a
     server's database, as an operator would: ``radsight algorithm approve REF --override
     --reason TEXT`` (the server registers its versions at start: call this after)."""
-    if ADMISSION_CLI:
-        org = ["--organisation", organisation] if organisation else []
-        server.cli("algorithm", "approve", ref, *org, "--override", "--reason", reason)
-        return
-    env = server.env()  # the server's plug-ins (its PYTHONPATH) and this test's radsight
-    path = [p for p in (env.get("PYTHONPATH", ""), *sys.path) if p]
-    res = subprocess.run(
-        [sys.executable, "-c", _APPROVE, ref, reason, organisation],
-        env={**env, "PYTHONPATH": os.pathsep.join(path)},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"approving {ref} failed: {res.stderr.strip()}")
+    org = ["--organisation", organisation] if organisation else []
+    server.cli("algorithm", "approve", ref, *org, "--override", "--reason", reason)

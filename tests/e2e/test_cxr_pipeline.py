@@ -17,7 +17,6 @@ from PIL import Image
 
 from radsight.dicom.synthetic import make_radiograph
 from radsight.testing.peers import storescu
-from tests.conftest import approve_with_override
 from tests.e2e.test_dicom_flow import register, wait_for
 
 pytestmark = pytest.mark.slow
@@ -53,8 +52,9 @@ def test_real_chest_radiographs_get_pneumonia_results(tmp_path, make_server, sto
     server = make_server(workers=1, env={"RADSIGHT_ROUTING_RULES": "builtin"})
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
-    # approved explicitly, as an operator would: the test does not hang on its evidence
-    approve_with_override(server, "radsight-cxr@1.1.0")
+    # a fresh install approves radsight-cxr on the evidence it ships (849 test images)
+    shown = server.cli("algorithm", "show", "radsight-cxr@1.1.0").stdout
+    assert "radsight-cxr 1.1.0 (installed): approved platform-wide" in shown
     sent = {}
     for i, (kind, row) in enumerate(picks.items()):
         folder = tmp_path / kind
