@@ -3,7 +3,9 @@
 Called by whichever runner executes jobs (the embedded worker processes, or Celery
 workers when scaled out): it takes the job row's keys and does the rest through the store.
 A rerun (after a crash or a retry) produces byte-for-byte the same UIDs, and the result row
-is unique per (study, algorithm version), so each study gets exactly one result.
+is unique per (study, algorithm version), so each study gets exactly one result. A
+re-analysis job (payload ``revision``: n) replaces that result in place as revision n,
+with new UIDs, and queues its deliveries again.
 """
 
 from __future__ import annotations
@@ -54,11 +56,20 @@ class Outcome:
 
 def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
     algorithm = registry.resolve(f"{job.algorithm_name}@{job.algorithm_version}")
+    # a re-analysis (radsight.pipeline.reanalysis) asks for the next revision of the result
+    revision = int(job.payload.get("revision", 0))
     with rt.db.session() as s:
         study = studystore.get_study(s, job.study_id, scope=Scope.ALL)
         existing = resultstore.get_result_for(s, study.id, algorithm.name, algorithm.version)
-        if existing is not None:
-            _queue_deliveries(s, rt, existing.id, existing.organisation_id, existing.study_id)
+        if existing is not None and existing.revision >= revision:
+            _queue_deliveries(
+                s,
+                rt,
+                existing.id,
+                existing.organisation_id,
+                existing.study_id,
+                revision=existing.revision,
+            )
             close_study_if_done(s, study.id, job.id)
             return Outcome("existing", existing.id)
         rows = studystore.list_instances(s, study.id)
@@ -77,11 +88,11 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         study_input = study_input_from(datasets, study.study_type)
         algorithm.check(study_input)
     except (NotAnalysable, InstanceRejected) as exc:
-        return _save_not_analysed(rt, job, study, algorithm, exc.message)
+        return _save_not_analysed(rt, job, study, algorithm, exc.message, revision)
     try:
         analysis = algorithm.analyse(study_input)
     except NotAnalysable as exc:  # an algorithm may decide late that it cannot answer
-        return _save_not_analysed(rt, job, study, algorithm, exc.message)
+        return _save_not_analysed(rt, job, study, algorithm, exc.message, revision)
     except RadsightError:
         raise
     except Exception as exc:
@@ -92,10 +103,11 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         report = AnalysisReport.from_analysis(algorithm, analysis, points)
     except ValueError as exc:
         raise EncodingError(str(exc)) from exc
-    objects = _encode_and_store(rt, study, algorithm, report, datasets)
+    objects = _encode_and_store(rt, study, algorithm, report, datasets, revision)
     with rt.db.session() as s:
-        row, new = resultstore.save_result(
+        row, new = resultstore.save_revision(
             s,
+            revision=revision,
             organisation_id=study.organisation_id,
             study_id=study.id,
             algorithm_name=algorithm.name,
@@ -108,8 +120,10 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             objects=objects,
             analysis_seconds=seconds,
         )
+        if new:
+            resultstore.supersede_older(s, row)
         worklist_store.refresh_study_priority(s, study.id)
-        _queue_deliveries(s, rt, row.id, study.organisation_id, study.id)
+        _queue_deliveries(s, rt, row.id, study.organisation_id, study.id, revision=row.revision)
         close_study_if_done(s, study.id, job.id)
     log.info(
         "analysed study %s with %s %s: score %.3f verdict %s in %.2f s",
@@ -129,10 +143,15 @@ def _encode_and_store(
     algorithm: Algorithm,
     report: AnalysisReport,
     datasets: Sequence[pydicom.Dataset],
+    revision: int = 0,
 ) -> list[ResultObject]:
     """Run every registered encoder and store its objects; return them in encoder order."""
     uid = result_uids(
-        study.organisation_id, study.study_instance_uid, algorithm.name, algorithm.version
+        study.organisation_id,
+        study.study_instance_uid,
+        algorithm.name,
+        algorithm.version,
+        revision,
     )
     try:
         encoded = encode_results(datasets, report, uid)
@@ -146,6 +165,8 @@ def _encode_and_store(
             safe_component(f"{algorithm.name}-{algorithm.version}"),
         )
     )
+    if revision > 0:  # the files of the revision before may still be queued for delivery
+        base = f"{base}/r{revision}"
     objects = []
     for obj in encoded:
         buf = io.BytesIO()
@@ -157,11 +178,12 @@ def _encode_and_store(
 
 
 def _save_not_analysed(
-    rt: Runtime, job: JobRow, study: StudyRow, algorithm: Algorithm, reason: str
+    rt: Runtime, job: JobRow, study: StudyRow, algorithm: Algorithm, reason: str, revision: int
 ) -> Outcome:
     with rt.db.session() as s:
-        row, _ = resultstore.save_result(
+        row, _ = resultstore.save_revision(
             s,
+            revision=revision,
             organisation_id=study.organisation_id,
             study_id=study.id,
             algorithm_name=algorithm.name,
@@ -181,13 +203,19 @@ def _save_not_analysed(
 
 
 def _queue_deliveries(
-    s: Session, rt: Runtime, result_id: int, organisation_id: int, study_id: int
+    s: Session,
+    rt: Runtime,
+    result_id: int,
+    organisation_id: int,
+    study_id: int,
+    *,
+    revision: int = 0,
 ) -> None:
     scope = Scope.of(organisation_id)  # the destinations of the result's organisation
     for dest in tenants.list_destinations(s, scope=scope, enabled_only=True):
         jobstore.create_job(
             s,
-            dedup_key=deliver_key(result_id, dest.id),
+            dedup_key=deliver_key(result_id, dest.id, revision),
             organisation_id=organisation_id,
             kind="deliver",
             queue="delivery",

@@ -8,18 +8,102 @@ per (study, algorithm version), or records "not analysed: <reason>".
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from radsight.algorithms.contract import Algorithm
 from radsight.algorithms.registry import Registry
 from radsight.errors import NotFound
 from radsight.pipeline.jobs import analyse_key
-from radsight.pipeline.routing import InstanceInfo, RuleSet, StudyInfo, route
+from radsight.pipeline.routing import InstanceInfo, Route, RuleSet, StudyInfo, route
 from radsight.runtime import Runtime
+from radsight.store import Session, tenants
 from radsight.store import jobs as jobstore
 from radsight.store import studies as studystore
-from radsight.store import tenants
 from radsight.store.clock import utcnow
+from radsight.store.tables import JobRow, StudyRow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedAnalysis:
+    """One (algorithm version, route) the rules give a study."""
+
+    algorithm: Algorithm
+    route: Route
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What the rules in force make of one study: its analyses, or why it has none."""
+
+    analyses: tuple[PlannedAnalysis, ...]
+    #: why nothing is planned (no rule matches, or every routed algorithm is missing)
+    reason: str = ""
+
+
+def plan_study(s: Session, registry: Registry, rules: RuleSet, study: StudyRow) -> StudyPlan:
+    """Route one study with ``rules``: the (algorithm version, route) list, or the reason.
+
+    Used by the assembler (a study whose quiet period ended) and by re-analysis (a study
+    routed again with the rules and versions in force now).
+    """
+    org = tenants.get_organisation(s, study.organisation_id)
+    instances = tuple(
+        InstanceInfo(
+            sop_instance_uid=i.sop_instance_uid,
+            series_instance_uid=se.series_instance_uid,
+            sop_class_uid=i.sop_class_uid,
+            attributes=i.attributes,
+            calling_ae_title=i.calling_ae_title,
+        )
+        for i, se in studystore.list_instances(s, study.id)
+    )
+    decision = route(rules, StudyInfo(org.name, study.study_type, instances))
+    if not decision.routes:
+        return StudyPlan((), decision.reason)
+    planned = []
+    missing = []
+    for r in decision.routes:
+        try:
+            algorithm = registry.resolve(r.algorithm)
+        except NotFound as exc:  # rules are checked at start-up; a plug-in may break
+            log.error("rule %r: %s", r.rule, exc.message)
+            missing.append(exc.message)
+            continue
+        planned.append(PlannedAnalysis(algorithm, r))
+    return StudyPlan(tuple(planned), "" if planned else "; ".join(missing))
+
+
+def create_analysis_job(
+    s: Session,
+    rt: Runtime,
+    study: StudyRow,
+    planned: PlannedAnalysis,
+    *,
+    revision: int = 0,
+    extra: dict[str, object] | None = None,
+) -> tuple[JobRow, bool]:
+    """The analysis job of one (study, algorithm version[, revision]); idempotent."""
+    algorithm, r = planned.algorithm, planned.route
+    return jobstore.create_job(
+        s,
+        dedup_key=analyse_key(study.id, algorithm.name, algorithm.version, revision),
+        organisation_id=study.organisation_id,
+        kind="analyse",
+        queue=f"analyse.{study.study_type or 'other'}",
+        study_id=study.id,
+        algorithm_name=algorithm.name,
+        algorithm_version=algorithm.version,
+        max_attempts=rt.settings.job_max_attempts,
+        time_limit_s=algorithm.time_limit_s,
+        payload={
+            "rule": r.rule,
+            "sop_instance_uids": list(r.sop_instance_uids),
+            "thresholds": r.thresholds,
+            **(extra or {}),
+        },
+    )
 
 
 def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
@@ -28,58 +112,18 @@ def assemble_once(rt: Runtime, registry: Registry, rules: RuleSet) -> int:
     with rt.db.session() as s:
         due = studystore.studies_due(s)
         for study in due:
-            org = tenants.get_organisation(s, study.organisation_id)
-            instances = tuple(
-                InstanceInfo(
-                    sop_instance_uid=i.sop_instance_uid,
-                    series_instance_uid=se.series_instance_uid,
-                    sop_class_uid=i.sop_class_uid,
-                    attributes=i.attributes,
-                    calling_ae_title=i.calling_ae_title,
-                )
-                for i, se in studystore.list_instances(s, study.id)
-            )
-            decision = route(rules, StudyInfo(org.name, study.study_type, instances))
-            if not decision.routes:
+            plan = plan_study(s, registry, rules, study)
+            if not plan.analyses:
                 studystore.set_study_state(
-                    s, study.id, "not_analysed", decision.reason, rules_version=rules.version
+                    s, study.id, "not_analysed", plan.reason, rules_version=rules.version
                 )
-                log.info("study %s not analysed: %s", study.study_instance_uid, decision.reason)
+                log.info("study %s not analysed: %s", study.study_instance_uid, plan.reason)
                 handled += 1
                 continue
             made = 0
-            missing = []
-            for r in decision.routes:
-                try:
-                    algorithm = registry.resolve(r.algorithm)
-                except NotFound as exc:  # rules are checked at start-up; a plug-in may break
-                    log.error("rule %r: %s", r.rule, exc.message)
-                    missing.append(exc.message)
-                    continue
-                _, created = jobstore.create_job(
-                    s,
-                    dedup_key=analyse_key(study.id, algorithm.name, algorithm.version),
-                    organisation_id=study.organisation_id,
-                    kind="analyse",
-                    queue=f"analyse.{study.study_type or 'other'}",
-                    study_id=study.id,
-                    algorithm_name=algorithm.name,
-                    algorithm_version=algorithm.version,
-                    max_attempts=rt.settings.job_max_attempts,
-                    time_limit_s=algorithm.time_limit_s,
-                    payload={
-                        "rule": r.rule,
-                        "sop_instance_uids": list(r.sop_instance_uids),
-                        "thresholds": r.thresholds,
-                    },
-                )
+            for planned in plan.analyses:
+                _, created = create_analysis_job(s, rt, study, planned)
                 made += created
-            if len(missing) == len(decision.routes):
-                studystore.set_study_state(
-                    s, study.id, "not_analysed", "; ".join(missing), rules_version=rules.version
-                )
-                handled += 1
-                continue
             studystore.set_study_state(
                 s, study.id, "routed", routed_at=utcnow(), rules_version=rules.version
             )

@@ -45,6 +45,20 @@ class StoredObject(Protocol):
     def storage_key(self) -> str: ...
 
 
+def _object_rows(objects: Sequence[StoredObject]) -> list[ResultObjectRow]:
+    return [
+        ResultObjectRow(
+            position=i,
+            role=o.role,
+            sop_class_uid=o.sop_class_uid,
+            series_instance_uid=o.series_instance_uid,
+            sop_instance_uid=o.sop_instance_uid,
+            storage_key=o.storage_key,
+        )
+        for i, o in enumerate(objects)
+    ]
+
+
 def save_result(
     s: Session, *, objects: Sequence[StoredObject] = (), **fields: object
 ) -> tuple[ResultRow, bool]:
@@ -60,24 +74,85 @@ def save_result(
     )
     if existing is not None:
         return existing, False
-    row = ResultRow(
-        created_at=utcnow(),
-        objects=[
-            ResultObjectRow(
-                position=i,
-                role=o.role,
-                sop_class_uid=o.sop_class_uid,
-                series_instance_uid=o.series_instance_uid,
-                sop_instance_uid=o.sop_instance_uid,
-                storage_key=o.storage_key,
-            )
-            for i, o in enumerate(objects)
-        ],
-        **fields,
-    )
+    row = ResultRow(created_at=utcnow(), objects=_object_rows(objects), **fields)
     s.add(row)
     s.flush()
     return row, True
+
+
+def replace_result(
+    s: Session,
+    row: ResultRow,
+    *,
+    revision: int,
+    objects: Sequence[StoredObject] = (),
+    **fields: object,
+) -> ResultRow:
+    """Replace a result in place with a re-analysis of the same version (``revision``).
+
+    The row (its id, verdicts, supersession) stays; its fields, outputs and
+    ``created_at`` (when this revision was made) are the new analysis's. The old outputs'
+    rows go; their files stay where they lie (a delivery of the old revision that is
+    still queued sends the new objects, which carry new UIDs).
+    """
+    row.objects.clear()
+    s.flush()  # the old positions must be gone before the new ones are inserted
+    for key, value in fields.items():
+        setattr(row, key, value)
+    row.revision = revision
+    row.created_at = utcnow()
+    row.objects.extend(_object_rows(objects))
+    s.flush()
+    return row
+
+
+def save_revision(
+    s: Session, *, revision: int, objects: Sequence[StoredObject] = (), **fields: object
+) -> tuple[ResultRow, bool]:
+    """Save revision ``revision`` of a (study, algorithm version) result; return (row, new).
+
+    Revision 0 is :func:`save_result`. A higher one replaces an older revision in place
+    (:func:`replace_result`); when the stored revision is that one already (a rerun of
+    the re-analysis after a crash), the stored row is returned, not new.
+    """
+    if revision > 0:
+        current = get_result_for(
+            s,
+            fields["study_id"],  # type: ignore[arg-type]
+            fields["algorithm_name"],  # type: ignore[arg-type]
+            fields["algorithm_version"],  # type: ignore[arg-type]
+        )
+        if current is not None:
+            if current.revision >= revision:
+                return current, False
+            return replace_result(s, current, revision=revision, objects=objects, **fields), True
+    return save_result(s, objects=objects, revision=revision, **fields)
+
+
+def supersede_older(s: Session, result: ResultRow) -> list[ResultRow]:
+    """Mark older clinical analysed results of the same algorithm on the study as
+    superseded by ``result``; return them.
+
+    The smallest form of the rule in DESIGN (a new clinical result of an algorithm
+    supersedes its older clinical results on the same study), for re-analysis.
+    """
+    if result.mode != "clinical" or result.status != "analysed":
+        return []
+    older = list(
+        s.scalars(
+            select(ResultRow).where(
+                ResultRow.study_id == result.study_id,
+                ResultRow.algorithm_name == result.algorithm_name,
+                ResultRow.id < result.id,
+                ResultRow.mode == "clinical",
+                ResultRow.superseded_by_id.is_(None),
+            )
+        )
+    )
+    for row in older:
+        row.superseded_by_id = result.id
+    s.flush()
+    return older
 
 
 def get_result(s: Session, result_id: int, *, scope: Scope) -> ResultRow:
