@@ -78,4 +78,7 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
 
     app.include_router(quality.router)
     app.include_router(monitoring.router)
+    from radsight.api.routes import reanalyses  # docs/operations.md, "Re-analysis"
+
+    app.include_router(reanalyses.router)
     return app

@@ -42,7 +42,7 @@ from radsight.store import studies as studystore
 from radsight.store import worklist as worklist_store
 from radsight.store.files import safe_component
 from radsight.store.scope import Scope
-from radsight.store.tables import JobRow, StudyRow
+from radsight.store.tables import JobRow, ResultRow, StudyRow
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,14 @@ def _queue_deliveries(
             max_attempts=rt.settings.delivery_max_attempts,
             time_limit_s=max(60.0, rt.settings.dimse_timeout_s * 4),
         )
+
+
+def queue_deliveries(s: Session, rt: Runtime, result: ResultRow) -> None:
+    """Queue one delivery of ``result``'s current revision to each enabled destination
+    (a promoted or re-analysed result; idempotent)."""
+    _queue_deliveries(
+        s, rt, result.id, result.organisation_id, result.study_id, revision=result.revision
+    )
 
 
 def close_study_if_done(s: Session, study_id: int, ending_job_id: int) -> None:

@@ -130,20 +130,21 @@ def save_revision(
 
 
 def supersede_older(s: Session, result: ResultRow) -> list[ResultRow]:
-    """Mark older clinical analysed results of the same algorithm on the study as
-    superseded by ``result``; return them.
+    """Mark the other clinical results of ``result``'s algorithm on its study as
+    superseded by it, when it is a clinical analysed result that nothing supersedes (it
+    was just made or promoted, so they are older); return them.
 
     The smallest form of the rule in DESIGN (a new clinical result of an algorithm
     supersedes its older clinical results on the same study), for re-analysis.
     """
-    if result.mode != "clinical" or result.status != "analysed":
+    if result.mode != "clinical" or result.status != "analysed" or result.superseded_by_id:
         return []
     older = list(
         s.scalars(
             select(ResultRow).where(
                 ResultRow.study_id == result.study_id,
                 ResultRow.algorithm_name == result.algorithm_name,
-                ResultRow.id < result.id,
+                ResultRow.id != result.id,
                 ResultRow.mode == "clinical",
                 ResultRow.superseded_by_id.is_(None),
             )
