@@ -13,7 +13,8 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from radsight.api.auth import ScopeDep, SupervisorDep
+from radsight import auth
+from radsight.api.auth import SupervisorDep
 from radsight.api.deps import RegistryDep, RuntimeDep
 from radsight.pipeline.reanalysis import Selection, reanalyse
 
@@ -67,8 +68,11 @@ def create_reanalysis(
     rt: RuntimeDep,
     registry: RegistryDep,
     principal: SupervisorDep,
-    scope: ScopeDep,
 ) -> ReanalysisRead:
+    # not ScopeDep: its request-long session would hold SQLite's write lock while the
+    # re-analysis writes in sessions of its own
+    with rt.db.session() as s:
+        scope = auth.scope_of(s, principal)
     selection = Selection(
         study_instance_uids=tuple(body.study_instance_uids),
         organisation=body.organisation,
