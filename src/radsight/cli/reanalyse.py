@@ -61,7 +61,7 @@ def parse_when(value: str | None, *, end_of_day: bool) -> datetime | None:
     "--limit", default=10000, show_default=True, help="refuse a selection of more studies"
 )
 @click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON")
-@click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--no-progress", is_flag=True, help="no progress bar (shown on a terminal)")
 @click.pass_obj
 @fail_cleanly
 def reanalyse(
@@ -103,7 +103,7 @@ def reanalyse(
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
-        if no_progress or as_json or total < 2:
+        if no_progress or as_json or total < 2 or not sys.stderr.isatty():
             return
         if bar is None:
             bar = bars.enter_context(
