@@ -229,7 +229,7 @@ def test_a_late_instance_is_picked_up_by_reanalyse(
     assert wait_for(study_row, 30, "the late instance stored")["state"] == "analysed"
     out = server.cli("reanalyse", "--study", study).stdout
     assert "jobs created: 0 new analyses, 1 re-analyses of changed studies" in out
-    assert "1 instance(s) received after the result was made" in out
+    assert "1 instance(s) not in the analysed input" in out
 
     wait_for(lambda: len(sr_uids_at(storescp.out_dir)) >= 2, 120, "the revision's SR")
     wait_for(lambda: jobs_settled(server), 60, "the re-analysis and its delivery")

@@ -199,7 +199,7 @@ def test_a_late_instance_makes_a_new_revision_with_new_uids(analysed_by_v1, tmp_
     summary = run(rt, v1, rules, study_instance_uids=(study,))
     (decision,) = summary.decisions
     assert decision.action == "reanalyse" and decision.revision == 1
-    assert "1 instance(s) received after the result was made" in decision.reason
+    assert "1 instance(s) not in the analysed input" in decision.reason
     run_jobs(rt, v1)
     after = results_of(rt, study)["1.0.0"]
     assert after.id == before.id and after.revision == 1

@@ -10,7 +10,8 @@ action          when, and what happens
 ==============  ===========================================================================
 ``analyse``     no result of that version yet (a newly installed or approved version, a
                 rule that now routes the study): a new analysis job.
-``reanalyse``   a result exists but instances arrived after it was made (or ``force``):
+``reanalyse``   a result exists but the route gives instances it did not analyse (they
+                arrived later, or a rule changed), or ``force``:
                 a job for the next revision; the result is replaced in place with new
                 UIDs and delivered again (:func:`radsight.pipeline.analyse.run_analysis`).
 ``promote``     a shadow result whose version is now approved for the organisation: it
@@ -287,15 +288,9 @@ def _decide(
 
     if existing is None:
         return _job(s, rt, study, planned, 0, dry_run, decision, "no result of this version yet")
-    late = [
-        i for i, _ in studystore.list_instances(s, study.id) if i.received_at > existing.created_at
-    ]
+    late = _new_input(s, study, planned, existing)
     if late or force:
-        why = (
-            f"{len(late)} instance(s) received after the result was made"
-            if late
-            else "re-analysis forced"
-        )
+        why = f"{late} instance(s) not in the analysed input" if late else "re-analysis forced"
         return _job(s, rt, study, planned, existing.revision + 1, dry_run, decision, why)
     if existing.mode == "shadow" and existing.status == "analysed" and _approved(s, existing):
         if not dry_run:
@@ -344,6 +339,25 @@ def _job(
         )
         job, _ = create_analysis_job(s, rt, study, planned, revision=revision, extra=extra)
     return decision(action, reason, revision=revision, job_id=job.id)
+
+
+def _new_input(s: Session, study: StudyRow, planned: PlannedAnalysis, result: ResultRow) -> int:
+    """How many instances the route gives now that the result did not analyse.
+
+    The analysed instances are those of the job that made the result's revision; a result
+    without that job (made before jobs kept their input) counts the instances received
+    after it was made.
+    """
+    algorithm = planned.algorithm
+    job = jobstore.get_job_by_key(
+        s, analyse_key(study.id, algorithm.name, algorithm.version, result.revision)
+    )
+    if job is not None and job.payload.get("sop_instance_uids"):
+        analysed = set(job.payload["sop_instance_uids"])
+        return len(set(planned.route.sop_instance_uids) - analysed)
+    return sum(
+        1 for i, _ in studystore.list_instances(s, study.id) if i.received_at > result.created_at
+    )
 
 
 def _approved(s: Session, result: ResultRow) -> bool:
