@@ -3,8 +3,9 @@
 A test algorithm (``test-bright``, the bright-region algorithm under another name, without
 shipped evidence) is installed through real entry points; a rule routes every study to it
 by name. (1) A new version, installed and approved after a study was analysed, re-analyses
-it: exactly one new SR reaches the PACS, and the old result is superseded. (2) An instance
-that arrives after its study was analysed is picked up: revision 1, new UIDs, one more SR.
+it (with the embedded workers, and with Celery workers): exactly one new SR reaches the
+PACS, and the old result is superseded. (2) An instance that arrives after its study was
+analysed is picked up: revision 1, new UIDs, one more SR.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from radsight.store.scope import Scope
 from radsight.store.tables import ResultRow, StudyRow
 from radsight.testing.peers import storescu
 from tests.conftest import require_tool, write_rules
+from tests.e2e.test_celery import broker_url  # noqa: F401 - a fixture
 from tests.e2e.test_crash_recovery import sr_uids_at
 from tests.e2e.test_dicom_flow import register, wait_for
 
@@ -100,15 +102,16 @@ def approve(server, name: str, version: str) -> None:  # type: ignore[no-untyped
     )
 
 
-def start_server(make_server, tmp_path, plugins, database_url):  # type: ignore[no-untyped-def]
+def start_server(make_server, tmp_path, plugins, database_url, workers=1, **env):  # type: ignore[no-untyped-def]
     rules = write_rules(tmp_path / "rules.yaml", [NAME])
     path = os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH", "")) if p)
     return make_server(
-        workers=1,
+        workers=workers,
         env={
             "PYTHONPATH": path,  # the plug-ins, and the code under test
             "RADSIGHT_ROUTING_RULES": str(rules),
             "RADSIGHT_DATABASE_URL": database_url,
+            **env,
         },
     )
 
@@ -160,10 +163,37 @@ def sc_count_at(folder: Path) -> int:
 def test_a_new_approved_version_sends_exactly_one_new_sr(
     tmp_path, make_server, storescp, plugins, database_url
 ):
-    require_tool("storescu")
     server = start_server(make_server, tmp_path, plugins, database_url)
+    new_version_flow(server, tmp_path, storescp, plugins, database_url, celery=False)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_new_approved_version_with_celery_workers(
+    tmp_path,
+    make_server,
+    storescp,
+    plugins,
+    database_url,
+    broker_url,  # noqa: F811 - the fixture imported above
+):
+    server = start_server(
+        make_server,
+        tmp_path,
+        plugins,
+        database_url,
+        workers=0,
+        RADSIGHT_JOB_RUNNER="celery",
+        RADSIGHT_BROKER_URL=broker_url,
+    )
+    new_version_flow(server, tmp_path, storescp, plugins, database_url, celery=True)
+
+
+def new_version_flow(server, tmp_path, storescp, plugins, database_url, celery: bool) -> None:  # type: ignore[no-untyped-def]
+    require_tool("storescu")
     register(server, [("archive", storescp.ae_title, storescp.port)])
     server.start()
+    if celery:
+        server.start_worker(concurrency=1)
     approve(server, NAME, "1.0.0")
     study = generate_uid()
     write_instance(tmp_path / "study", study, seed=1)
@@ -175,6 +205,8 @@ def test_a_new_approved_version_sends_exactly_one_new_sr(
     server.stop()
     install_version(plugins, "2.0.0")
     server.start()
+    if celery:
+        server.start_worker(concurrency=1)
     approve(server, NAME, "2.0.0")
     out = server.cli("reanalyse", "--study", study).stdout
     assert "studies selected: 1" in out
