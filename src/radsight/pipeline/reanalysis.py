@@ -38,7 +38,7 @@ from datetime import datetime
 from radsight.admission import mode_of
 from radsight.algorithms.registry import Registry
 from radsight.errors import InvalidInput, NotFound
-from radsight.pipeline.analyse import queue_deliveries
+from radsight.pipeline.analyse import close_study_if_done, queue_deliveries
 from radsight.pipeline.assembly import PlannedAnalysis, create_analysis_job, plan_study
 from radsight.pipeline.jobs import analyse_key
 from radsight.pipeline.routing import RuleSet
@@ -172,7 +172,7 @@ def reanalyse(
         if total > selection.limit:
             raise InvalidInput(
                 f"{total} studies match, more than the limit of {selection.limit}: narrow "
-                "the selection (a shorter date range, one algorithm) or raise the limit"
+                "the selection (a shorter date range) or raise the limit"
             )
         if selection.study_instance_uids and not studies:
             raise NotFound("no study with the given Study Instance UIDs")
@@ -256,8 +256,6 @@ def _reanalyse_study(
             s, study.id, "routed", routed_at=utcnow(), rules_version=rules.version
         )
     elif any(d.action == "promote" for d in decisions):
-        from radsight.pipeline.analyse import close_study_if_done
-
         worklist_store.refresh_study_priority(s, study.id)
         if not _open_analysis_jobs(s, study.id):
             close_study_if_done(s, study.id, ending_job_id=0)
