@@ -83,4 +83,8 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
     from radsight.api.routes import algorithms  # docs/quality.md, "Admission"
 
     app.include_router(algorithms.router)
+
+    from radsight.api.routes import reanalyses  # docs/operations.md, "Re-analysis"
+
+    app.include_router(reanalyses.router)
     return app

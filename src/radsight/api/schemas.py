@@ -147,6 +147,9 @@ class ResultRead(_Read):
         json_schema_extra={"deprecated": True},
     )
     analysis_seconds: float | None
+    #: 0 for the first analysis; n after the n-th re-analysis of this version (new UIDs)
+    revision: int = 0
+    #: when this revision was made
     created_at: datetime
 
     @model_validator(mode="before")

@@ -466,5 +466,14 @@ def _register_algorithm_commands() -> None:
 _register_algorithm_commands()
 
 
+def _register_reanalysis_command() -> None:
+    from radsight.cli.reanalyse import reanalyse
+
+    cli.add_command(reanalyse)
+
+
+_register_reanalysis_command()
+
+
 if __name__ == "__main__":
     cli()

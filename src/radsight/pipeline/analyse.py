@@ -3,7 +3,9 @@
 Called by whichever runner executes jobs (the embedded worker processes, or Celery
 workers when scaled out): it takes the job row's keys and does the rest through the store.
 A rerun (after a crash or a retry) produces byte-for-byte the same UIDs, and the result row
-is unique per (study, algorithm version), so each study gets exactly one result.
+is unique per (study, algorithm version), so each study gets exactly one result. A
+re-analysis job (payload ``revision``: n) replaces that result in place as revision n,
+with new UIDs, and queues its deliveries again.
 
 Admission decides here, when the job runs, how the version runs for the study's
 organisation: ``clinical`` (approved: the result is delivered to the destinations and
@@ -48,7 +50,7 @@ from radsight.store import studies as studystore
 from radsight.store import worklist as worklist_store
 from radsight.store.files import safe_component
 from radsight.store.scope import Scope
-from radsight.store.tables import JobRow, StudyRow
+from radsight.store.tables import JobRow, ResultRow, StudyRow
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,21 @@ class Outcome:
 
 def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
     algorithm = registry.resolve(f"{job.algorithm_name}@{job.algorithm_version}")
+    # a re-analysis (radsight.pipeline.reanalysis) asks for the next revision of the result
+    revision = int(job.payload.get("revision", 0))
     with rt.db.session() as s:
         study = studystore.get_study(s, job.study_id, scope=Scope.ALL)
         existing = resultstore.get_result_for(s, study.id, algorithm.name, algorithm.version)
-        if existing is not None:
+        if existing is not None and existing.revision >= revision:
             if existing.mode == "clinical" and existing.status == "analysed":
-                _queue_deliveries(s, rt, existing.id, existing.organisation_id, existing.study_id)
+                _queue_deliveries(
+                    s,
+                    rt,
+                    existing.id,
+                    existing.organisation_id,
+                    existing.study_id,
+                    revision=existing.revision,
+                )
             close_study_if_done(s, study.id, job.id)
             return Outcome("existing", existing.id)
         # the mode is decided now, for the study's organisation, not when it was routed
@@ -81,7 +92,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         )
     if mode is None:  # withdrawn since the study was routed
         why = f"{algorithm.name} {algorithm.version} is {state}"
-        return _save_not_analysed(rt, job, study, algorithm, why)
+        return _save_not_analysed(rt, job, study, algorithm, why, revision)
     wanted = set(job.payload.get("sop_instance_uids") or [i.sop_instance_uid for i, _ in rows])
     datasets = []
     for inst, _series in rows:
@@ -94,11 +105,11 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         study_input = study_input_from(datasets, study.study_type)
         algorithm.check(study_input)
     except (NotAnalysable, InstanceRejected) as exc:
-        return _save_not_analysed(rt, job, study, algorithm, exc.message, mode)
+        return _save_not_analysed(rt, job, study, algorithm, exc.message, revision, mode)
     try:
         analysis = algorithm.analyse(study_input)
     except NotAnalysable as exc:  # an algorithm may decide late that it cannot answer
-        return _save_not_analysed(rt, job, study, algorithm, exc.message, mode)
+        return _save_not_analysed(rt, job, study, algorithm, exc.message, revision, mode)
     except RadsightError:
         raise
     except Exception as exc:
@@ -109,10 +120,11 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         report = AnalysisReport.from_analysis(algorithm, analysis, points)
     except ValueError as exc:
         raise EncodingError(str(exc)) from exc
-    objects = _encode_and_store(rt, study, algorithm, report, datasets)
+    objects = _encode_and_store(rt, study, algorithm, report, datasets, revision)
     with rt.db.session() as s:
-        row, new = resultstore.save_result(
+        row, new = resultstore.save_revision(
             s,
+            revision=revision,
             organisation_id=study.organisation_id,
             study_id=study.id,
             algorithm_name=algorithm.name,
@@ -128,8 +140,8 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         )
         if row.mode == "clinical":  # shadow results are stored only
             resultstore.supersede_older(s, row)
-            worklist_store.refresh_study_priority(s, study.id)
-            _queue_deliveries(s, rt, row.id, study.organisation_id, study.id)
+            _queue_deliveries(s, rt, row.id, study.organisation_id, study.id, revision=row.revision)
+        worklist_store.refresh_study_priority(s, study.id)
         close_study_if_done(s, study.id, job.id)
     log.info(
         "analysed study %s with %s %s (%s): score %.3f verdict %s in %.2f s",
@@ -150,10 +162,15 @@ def _encode_and_store(
     algorithm: Algorithm,
     report: AnalysisReport,
     datasets: Sequence[pydicom.Dataset],
+    revision: int = 0,
 ) -> list[ResultObject]:
     """Run every registered encoder and store its objects; return them in encoder order."""
     uid = result_uids(
-        study.organisation_id, study.study_instance_uid, algorithm.name, algorithm.version
+        study.organisation_id,
+        study.study_instance_uid,
+        algorithm.name,
+        algorithm.version,
+        revision,
     )
     try:
         encoded = encode_results(datasets, report, uid)
@@ -167,6 +184,8 @@ def _encode_and_store(
             safe_component(f"{algorithm.name}-{algorithm.version}"),
         )
     )
+    if revision > 0:  # the files of the revision before may still be queued for delivery
+        base = f"{base}/r{revision}"
     objects = []
     for obj in encoded:
         buf = io.BytesIO()
@@ -183,11 +202,13 @@ def _save_not_analysed(
     study: StudyRow,
     algorithm: Algorithm,
     reason: str,
+    revision: int,
     mode: str | None = None,
 ) -> Outcome:
     with rt.db.session() as s:
-        row, _ = resultstore.save_result(
+        row, _ = resultstore.save_revision(
             s,
+            revision=revision,
             organisation_id=study.organisation_id,
             study_id=study.id,
             algorithm_name=algorithm.name,
@@ -209,13 +230,19 @@ def _save_not_analysed(
 
 
 def _queue_deliveries(
-    s: Session, rt: Runtime, result_id: int, organisation_id: int, study_id: int
+    s: Session,
+    rt: Runtime,
+    result_id: int,
+    organisation_id: int,
+    study_id: int,
+    *,
+    revision: int = 0,
 ) -> None:
     scope = Scope.of(organisation_id)  # the destinations of the result's organisation
     for dest in tenants.list_destinations(s, scope=scope, enabled_only=True):
         jobstore.create_job(
             s,
-            dedup_key=deliver_key(result_id, dest.id),
+            dedup_key=deliver_key(result_id, dest.id, revision),
             organisation_id=organisation_id,
             kind="deliver",
             queue="delivery",
@@ -225,6 +252,14 @@ def _queue_deliveries(
             max_attempts=rt.settings.delivery_max_attempts,
             time_limit_s=max(60.0, rt.settings.dimse_timeout_s * 4),
         )
+
+
+def queue_deliveries(s: Session, rt: Runtime, result: ResultRow) -> None:
+    """Queue one delivery of ``result``'s current revision to each enabled destination
+    (a promoted or re-analysed result; idempotent)."""
+    _queue_deliveries(
+        s, rt, result.id, result.organisation_id, result.study_id, revision=result.revision
+    )
 
 
 def close_study_if_done(s: Session, study_id: int, ending_job_id: int) -> None:

@@ -8,7 +8,8 @@
                          |--permanent error--> failed
                          '--lease expired (worker died)--> queued | dead
 
-One job exists per (study, algorithm version) and per (result, destination): its
+One job exists per (study, algorithm version) and per (result, destination), and per
+revision of a re-analysed result (:mod:`radsight.pipeline.reanalysis`): its
 ``dedup_key`` makes creating it idempotent, and a job that reruns after a crash produces
 the same outputs (deterministic UIDs), so each study ends with exactly one result.
 """
@@ -49,9 +50,19 @@ def backoff_delay(attempts: int, base_s: float, max_s: float) -> float:
     return float(min(max_s, base_s * (2 ** max(attempts - 1, 0))))
 
 
-def analyse_key(study_id: int, algorithm_name: str, algorithm_version: str) -> str:
-    return f"analyse:{study_id}:{algorithm_name}:{algorithm_version}"
+def _revised(key: str, revision: int) -> str:
+    # revision 0 keeps the keys jobs had before re-analysis existed
+    return f"{key}:r{revision}" if revision > 0 else key
 
 
-def deliver_key(result_id: int, destination_id: int) -> str:
-    return f"deliver:{result_id}:{destination_id}"
+def analyse_key(
+    study_id: int, algorithm_name: str, algorithm_version: str, revision: int = 0
+) -> str:
+    """One analysis job per (study, algorithm version, revision of its result)."""
+    return _revised(f"analyse:{study_id}:{algorithm_name}:{algorithm_version}", revision)
+
+
+def deliver_key(result_id: int, destination_id: int, revision: int = 0) -> str:
+    """One delivery job per (result revision, destination): a re-analysed result is sent
+    again, once."""
+    return _revised(f"deliver:{result_id}:{destination_id}", revision)

@@ -16,8 +16,9 @@ A new output type (a GSPS, a SEG) is a ``build_*`` function in its own module, a
 delivery, the API and monitoring follow the list.
 
 Every UID of an output derives from the result's seed (organisation, Study Instance UID,
-algorithm name and version) through :func:`radsight.dicom.uids.result_uid`, so a rerun
-gives the same objects with the same UIDs.
+algorithm name and version, and the revision of a re-analysed result) through
+:func:`radsight.dicom.uids.result_uid`, so a rerun gives the same objects with the same
+UIDs and a re-analysis gives new ones.
 """
 
 from __future__ import annotations
@@ -123,9 +124,13 @@ ENCODERS: tuple[ResultEncoder, ...] = (
 
 
 def result_uids(
-    organisation_id: int, study_instance_uid: str, algorithm_name: str, algorithm_version: str
+    organisation_id: int,
+    study_instance_uid: str,
+    algorithm_name: str,
+    algorithm_version: str,
+    revision: int = 0,
 ) -> UidSource:
-    """The UID source of one result: every output UID derives from these four values.
+    """The UID source of one result: every output UID derives from these values.
 
     Parameters
     ----------
@@ -135,15 +140,27 @@ def result_uids(
         Study Instance UID of the analysed study.
     algorithm_name, algorithm_version : str
         The algorithm version that produced the result.
+    revision : int, optional
+        The result's revision: 0 for the first analysis, ``n`` for its ``n``-th
+        re-analysis on changed input. A revision above 0 enters the seed, so a re-analysed
+        result has new SOP Instance UIDs (PS3.3 C.12.1.1.1: one UID, one object) and a
+        PACS never receives two different objects under one UID; revision 0 keeps the
+        UIDs results had before revisions existed.
 
     Returns
     -------
     callable
         ``uid(*parts)``: :func:`radsight.dicom.uids.result_uid` of the seed and ``parts``.
     """
-    return partial(
-        result_uid, organisation_id, study_instance_uid, algorithm_name, algorithm_version
+    seed: tuple[object, ...] = (
+        organisation_id,
+        study_instance_uid,
+        algorithm_name,
+        algorithm_version,
     )
+    if revision > 0:
+        seed = (*seed, f"revision-{revision}")
+    return partial(result_uid, *seed)
 
 
 def encode_results(

@@ -25,6 +25,10 @@ def create_job(s: Session, *, dedup_key: str, **fields: object) -> tuple[JobRow,
     return row, True
 
 
+def get_job_by_key(s: Session, dedup_key: str) -> JobRow | None:
+    return s.scalar(select(JobRow).where(JobRow.dedup_key == dedup_key))
+
+
 def claim_job(
     s: Session, owner: str, lease_s: float, queues: list[str] | None = None
 ) -> JobRow | None:

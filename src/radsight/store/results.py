@@ -48,6 +48,20 @@ class StoredObject(Protocol):
     def storage_key(self) -> str: ...
 
 
+def _object_rows(objects: Sequence[StoredObject]) -> list[ResultObjectRow]:
+    return [
+        ResultObjectRow(
+            position=i,
+            role=o.role,
+            sop_class_uid=o.sop_class_uid,
+            series_instance_uid=o.series_instance_uid,
+            sop_instance_uid=o.sop_instance_uid,
+            storage_key=o.storage_key,
+        )
+        for i, o in enumerate(objects)
+    ]
+
+
 def save_result(
     s: Session, *, objects: Sequence[StoredObject] = (), **fields: object
 ) -> tuple[ResultRow, bool]:
@@ -64,24 +78,84 @@ def save_result(
     )
     if existing is not None:
         return existing, False
-    row = ResultRow(
-        created_at=utcnow(),
-        objects=[
-            ResultObjectRow(
-                position=i,
-                role=o.role,
-                sop_class_uid=o.sop_class_uid,
-                series_instance_uid=o.series_instance_uid,
-                sop_instance_uid=o.sop_instance_uid,
-                storage_key=o.storage_key,
-            )
-            for i, o in enumerate(objects)
-        ],
-        **fields,
-    )
+    row = ResultRow(created_at=utcnow(), objects=_object_rows(objects), **fields)
     s.add(row)
     s.flush()
     return row, True
+
+
+def replace_result(
+    s: Session,
+    row: ResultRow,
+    *,
+    revision: int,
+    objects: Sequence[StoredObject] = (),
+    **fields: object,
+) -> ResultRow:
+    """Replace a result in place with a re-analysis of the same version (``revision``).
+
+    The row (its id, verdicts, supersession) stays; its fields, outputs and
+    ``created_at`` (when this revision was made) are the new analysis's. The old outputs'
+    rows go; their files stay where they lie (a delivery of the old revision that is
+    still queued sends the new objects, which carry new UIDs).
+    """
+    row.objects.clear()
+    s.flush()  # the old positions must be gone before the new ones are inserted
+    for key, value in fields.items():
+        setattr(row, key, value)
+    row.revision = revision
+    row.created_at = utcnow()
+    row.objects.extend(_object_rows(objects))
+    s.flush()
+    return row
+
+
+def save_revision(
+    s: Session, *, revision: int, objects: Sequence[StoredObject] = (), **fields: object
+) -> tuple[ResultRow, bool]:
+    """Save revision ``revision`` of a (study, algorithm version) result; return (row, new).
+
+    Revision 0 is :func:`save_result`. A higher one replaces an older revision in place
+    (:func:`replace_result`); when the stored revision is that one already (a rerun of
+    the re-analysis after a crash), the stored row is returned, not new.
+    """
+    if revision > 0:
+        current = get_result_for(
+            s,
+            fields["study_id"],  # type: ignore[arg-type]
+            fields["algorithm_name"],  # type: ignore[arg-type]
+            fields["algorithm_version"],  # type: ignore[arg-type]
+        )
+        if current is not None:
+            if current.revision >= revision:
+                return current, False
+            return replace_result(s, current, revision=revision, objects=objects, **fields), True
+    return save_result(s, objects=objects, revision=revision, **fields)
+
+
+def supersede_older(s: Session, result: ResultRow) -> list[ResultRow]:
+    """Mark the other current clinical analysed results of ``result``'s algorithm on its
+    study as superseded by it, when it is a clinical analysed result that nothing
+    supersedes (it was just made, re-made or promoted: it is the newest decision); return
+    them. A shadow result supersedes nothing."""
+    if result.mode != "clinical" or result.status != "analysed" or result.superseded_by_id:
+        return []
+    older = list(
+        s.scalars(
+            select(ResultRow).where(
+                ResultRow.study_id == result.study_id,
+                ResultRow.algorithm_name == result.algorithm_name,
+                ResultRow.id != result.id,
+                ResultRow.status == "analysed",
+                ResultRow.mode == "clinical",
+                ResultRow.superseded_by_id.is_(None),
+            )
+        )
+    )
+    for row in older:
+        row.superseded_by_id = result.id
+    s.flush()
+    return older
 
 
 def get_result(s: Session, result_id: int, *, scope: Scope) -> ResultRow:
@@ -108,25 +182,3 @@ def list_results(
     if clinical_only:
         q = q.where(*CLINICAL)
     return list(s.scalars(q))
-
-
-def supersede_older(s: Session, result: ResultRow) -> list[int]:
-    """Mark the older clinical analysed results of ``result``'s algorithm on its study as
-    superseded by it; return their ids. A shadow result supersedes nothing."""
-    if result.mode != "clinical" or result.status != "analysed":
-        return []
-    older = s.scalars(
-        select(ResultRow).where(
-            ResultRow.study_id == result.study_id,
-            ResultRow.algorithm_name == result.algorithm_name,
-            ResultRow.id != result.id,
-            ResultRow.id < result.id,
-            ResultRow.status == "analysed",
-            ResultRow.mode == "clinical",
-            ResultRow.superseded_by_id.is_(None),
-        )
-    ).all()
-    for r in older:
-        r.superseded_by_id = result.id
-    s.flush()
-    return [r.id for r in older]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Select, func, select, update
@@ -243,6 +243,33 @@ def list_instances(s: Session, study_id: int) -> list[tuple[InstanceRow, SeriesR
         .order_by(SeriesRow.id, InstanceRow.id)
     )
     return [(i, se) for i, se in s.execute(q)]
+
+
+def find_studies(
+    s: Session,
+    *,
+    scope: Scope,
+    study_instance_uids: Sequence[str] = (),
+    organisation_id: int | None = None,
+    received_since: datetime | None = None,
+    received_until: datetime | None = None,
+    limit: int,
+) -> tuple[list[StudyRow], int]:
+    """Studies by Study Instance UID and/or organisation and first-received time
+    (``received_until`` exclusive), oldest first; return (at most ``limit`` of them, how
+    many match)."""
+    where = [scope.where(StudyRow.organisation_id)]
+    if study_instance_uids:
+        where.append(StudyRow.study_instance_uid.in_(list(study_instance_uids)))
+    if organisation_id is not None:
+        where.append(StudyRow.organisation_id == organisation_id)
+    if received_since is not None:
+        where.append(StudyRow.first_received_at >= received_since)
+    if received_until is not None:
+        where.append(StudyRow.first_received_at < received_until)
+    total = int(s.scalar(select(func.count(StudyRow.id)).where(*where)) or 0)
+    rows = s.scalars(select(StudyRow).where(*where).order_by(StudyRow.id).limit(limit))
+    return list(rows), total
 
 
 def count_instances(s: Session, *, scope: Scope) -> int:
