@@ -81,12 +81,14 @@ def test_mmg_runs_in_shadow_until_approved_by_override(
     second, _ = write_four_view_study(tmp_path / "second", shared_data)
     assert storescu(server.dicom_port, tmp_path / "second", calling="MODALITY1").returncode == 0
 
-    def delivered() -> list[tuple[str, str]] | None:
-        got = sorted(at_pacs(storescp))
-        return got if len(got) == 5 else None
+    def sent() -> list | None:  # storescp has written every object once the job is done
+        with server.http() as http:
+            jobs = http.get("/api/jobs", params={"kind": "deliver"}).json()
+        return jobs if jobs and all(j["state"] == "done" for j in jobs) else None
 
+    assert len(wait_for(sent, 180, "the second study's result delivered")) == 1
     # an SR and one SC per image, of the second study only: approval sends nothing old
-    assert wait_for(delivered, 180, "the second study's results at the PACS") == [
+    assert sorted(at_pacs(storescp)) == [
         (second, "OT"),
         (second, "OT"),
         (second, "OT"),

@@ -213,7 +213,13 @@ def test_celery_workers_keep_a_shadow_version_from_the_pacs_until_it_is_approved
     approve_with_override(server, "test-slow@1.0.0")
     clinical = write_series(tmp_path / "clinical", 1)
     assert storescu(server.dicom_port, tmp_path / "clinical", calling="MODALITY1").returncode == 0
-    wait_for(lambda: len(sr_uids_at(storescp.out_dir)) == 1, 120, "the approved version's SR")
+
+    def sent() -> list | None:  # every object of the result written by storescp
+        with server.http() as http:
+            jobs = http.get("/api/jobs", params={"kind": "deliver"}).json()
+        return jobs if jobs and all(j["state"] == "done" for j in jobs) else None
+
+    assert len(wait_for(sent, 120, "the approved version's result delivered")) == 1
     second = wait_for(lambda: study_of(clinical[0]), 60, "the second study analysed")
     assert second["state"] == "analysed"
     (sr,) = [pydicom.dcmread(p) for p in storescp.files() if pydicom.dcmread(p).Modality == "SR"]
