@@ -70,6 +70,8 @@ def test_the_default_rule_needs_400_studies_ten_percent_per_class_and_the_auroc_
     assert "5.0% of the studies are positive" in evidence_problems(summary(pos=20), rule)[0]
     assert "AUROC 0.800" in evidence_problems(summary(auroc=0.8), rule)[0]
     assert evidence_problems({}, rule)[-1] == "the evaluation has no AUROC"
+    refused = {**summary(), "num_studies": 500, "num_analysed": 380}
+    assert "380 of the 500 studies were analysed" in evidence_problems(refused, rule)[0]
     pg_rule = AcceptanceRule(min_pointing_game=0.6)
     assert "no localisation" in evidence_problems(summary(), pg_rule)[0]
     located = {**summary(), "localisation": {"pointing_game": {"value": 0.55}}}

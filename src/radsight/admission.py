@@ -27,7 +27,7 @@ record (append-only); :func:`state_in_force` reads the newest per scope.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -88,10 +88,16 @@ def evidence_problems(summary: Mapping[str, Any], rule: AcceptanceRule) -> list[
     """
     problems: list[str] = []
     n = int(summary.get("num_studies") or 0)
+    analysed = int(summary.get("num_analysed", n) or 0)  # refused cases are no evidence
     if n < rule.min_studies:
         problems.append(
             f"the reference set has {n} studies; the acceptance rule needs at least "
             f"{rule.min_studies}"
+        )
+    elif analysed < rule.min_studies:
+        problems.append(
+            f"{analysed} of the {n} studies were analysed; the acceptance rule needs at "
+            f"least {rule.min_studies}"
         )
     positives = int(summary.get("positives") or 0)
     negatives = int(summary.get("negatives") or 0)
@@ -230,7 +236,3 @@ def plan_versions(
         return plan, ""
     listed = ", ".join(f"{v} {st}" for v, st in sorted(states.items(), key=lambda x: key(x[0])))
     return [], f"no version may run ({listed or 'none installed'})"
-
-
-def describe_plan(plan: Sequence[Planned]) -> str:
-    return ", ".join(f"{p.version} ({p.mode})" for p in plan)

@@ -228,7 +228,7 @@ def test_the_dashboard_shows_each_versions_state_and_links_its_evidence(world, r
     evaluation = store_evaluation(runtime, "radsight-mmg@1.1.0", 400)
     with runtime.db.session() as s:
         runtime.files.put(report_key(evaluation), b"<html>report</html>")
-        quality.get_evaluation(s, evaluation).report_key = report_key(evaluation)
+        quality.get_evaluation(s, evaluation, scope=Scope.ALL).report_key = report_key(evaluation)
     r = world.call("admin", "POST", f"{MMG}/state",
                    json={"state": "approved", "evidence_id": evaluation})  # fmt: skip
     assert r.status_code == 200 and r.json()["override"] is False

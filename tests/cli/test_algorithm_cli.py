@@ -74,7 +74,7 @@ def shipped_evaluation(runtime, ref: str) -> int:  # type: ignore[no-untyped-def
     """The id of the evaluation a fresh install stored from a version's shipped evidence."""
     name, version = ref.split("@")
     with runtime.db.session() as s:
-        rows = quality.list_evaluations(s, name, version)
+        rows = quality.list_evaluations(s, name, version, scope=Scope.ALL)
     (row,) = [r for r in rows if r.created_by == "shipped with the package"]
     return row.id
 

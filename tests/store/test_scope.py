@@ -73,6 +73,8 @@ SCOPED = [
     tenants.list_application_entities,
     tenants.list_destinations,
     quality.list_thresholds,
+    quality.list_evaluations,
+    quality.get_evaluation,
     quality.list_alerts,
     quality.get_alert,
     quality.resolve_alert,

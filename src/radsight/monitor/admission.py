@@ -15,7 +15,6 @@ from typing import Any
 from radsight.admission import (
     STATES,
     AcceptanceRule,
-    StateRecord,
     can_move,
     evidence_problems,
     in_force,
@@ -25,8 +24,9 @@ from radsight.algorithms.registry import Registry
 from radsight.config import Settings
 from radsight.errors import AdmissionRefused, InvalidInput, NotFound
 from radsight.runtime import Runtime
-from radsight.store import Session, quality, tenants
+from radsight.store import Session, quality, tenants, worklist
 from radsight.store import admission as admissionstore
+from radsight.store import results as resultstore
 from radsight.store.people import Actor, record_audit
 from radsight.store.scope import Scope
 from radsight.store.tables import AlgorithmStateRow, EvaluationRow
@@ -61,14 +61,22 @@ class _System:
 SYSTEM: Actor = _System()
 
 
+def built_in(algorithm: object) -> bool:
+    """An algorithm of Radsight's own package (its evidence was measured and reviewed with
+    the platform's code); a plug-in's class lives in the vendor's package."""
+    return type(algorithm).__module__.startswith("radsight.")
+
+
 def register_installed(rt: Runtime, registry: Registry) -> list[AlgorithmStateRow]:
     """Give every installed version that has no recorded state its first one.
 
     A version that ships evidence has it stored as an evaluation (``created_by``
-    "shipped with the package") and starts ``approved`` platform-wide when that evidence
-    passes the acceptance rule in force, else ``shadow``; a version with no evidence starts
-    ``registered``. Idempotent: a version with any recorded state is left alone (so a
-    supervisor's decisions survive restarts and upgrades).
+    "shipped with the package"); a built-in version starts ``approved`` platform-wide when
+    that evidence passes the acceptance rule in force, else ``shadow``. A plug-in's passing
+    evidence approves nothing by itself (a vendor's file is a claim): it starts
+    ``registered`` with the evaluation named for a supervisor to approve on. A version
+    with no evidence starts ``registered``. Idempotent: a version with any recorded state
+    is left alone (so a supervisor's decisions survive restarts and upgrades).
     """
     rule = acceptance_rule(rt.settings)
     made = []
@@ -108,6 +116,15 @@ def register_installed(rt: Runtime, registry: Registry) -> list[AlgorithmStateRo
                     state = "shadow"
                     reason = "its shipped evidence does not pass the acceptance rule: " + (
                         "; ".join(problems)
+                    )
+                elif not built_in(algorithm):
+                    # a plug-in's own claim approves nothing by itself: a person decides
+                    state = "registered"
+                    reason = (
+                        f"its package ships evidence that passes the acceptance rule "
+                        f"(evaluation {ev.id}); a plug-in is approved by a supervisor, not by "
+                        f"its own file: `radsight algorithm approve {algorithm.name}@"
+                        f"{algorithm.version} --evidence {ev.id}`"
                     )
                 else:
                     state = "approved"
@@ -166,6 +183,11 @@ def current_state(
         org = tenants.get_organisation(s, organisation_id)
         return state_in_force(recs, org.id, org.region_id)[0]
     current = in_force(recs)
+    if any(
+        r.state == "withdrawn" and r.organisation_id is None and r.region_id is None
+        for r in current
+    ):
+        return "withdrawn"  # final everywhere below the platform too
     exact = [r for r in current if r.organisation_id is None and r.region_id == region_id]
     if exact:
         return exact[0].state
@@ -242,7 +264,7 @@ def change_state(
                 )
             override = bool(problems)
         elif evidence_id is not None:  # what a suspension rests on (a failed evaluation)
-            evidence = quality.get_evaluation(s, evidence_id)
+            evidence = quality.get_evaluation(s, evidence_id, scope=Scope.ALL)
             if (evidence.algorithm_name, evidence.algorithm_version) != (name, version):
                 raise AdmissionRefused(
                     f"evaluation {evidence.id} tested {evidence.algorithm_name} "
@@ -261,12 +283,13 @@ def change_state(
             override=override and new_state == "approved",
             detail={"from": current},
         )
+        retracted = _retract_where_not_approved(s, name, version) if new_state != "approved" else {}
         record_audit(
             s,
             actor,
             f"algorithm.{new_state}",
             organisation_id=org_id,
-            detail={**_audit_detail(row), "from": current},
+            detail={**_audit_detail(row), "from": current, "retracted_studies": retracted},
             remote_addr=remote_addr,
         )
         log.info(
@@ -282,13 +305,36 @@ def change_state(
         return row
 
 
+def _retract_where_not_approved(s: Session, name: str, version: str) -> dict[str, int]:
+    """After a version stops being approved somewhere, take its results off the
+    radiologists' worklists and viewer in every organisation where it is no longer
+    approved (they become shadow results; what the PACS received stays there); return
+    organisation id -> studies touched."""
+    touched: dict[str, int] = {}
+    for org_id in sorted(resultstore.organisations_with_clinical(s, name, version)):
+        if admissionstore.state_for(s, name, version, org_id)[0] == "approved":
+            continue
+        studies = resultstore.retract_clinical(s, name, version, org_id)
+        for study_id in studies:
+            worklist.refresh_study_priority(s, study_id)
+        touched[str(org_id)] = len(studies)
+        log.info(
+            "%s %s is no longer approved for organisation %d: %d studies' results retracted",
+            name,
+            version,
+            org_id,
+            len(studies),
+        )
+    return touched
+
+
 def _evidence(
     s: Session, settings: Settings, name: str, version: str, evidence_id: int | None
 ) -> tuple[EvaluationRow | None, list[str]]:
     """The evaluation that backs an approval and what it lacks ([] when it passes)."""
     rule = acceptance_rule(settings)
     if evidence_id is not None:
-        ev = quality.get_evaluation(s, evidence_id)
+        ev = quality.get_evaluation(s, evidence_id, scope=Scope.ALL)
         if (ev.algorithm_name, ev.algorithm_version) != (name, version):
             raise AdmissionRefused(
                 f"evaluation {ev.id} tested {ev.algorithm_name} {ev.algorithm_version}, "
@@ -297,12 +343,14 @@ def _evidence(
         if ev.state != "done":
             return ev, [f"evaluation {ev.id} is {ev.state}"]
         return ev, [f"evaluation {ev.id}: {p}" for p in evidence_problems(ev.summary, rule)]
-    done = [e for e in quality.list_evaluations(s, name, version) if e.state == "done"]
-    for ev in done:  # newest first
-        if not evidence_problems(ev.summary, rule):
-            return ev, []
+    done = [
+        e for e in quality.list_evaluations(s, name, version, scope=Scope.ALL) if e.state == "done"
+    ]
     if not done:
         return None, [f"no calibration test of {name} {version} has been run"]
+    # the newest test speaks: an older passing one does not outvote a newer failure (a
+    # version suspended on a failed test is not reinstated on its old evidence); to rely
+    # on an older test, name it (--evidence ID) and it is judged on its own
     newest = done[0]
     return newest, [f"evaluation {newest.id}: {p}" for p in evidence_problems(newest.summary, rule)]
 
@@ -332,7 +380,3 @@ def set_enabled(
             detail={"algorithm": name, "organisation": org.name, "reason": reason.strip()},
             remote_addr=remote_addr,
         )
-
-
-def history(s: Session, name: str, version: str, *, scope: Scope) -> list[StateRecord]:
-    return admissionstore.records(admissionstore.state_history(s, name, version, scope=scope))

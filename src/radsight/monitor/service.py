@@ -17,6 +17,7 @@ from radsight.monitor.suspension import Suspension, suspend_if_approved
 from radsight.operating_points import STUDY, points_in_force
 from radsight.runtime import Runtime
 from radsight.store import Session, quality, tenants
+from radsight.store.scope import Scope
 from radsight.store.tables import EvaluationRow, ThresholdRow
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def run_evaluation(
         suspension = _suspend_on_failure(rt, algorithm, ref.name, evaluation_id, org_id, summary)
         summary["suspended"] = suspension.to_json() if suspension else None
         with rt.db.session() as s:
-            row = quality.get_evaluation(s, evaluation_id)
+            row = quality.get_evaluation(s, evaluation_id, scope=Scope.ALL)
             row.summary = dict(summary)  # a new object: the JSON column sees the change
             alerting.raise_alert(
                 rt,
@@ -184,7 +185,7 @@ def _suspension_text(
 
 
 def _evaluation_of(s: Session, name: str, version: str, evaluation_id: int) -> EvaluationRow:
-    ev = quality.get_evaluation(s, evaluation_id)
+    ev = quality.get_evaluation(s, evaluation_id, scope=Scope.ALL)
     if ev.state != "done":
         raise ConfigError(f"evaluation {evaluation_id} is {ev.state}, not done")
     if (ev.algorithm_name, ev.algorithm_version) != (name, version):

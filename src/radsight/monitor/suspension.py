@@ -18,7 +18,9 @@ from typing import Any
 from radsight.errors import AdmissionRefused
 from radsight.monitor.admission import SYSTEM, change_state, current_state
 from radsight.runtime import Runtime
+from radsight.store import admission as admissionstore
 from radsight.store import tenants
+from radsight.store.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,36 @@ def suspend_if_approved(
     evidence_id: int | None = None,
 ) -> Suspension | None:
     """Suspend ``name`` ``version`` for one organisation (None: platform-wide) when it is
-    approved there; return what was done, or None when it was not approved there (nothing
-    to suspend). The recorded reason is "automatic suspension: " and ``why``."""
+    approved there; return what was done, or None when it was approved nowhere in that
+    scope (nothing to suspend). The recorded reason is "automatic suspension: " and ``why``.
+
+    Platform-wide it also suspends every organisation where a narrower record (the
+    organisation's own or its region's approval) still approves it: a conclusive failure
+    on the platform's reference set holds everywhere.
+    """
+    first = _suspend_one(rt, name, version, organisation_id, why, evidence_id)
+    if organisation_id is not None:
+        return first
+    with rt.db.session() as s:
+        still = [
+            org.id
+            for org, _region in tenants.list_organisations(s, scope=Scope.ALL)
+            if admissionstore.state_for(s, name, version, org.id)[0] == "approved"
+        ]
+    for org_id in still:
+        done = _suspend_one(rt, name, version, org_id, why, evidence_id)
+        first = first or (done and Suspension("platform", None, done.state_id))
+    return first
+
+
+def _suspend_one(
+    rt: Runtime,
+    name: str,
+    version: str,
+    organisation_id: int | None,
+    why: str,
+    evidence_id: int | None,
+) -> Suspension | None:
     with rt.db.session() as s:
         state = current_state(s, name, version, organisation_id=organisation_id)
         scope = (

@@ -250,7 +250,7 @@ def _build(
                 switch_reason=off.reason if off is not None else "",
             )
         )
-    evaluations = [judge(e, rule) for e in quality.list_evaluations(s, name, version)]
+    evaluations = [judge(e, rule) for e in quality.list_evaluations(s, name, version, scope=scope)]
     by_eval = {e.evaluation_id: e for e in evaluations}
     evidence = None
     approving = [by_id[r.id] for r in current if r.state == "approved" and shown(r)]

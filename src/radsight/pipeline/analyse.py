@@ -86,12 +86,17 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
             s, algorithm.name, algorithm.version, study.organisation_id
         )
         mode = mode_of(state)
+        switched_off = algorithm.name in admissionstore.switched_off(s, study.organisation_id)
         rows = studystore.list_instances(s, study.id)
         stored = qualitystore.stored_thresholds(
             s, algorithm.name, algorithm.version, study.organisation_id
         )
-    if mode is None:  # withdrawn since the study was routed
-        why = f"{algorithm.name} {algorithm.version} is {state}"
+    if mode is None or switched_off:  # withdrawn or switched off since it was routed
+        why = (
+            f"{algorithm.name} is switched off for this organisation"
+            if switched_off
+            else f"{algorithm.name} {algorithm.version} is {state}"
+        )
         return _save_not_analysed(rt, job, study, algorithm, why, revision)
     wanted = set(job.payload.get("sop_instance_uids") or [i.sop_instance_uid for i, _ in rows])
     datasets = []
@@ -249,6 +254,8 @@ def _queue_deliveries(
             study_id=study_id,
             result_id=result_id,
             destination_id=dest.id,
+            # the revision it sends: a later re-analysis makes this job send nothing
+            payload={"revision": revision},
             max_attempts=rt.settings.delivery_max_attempts,
             time_limit_s=max(60.0, rt.settings.dimse_timeout_s * 4),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from radsight.delivery.cstore import Target, send_files
@@ -12,6 +13,8 @@ from radsight.store import admission as admissionstore
 from radsight.store import results as resultstore
 from radsight.store.scope import Scope
 from radsight.store.tables import DestinationRow, JobRow, ResultObjectRow, ResultRow
+
+log = logging.getLogger(__name__)
 
 
 def objects_for(dest: DestinationRow, objects: Sequence[ResultObjectRow]) -> list[ResultObjectRow]:
@@ -24,13 +27,25 @@ def objects_for(dest: DestinationRow, objects: Sequence[ResultObjectRow]) -> lis
 
 
 def _check_admitted(s: Session, result: ResultRow) -> None:
-    """Only a clinical result of a version approved for its organisation *now* leaves
-    the platform: a version suspended or withdrawn after the job was queued sends nothing.
+    """Only a current clinical result of a version approved for its organisation *now*,
+    of an algorithm the organisation has not switched off, leaves the platform: a version
+    suspended or withdrawn (or superseded, or switched off) after the job was queued sends
+    nothing.
     """
     if result.mode != "clinical":
         raise NotAdmitted(
             f"result {result.id} of {result.algorithm_name} {result.algorithm_version} "
             f"is a {result.mode} result: it is not delivered"
+        )
+    if result.superseded_by_id is not None:
+        raise NotAdmitted(
+            f"result {result.id} was superseded by result {result.superseded_by_id}: "
+            "it is not delivered"
+        )
+    if result.algorithm_name in admissionstore.switched_off(s, result.organisation_id):
+        raise NotAdmitted(
+            f"{result.algorithm_name} is switched off for this organisation: "
+            f"result {result.id} is not delivered"
         )
     state, _ = admissionstore.state_for(
         s, result.algorithm_name, result.algorithm_version, result.organisation_id
@@ -47,6 +62,16 @@ def run_delivery(rt: Runtime, job: JobRow) -> int:
         if job.result_id is None or job.destination_id is None:
             raise NotFound(f"delivery job {job.id} names no result or destination")
         result = resultstore.get_result(s, job.result_id, scope=Scope.ALL)
+        if int(job.payload.get("revision", 0)) != result.revision:
+            # a re-analysis replaced the result: its own job sends the new revision
+            log.info(
+                "delivery job %d: result %d is at revision %d, not %s: nothing to send",
+                job.id,
+                result.id,
+                result.revision,
+                job.payload.get("revision", 0),
+            )
+            return 0
         _check_admitted(s, result)
         dest = s.get(DestinationRow, job.destination_id)
         if dest is None:

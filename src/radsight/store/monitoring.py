@@ -63,12 +63,17 @@ def job_counts(
 
 
 def delivery_failures(s: Session, *, scope: Scope, since: datetime | None = None) -> list[tuple]:
-    """(algorithm, version, organisation, result id) of dead or failed delivery jobs."""
+    """(algorithm, version, organisation, result id) of dead or failed delivery jobs; a
+    delivery the admission gate stopped (``not_admitted``) is no technical failure."""
     r = aliased(ResultRow)
     q = (
         select(r.algorithm_name, r.algorithm_version, JobRow.organisation_id, JobRow.result_id)
         .join(r, r.id == JobRow.result_id)
-        .where(JobRow.kind == "deliver", JobRow.state.in_(("dead", "failed")))
+        .where(
+            JobRow.kind == "deliver",
+            JobRow.state.in_(("dead", "failed")),
+            JobRow.error_code != "not_admitted",
+        )
     )
     if since is not None:
         q = q.where(JobRow.created_at >= since)
@@ -251,7 +256,8 @@ def activity(
     """(period, organisation, study type, algorithm, studies, flagged, urgent) per group.
 
     ``period`` is day, week or month (by when the result was made); a study analysed by two
-    algorithms counts once per algorithm.
+    algorithms counts once per algorithm. Clinical, current results only: what radiologists
+    were given (a shadow run or a superseded version's result does not count twice).
     """
     bucket = _period(s, ResultRow.created_at, period)
     flagged = func.sum(func.cast(ResultRow.verdict == "abnormal", type_=_int()))
@@ -267,7 +273,11 @@ def activity(
             urgent,
         )
         .join(StudyRow, StudyRow.id == ResultRow.study_id)
-        .where(ResultRow.status == "analysed")
+        .where(
+            ResultRow.status == "analysed",
+            ResultRow.mode == "clinical",
+            ResultRow.superseded_by_id.is_(None),
+        )
         .group_by("p", ResultRow.organisation_id, StudyRow.study_type, ResultRow.algorithm_name)
         .order_by("p")
     )

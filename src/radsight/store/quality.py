@@ -60,7 +60,7 @@ def finish_evaluation(
     report_key: str = "",
     error: str = "",
 ) -> EvaluationRow:
-    row = get_evaluation(s, evaluation_id)
+    row = get_evaluation(s, evaluation_id, scope=Scope.ALL)
     row.state = "failed" if error else "done"
     row.summary = summary
     row.passed = passed
@@ -71,17 +71,27 @@ def finish_evaluation(
     return row
 
 
-def get_evaluation(s: Session, evaluation_id: int) -> EvaluationRow:
+def get_evaluation(s: Session, evaluation_id: int, *, scope: Scope) -> EvaluationRow:
+    """An evaluation; one run for an organisation is that organisation's (its thresholds,
+    its cases): outside ``scope`` it does not exist. Platform-wide ones are everyone's."""
     row = s.get(EvaluationRow, evaluation_id)
-    if row is None:
+    if row is None or (row.organisation_id is not None and not scope.includes(row.organisation_id)):
         raise NotFound(f"evaluation {evaluation_id} does not exist")
     return row
 
 
 def list_evaluations(
-    s: Session, algorithm_name: str | None = None, algorithm_version: str | None = None
+    s: Session,
+    algorithm_name: str | None = None,
+    algorithm_version: str | None = None,
+    *,
+    scope: Scope,
 ) -> list[EvaluationRow]:
+    """Newest first: the platform-wide ones and those of organisations in ``scope``."""
     q = select(EvaluationRow).order_by(EvaluationRow.id.desc())
+    q = q.where(
+        or_(EvaluationRow.organisation_id.is_(None), scope.where(EvaluationRow.organisation_id))
+    )
     if algorithm_name:
         q = q.where(EvaluationRow.algorithm_name == algorithm_name)
     if algorithm_version:
@@ -150,7 +160,7 @@ def set_threshold(
     if method not in THRESHOLD_METHODS:
         raise InvalidInput(f"method must be one of {', '.join(THRESHOLD_METHODS)}, not {method!r}")
     if evaluation_id is not None:
-        get_evaluation(s, evaluation_id)
+        get_evaluation(s, evaluation_id, scope=Scope.ALL)
     row = ThresholdRow(
         algorithm_name=algorithm_name,
         algorithm_version=algorithm_version,

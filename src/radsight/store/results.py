@@ -12,6 +12,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from radsight.algorithms.registry import version_key
 from radsight.errors import NotFound
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
@@ -134,13 +135,14 @@ def save_revision(
 
 
 def supersede_older(s: Session, result: ResultRow) -> list[ResultRow]:
-    """Mark the other current clinical analysed results of ``result``'s algorithm on its
-    study as superseded by it, when it is a clinical analysed result that nothing
-    supersedes (it was just made, re-made or promoted: it is the newest decision); return
-    them. A shadow result supersedes nothing."""
+    """Mark the current clinical analysed results of older versions of ``result``'s
+    algorithm on its study as superseded by it, when it is a clinical analysed result
+    that nothing supersedes (just made, re-made or promoted); return them. A shadow result
+    supersedes nothing, and an older version never supersedes a newer one."""
     if result.mode != "clinical" or result.status != "analysed" or result.superseded_by_id:
         return []
-    older = list(
+    mine = version_key(result.algorithm_version)
+    candidates = list(
         s.scalars(
             select(ResultRow).where(
                 ResultRow.study_id == result.study_id,
@@ -152,6 +154,8 @@ def supersede_older(s: Session, result: ResultRow) -> list[ResultRow]:
             )
         )
     )
+    # an older version never supersedes a newer one (a re-analysis by an older version)
+    older = [r for r in candidates if version_key(r.algorithm_version) < mine]
     for row in older:
         row.superseded_by_id = result.id
     s.flush()
@@ -182,3 +186,39 @@ def list_results(
     if clinical_only:
         q = q.where(*CLINICAL)
     return list(s.scalars(q))
+
+
+def organisations_with_clinical(
+    s: Session, algorithm_name: str, algorithm_version: str
+) -> set[int]:
+    """The organisations that have current clinical results of a version."""
+    return set(
+        s.scalars(
+            select(ResultRow.organisation_id)
+            .where(
+                ResultRow.algorithm_name == algorithm_name,
+                ResultRow.algorithm_version == algorithm_version,
+                *CLINICAL,
+            )
+            .distinct()
+        )
+    )
+
+
+def retract_clinical(
+    s: Session, algorithm_name: str, algorithm_version: str, organisation_id: int
+) -> list[int]:
+    """Take a version's clinical results of one organisation off radiologists' views (they
+    become shadow results: supervisors still see them); return the studies touched."""
+    rows = s.scalars(
+        select(ResultRow).where(
+            ResultRow.algorithm_name == algorithm_name,
+            ResultRow.algorithm_version == algorithm_version,
+            ResultRow.organisation_id == organisation_id,
+            ResultRow.mode == "clinical",
+        )
+    ).all()
+    for r in rows:
+        r.mode = "shadow"
+    s.flush()
+    return sorted({r.study_id for r in rows})

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from radsight.errors import InvalidInput
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
-from radsight.store.tables import StudyRow, UserRow, VerdictRow
+from radsight.store.tables import ResultRow, StudyRow, UserRow, VerdictRow
 
 #: kind -> the values it takes ("" for the free-text kinds, whose ``text`` is the content)
 VERDICT_VALUES: dict[str, tuple[str, ...]] = {
@@ -53,9 +53,13 @@ def current_verdict(
         )
         .order_by(VerdictRow.id.desc())
     )
-    q = q.where(
-        VerdictRow.result_id.is_(None) if result_id is None else VerdictRow.result_id == result_id
-    )
+    if result_id is None:
+        q = q.where(VerdictRow.result_id.is_(None))
+    else:
+        # a verdict on an earlier revision of the result judged other findings: only one
+        # given since this revision was made is in force
+        made = select(ResultRow.created_at).where(ResultRow.id == result_id).scalar_subquery()
+        q = q.where(VerdictRow.result_id == result_id, VerdictRow.created_at >= made)
     return s.scalars(q).first()
 
 

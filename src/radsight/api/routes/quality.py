@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from radsight.api.auth import OrgAdminDep, PrincipalDep, ScopeDep
+from radsight.api.auth import OrgAdminDep, ScopeDep
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.errors import Forbidden, InvalidInput, NotFound
 from radsight.monitor.service import pick_and_set_threshold, recalibration_report
@@ -90,21 +90,21 @@ class AlertRead(BaseModel):
 
 @router.get("/evaluations", response_model=list[EvaluationRead])
 def list_evaluations(
-    s: SessionDep, _: PrincipalDep, algorithm: str | None = None, version: str | None = None
+    s: SessionDep, scope: ScopeDep, algorithm: str | None = None, version: str | None = None
 ) -> list:
-    return quality.list_evaluations(s, algorithm, version)
+    return quality.list_evaluations(s, algorithm, version, scope=scope)
 
 
 @router.get("/evaluations/{evaluation_id}", response_model=EvaluationDetail)
-def get_evaluation(evaluation_id: int, s: SessionDep, _: PrincipalDep) -> object:
-    return quality.get_evaluation(s, evaluation_id)
+def get_evaluation(evaluation_id: int, s: SessionDep, scope: ScopeDep) -> object:
+    return quality.get_evaluation(s, evaluation_id, scope=scope)
 
 
 @router.get("/evaluations/{evaluation_id}/report.html", response_class=HTMLResponse)
 def evaluation_report(
-    evaluation_id: int, s: SessionDep, rt: RuntimeDep, _: PrincipalDep, download: bool = False
+    evaluation_id: int, s: SessionDep, rt: RuntimeDep, scope: ScopeDep, download: bool = False
 ) -> Response:
-    row = quality.get_evaluation(s, evaluation_id)
+    row = quality.get_evaluation(s, evaluation_id, scope=scope)
     if not row.report_key:
         raise NotFound(f"evaluation {evaluation_id} has no report ({row.state})")
     headers = {}
@@ -122,11 +122,11 @@ def recalibration(
     from_version: str,
     s: SessionDep,
     registry: RegistryDep,
-    _: PrincipalDep,
+    scope: ScopeDep,
     method: str = "youden",
 ) -> dict:
     """How the threshold of ``from_version`` performs on this evaluation's version."""
-    row = quality.get_evaluation(s, evaluation_id)
+    row = quality.get_evaluation(s, evaluation_id, scope=scope)
     new = registry.resolve(f"{row.algorithm_name}@{row.algorithm_version}")
     old = registry.resolve(f"{row.algorithm_name}@{from_version}")
     return recalibration_report(s, old, new, evaluation_id, method)
