@@ -137,7 +137,8 @@ def test_a_conclusive_calibration_failure_suspends_for_that_organisation_only(
     )
     assert passing["passed"] is True
     assert (state(runtime, a), state(runtime, b)) == ("suspended", "approved")
-    # a supervisor reinstates it on the passing evidence
+    # the re-test passes its AUROC bar but has 20 studies: the newest test is no evidence
+    # for approval, so a supervisor reinstates by override, with a written reason
     admission.change_state(
         runtime,
         admission.SYSTEM,
@@ -145,7 +146,8 @@ def test_a_conclusive_calibration_failure_suspends_for_that_organisation_only(
         VER,
         "approved",
         organisation=a,
-        reason="recalibrated and retested",
+        reason="recalibrated and retested on 20 studies; full test booked",
+        override=True,
     )
     assert state(runtime, a) == "approved"
 

@@ -12,9 +12,11 @@ from typing import Any
 from radsight.algorithms.registry import Registry
 from radsight.errors import RadsightError
 from radsight.monitor import alerting, clinical, drift, technical
+from radsight.monitor.admission import PLATFORM
 from radsight.monitor.suspension import suspend_if_approved
 from radsight.runtime import Runtime
 from radsight.store import Session, monitoring, quality
+from radsight.store import admission as admissionstore
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
 
@@ -194,7 +196,11 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
                 f" n={est['n']}) is below its bar {bar:.2f}"
             )
             suspension = None
-            if rt.settings.auto_suspend_on_clinical and g["organisation_id"] is not None:
+            if (
+                rt.settings.auto_suspend_on_clinical
+                and g["organisation_id"] is not None
+                and not _decided_within_window(rt, g)
+            ):
                 # the whole CI is below the bar (below_bar): conclusive, as a suspension needs
                 suspension = suspend_if_approved(
                     rt,
@@ -255,6 +261,20 @@ def run_checks(rt: Runtime, registry: Registry | None = None) -> dict[str, Any]:
         summary["resolved"],
     )
     return summary
+
+
+def _decided_within_window(rt: Runtime, g: dict[str, Any]) -> bool:
+    """A person approved (or reinstated) the version for the organisation inside the
+    clinical window: the verdicts that fail it may predate that decision, so monitoring
+    does not overrule it (the alert stays open for the supervisor to see)."""
+    since = utcnow() - timedelta(days=rt.settings.clinical_window_days)
+    with rt.db.session() as s:
+        state, row = admissionstore.state_for(
+            s, g["algorithm_name"], g["algorithm_version"], g["organisation_id"]
+        )
+    return (
+        state == "approved" and row is not None and row.actor != PLATFORM and row.created_at > since
+    )
 
 
 def dashboard_data(
