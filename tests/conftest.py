@@ -179,6 +179,19 @@ def write_rules(path: Path, algorithms: list[str]) -> Path:
 TEST_REASON = "approved for this test: it asserts what an approved version does"
 
 
+def shipped_evaluation(rt: Runtime, ref: str) -> int:
+    """The id of the evaluation a fresh install stored from ``name@version``'s shipped
+    evidence (ids depend on how many built-ins ship evidence: never hard-code them)."""
+    from radsight.store import quality
+    from radsight.store.scope import Scope
+
+    name, version = ref.split("@")
+    with rt.db.session() as s:
+        rows = quality.list_evaluations(s, name, version, scope=Scope.ALL)
+    (row,) = [r for r in rows if r.created_by == "shipped with the package"]
+    return row.id
+
+
 def admit(rt: Runtime, *algorithms: object) -> None:
     """Approve each algorithm (an ``Algorithm`` or ``"name@version"``) platform-wide by
     override with a reason, as an operator would, in-process. A version approved already

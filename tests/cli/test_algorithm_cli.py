@@ -17,6 +17,7 @@ from radsight.monitor.admission import acceptance_rule
 from radsight.runtime import Runtime
 from radsight.store import people, quality
 from radsight.store.scope import Scope
+from tests.conftest import shipped_evaluation
 
 BRIGHT = "radsight-bright-region@1.0.0"
 MMG = "radsight-mmg@1.1.0"
@@ -68,15 +69,6 @@ def _line(output: str, start: str) -> str:
     lines = [ln for ln in output.splitlines() if ln.startswith(start)]
     assert len(lines) == 1, output
     return lines[0]
-
-
-def shipped_evaluation(runtime, ref: str) -> int:  # type: ignore[no-untyped-def]
-    """The id of the evaluation a fresh install stored from a version's shipped evidence."""
-    name, version = ref.split("@")
-    with runtime.db.session() as s:
-        rows = quality.list_evaluations(s, name, version, scope=Scope.ALL)
-    (row,) = [r for r in rows if r.created_by == "shipped with the package"]
-    return row.id
 
 
 def test_a_fresh_install_lists_what_is_installed_with_the_reasons(run, runtime):

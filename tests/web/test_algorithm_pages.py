@@ -12,14 +12,10 @@ docs/screenshots/ (docs/web-app.md shows it).
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright import sync_api
 
 from radsight import auth
@@ -31,9 +27,9 @@ from radsight.runtime import Runtime
 from radsight.store import people, tenants
 from radsight.store.scope import Scope
 from radsight.web import create_app
-from tests.conftest import REPO, write_rules
+from tests.conftest import REPO, shipped_evaluation, write_rules
+from tests.web.conftest import serving
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
 SHOT = REPO / "docs" / "screenshots" / "algorithm.png"
 REASON = "Reader study at City Hospital, 300 women: the board accepts it for screening."
@@ -51,34 +47,11 @@ def site(tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
         auth.create_user(s, city.id, "sup.north", PASSWORD, "supervisor", region_id=city.region_id)
         auth.create_user(s, city.id, "dr.ames", PASSWORD, "radiologist")
     rules = load_rules(write_rules(tmp_path / "rules.yaml", ["radsight-bright-region"]))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(rt, registry, rules), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
     try:
-        yield f"http://127.0.0.1:{port}", rt
+        with serving(create_app(rt, registry, rules)) as url:
+            yield url, rt
     finally:
-        server.should_exit = True
-        thread.join(10)
         rt.close()
-
-
-@pytest.fixture
-def browser() -> Iterator[sync_api.Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _sign_in(page: sync_api.Page, username: str) -> None:
@@ -113,7 +86,12 @@ def test_a_supervisor_approves_a_shadow_version_with_an_override(site, browser):
     assert row.locator(".platform-state").inner_text().strip().lower() == "shadow"
     # a supervisor of North sees North's organisation only
     assert row.locator(".org-state").all_inner_texts() == ["SHADOW"]
-    assert row.locator(".evidence-cell").inner_text().startswith("#2 fails n=242, AUROC 0.648")
+    shipped = shipped_evaluation(rt, "radsight-mmg@1.1.0")
+    assert (
+        row.locator(".evidence-cell")
+        .inner_text()
+        .startswith(f"#{shipped} fails n=242, AUROC 0.648")
+    )
     bright = page.locator('tr[data-ref="radsight-bright-region@1.0.0"]')
     assert bright.locator(".platform-state").inner_text().strip().lower() == "approved"
 
@@ -145,7 +123,7 @@ def test_a_supervisor_approves_a_shadow_version_with_an_override(site, browser):
         "sup.north",
         "APPROVED override",
         "organisation City Hospital",
-        "#2",
+        f"#{shipped}",
         REASON,
     ]
     violations = page.evaluate("window.cspViolations")
