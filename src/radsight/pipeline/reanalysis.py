@@ -178,30 +178,38 @@ def reanalyse(
             raise NotFound("no study with the given Study Instance UIDs")
         study_ids = [st.id for st in studies]
     summary = Summary(dry_run=dry_run, studies=len(study_ids))
-    for done, study_id in enumerate(study_ids, 1):
-        with rt.db.session() as s:
-            study = studystore.get_study(s, study_id, scope=scope)
-            summary.decisions.extend(
-                _reanalyse_study(s, rt, registry, rules, study, selection, only, dry_run)
-            )
-        if progress is not None:
-            progress(done, len(study_ids))
+    error = ""
+    try:
+        for done, study_id in enumerate(study_ids, 1):
+            with rt.db.session() as s:
+                study = studystore.get_study(s, study_id, scope=scope)
+                summary.decisions.extend(
+                    _reanalyse_study(s, rt, registry, rules, study, selection, only, dry_run)
+                )
+            if progress is not None:
+                progress(done, len(study_ids))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        # the audit row records what was done even when a study stopped the run midway
+        if not dry_run:
+            with rt.db.session() as s:
+                people.record_audit(
+                    s,
+                    actor,
+                    "reanalyse",
+                    organisation_id=org_id,
+                    detail={
+                        "selection": selection.describe(),
+                        "studies": summary.studies,
+                        "counts": summary.counts(),
+                        "job_ids": summary.job_ids,
+                        **({"stopped_by": error} if error else {}),
+                    },
+                    remote_addr=remote_addr,
+                )
     counts = summary.counts()
-    if not dry_run:
-        with rt.db.session() as s:
-            people.record_audit(
-                s,
-                actor,
-                "reanalyse",
-                organisation_id=org_id,
-                detail={
-                    "selection": selection.describe(),
-                    "studies": summary.studies,
-                    "counts": counts,
-                    "job_ids": summary.job_ids,
-                },
-                remote_addr=remote_addr,
-            )
     log.info(
         "re-analysis%s of %d studies by %s: %s",
         " (dry run)" if dry_run else "",
