@@ -146,6 +146,8 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         if row.mode == "clinical":  # shadow results are stored only
             resultstore.supersede_older(s, row)
             _queue_deliveries(s, rt, row.id, study.organisation_id, study.id, revision=row.revision)
+        else:  # a revision made in shadow no longer stands in for older clinical results
+            resultstore.release_superseded(s, row.id)
         worklist_store.refresh_study_priority(s, study.id)
         close_study_if_done(s, study.id, job.id)
     log.info(
@@ -223,6 +225,9 @@ def _save_not_analysed(
             # a withdrawn version's refusal is no clinical result either
             mode=mode or "shadow",
         )
+        # a revision that is not analysed stands in for nothing any more
+        resultstore.release_superseded(s, row.id)
+        worklist_store.refresh_study_priority(s, study.id)
         close_study_if_done(s, study.id, job.id)
     log.info(
         "study %s not analysed by %s %s: %s",

@@ -32,6 +32,14 @@ def _check_admitted(s: Session, result: ResultRow) -> None:
     suspended or withdrawn (or superseded, or switched off) after the job was queued sends
     nothing.
     """
+    state, _ = admissionstore.state_for(
+        s, result.algorithm_name, result.algorithm_version, result.organisation_id
+    )
+    if state != "approved":
+        raise NotAdmitted(
+            f"{result.algorithm_name} {result.algorithm_version} is {state} for this "
+            f"organisation: result {result.id} is not delivered"
+        )
     if result.mode != "clinical":
         raise NotAdmitted(
             f"result {result.id} of {result.algorithm_name} {result.algorithm_version} "
@@ -46,14 +54,6 @@ def _check_admitted(s: Session, result: ResultRow) -> None:
         raise NotAdmitted(
             f"{result.algorithm_name} is switched off for this organisation: "
             f"result {result.id} is not delivered"
-        )
-    state, _ = admissionstore.state_for(
-        s, result.algorithm_name, result.algorithm_version, result.organisation_id
-    )
-    if state != "approved":
-        raise NotAdmitted(
-            f"{result.algorithm_name} {result.algorithm_version} is {state} for this "
-            f"organisation: result {result.id} is not delivered"
         )
 
 

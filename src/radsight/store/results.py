@@ -220,5 +220,16 @@ def retract_clinical(
     ).all()
     for r in rows:
         r.mode = "shadow"
+        release_superseded(s, r.id)
     s.flush()
     return sorted({r.study_id for r in rows})
+
+
+def release_superseded(s: Session, result_id: int) -> int:
+    """A result that is no longer clinical and analysed supersedes nothing: the results it
+    superseded are current again (an older approved version's, say); return how many."""
+    rows = s.scalars(select(ResultRow).where(ResultRow.superseded_by_id == result_id)).all()
+    for r in rows:
+        r.superseded_by_id = None
+    s.flush()
+    return len(rows)
