@@ -142,6 +142,9 @@ def sc_count_at(folder: Path) -> int:
     )
 
 
+# one database per end-to-end flow (the embedded store here, PostgreSQL with Celery and
+# for the late instance): tests/pipeline/test_reanalysis.py covers both for every rule
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_new_approved_version_sends_exactly_one_new_sr(
     tmp_path, make_server, storescp, plugins, database_url
 ):
@@ -217,6 +220,7 @@ def new_version_flow(server, tmp_path, storescp, plugins, database_url, celery: 
     assert "up to date: 1" in out
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_late_instance_is_picked_up_by_reanalyse(
     tmp_path, make_server, storescp, plugins, database_url
 ):
