@@ -26,7 +26,7 @@ from radsight.runtime import Runtime
 from radsight.store.clock import utcnow
 from radsight.store.tables import StudyRow, WebSessionRow
 from radsight.testing.peers import RadsightProcess, storescu
-from tests.conftest import REPO, require_tool
+from tests.conftest import REPO, approve_with_override, require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +173,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     )
     server.start()
     try:
+        # the urgent test plug-in ships no evidence: the operator approves it, with a reason
+        approve_with_override(server, "test-urgent-bright@2.1.0")
         server.cli("org", "add", "General Hospital", "--region", "North")
         server.cli("ae", "add", "General Hospital", "MODALITY1")
         server.cli("org", "add", "Other Clinic", "--region", "South")
