@@ -86,6 +86,21 @@ def run_jobs(rt: Runtime, registry: Registry, *queues: str) -> None:
         run_claimed(rt, registry, job, "tests")
 
 
+def queue_analysis(rt: Runtime, study_id: int, org_id: int, version: str) -> None:
+    """An analysis job of bright-region ``version`` for a study, as routing makes one."""
+    with rt.db.session() as s:
+        jobstore.create_job(
+            s,
+            dedup_key=f"analyse:{study_id}:{APPROVED}:{version}",
+            organisation_id=org_id,
+            kind="analyse",
+            queue="analyse.cxr",
+            study_id=study_id,
+            algorithm_name=APPROVED,
+            algorithm_version=version,
+        )
+
+
 def results_of(rt: Runtime, study_id: int) -> list[tuple[str, str, str, str]]:
     with rt.db.session() as s:
         return sorted(
@@ -201,17 +216,7 @@ def test_a_new_clinical_version_supersedes_the_older_clinical_result(runtime, re
     org = org_with_destination(runtime, "City Hospital")
     study = send_study(runtime, registry, tmp_path, org, seed=1, rule=f"{APPROVED}@1.0.0")
     admit(runtime, f"{APPROVED}@2.0.0")
-    with runtime.db.session() as s:  # the study routed again (re-analysis does this)
-        jobstore.create_job(
-            s,
-            dedup_key=f"analyse:{study}:{APPROVED}:2.0.0",
-            organisation_id=org,
-            kind="analyse",
-            queue="analyse.cxr",
-            study_id=study,
-            algorithm_name=APPROVED,
-            algorithm_version="2.0.0",
-        )
+    queue_analysis(runtime, study, org, "2.0.0")  # routed again (re-analysis does this)
     run_jobs(runtime, registry, "analyse.cxr")
 
     assert results_of(runtime, study) == [

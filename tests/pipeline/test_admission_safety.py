@@ -22,6 +22,7 @@ from tests.pipeline.test_admission_gate import (
     NextBrightRegion,
     delivery_jobs,
     org_with_destination,
+    queue_analysis,
     results_of,
     run_jobs,
     send_study,
@@ -145,17 +146,7 @@ def test_superseded_and_replaced_results_are_not_delivered_and_old_never_superse
     org = org_with_destination(runtime, "City Hospital")
     admit(runtime, f"{APPROVED}@2.0.0")
     study = send_study(runtime, registry, tmp_path, org, seed=1, rule=f"{APPROVED}@2.0.0")
-    with runtime.db.session() as s:  # 1.0.0 run on the study later (a pinned re-analysis)
-        jobstore.create_job(
-            s,
-            dedup_key=f"analyse:{study}:{APPROVED}:1.0.0",
-            organisation_id=org,
-            kind="analyse",
-            queue="analyse.cxr",
-            study_id=study,
-            algorithm_name=APPROVED,
-            algorithm_version="1.0.0",
-        )
+    queue_analysis(runtime, study, org, "1.0.0")  # run later (a pinned re-analysis)
     run_jobs(runtime, registry, "analyse.cxr")
     assert results_of(runtime, study) == [
         ("1.0.0", "analysed", "clinical", ""),

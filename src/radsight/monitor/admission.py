@@ -18,7 +18,6 @@ from radsight.admission import (
     can_move,
     evidence_problems,
     in_force,
-    state_in_force,
 )
 from radsight.algorithms.registry import Registry
 from radsight.config import Settings
@@ -177,12 +176,11 @@ def current_state(
     """The state in force at a scope: for an organisation as it applies to it; for a
     region or the platform, the newest record at exactly that scope (else what the wider
     scope says)."""
-    rows = admissionstore.state_history(s, name, version, scope=Scope.ALL)
-    recs = admissionstore.records(rows)
-    if organisation_id is not None:
+    if organisation_id is not None:  # the one rule for an organisation: the store's
         org = tenants.get_organisation(s, organisation_id)
-        return state_in_force(recs, org.id, org.region_id)[0]
-    current = in_force(recs)
+        return admissionstore.state_for(s, name, version, org.id)[0]
+    rows = admissionstore.state_history(s, name, version, scope=Scope.ALL)
+    current = in_force(admissionstore.records(rows))
     if any(
         r.state == "withdrawn" and r.organisation_id is None and r.region_id is None
         for r in current
