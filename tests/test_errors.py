@@ -40,6 +40,11 @@ TREE = {
     errors.DestinationDisabled: ("destination_disabled", 400, False),
     errors.NotAdmitted: ("not_admitted", 409, False),
     errors.AdmissionRefused: ("admission_refused", 409, False),
+    errors.PixelDataMismatch: ("pixel_data_mismatch", 400, False),
+    errors.TooLarge: ("too_large", 413, False),
+    errors.DuplicateInstance: ("duplicate_sop_instance", 409, False),
+    errors.TooManyAttempts: ("too_many_attempts", 429, False),
+    errors.ResourceLimitExceeded: ("memory_limit_exceeded", 500, False),
 }
 
 

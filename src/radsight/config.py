@@ -30,15 +30,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("radsight-data"), description="instance files, results, database")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir")
     dicom_port: int = Field(11112, ge=0, le=65535)
-    dicom_host: str = "0.0.0.0"
+    #: loopback by default: set the address (or 0.0.0.0) modalities reach it at
+    dicom_host: str = "127.0.0.1"
     ae_title: str = Field("RADSIGHT", min_length=1, max_length=16)
     http_port: int = Field(8042, ge=0, le=65535)
     http_host: str = "127.0.0.1"
     #: a web session ends this long after sign-in, or after this long without a request
     session_lifetime_s: float = Field(12 * 3600.0, gt=0)
     session_idle_s: float = Field(30 * 60.0, gt=0)
-    #: send session cookies only over HTTPS (turn on behind a TLS-terminating proxy)
-    secure_cookies: bool = False
+    #: send session cookies only over HTTPS: unset is on when Radsight serves HTTPS itself
+    #: (https_cert); turn it on behind a TLS-terminating proxy
+    secure_cookies: bool | None = None
     #: the URL clients reach the HTTP server at (behind a proxy: "https://pacs.example.org");
     #: DICOMweb RetrieveURL and BulkDataURI values start with it. Empty: from each request
     public_url: str = Field("", pattern=r"^(https?://[^\s]+)?$")
@@ -121,6 +123,61 @@ class Settings(BaseSettings):
     #: bearer token Prometheus sends to GET /metrics (empty: any signed-in principal)
     metrics_token: SecretStr = SecretStr("")
 
+    # --- limits and security (docs/security.md) ---
+    #: largest PDU Radsight receives (advertised in the association); a PDU that declares
+    #: more is aborted before it is read
+    dicom_max_pdu_bytes: int = Field(262_144, ge=4096, le=64 * 1024 * 1024)
+    #: associations at once, in all and from one source address
+    dicom_max_associations: int = Field(32, ge=1, le=1024)
+    dicom_max_associations_per_peer: int = Field(8, ge=1, le=1024)
+    #: a connection that has not completed its association request within this is closed
+    dicom_handshake_timeout_s: float = Field(5.0, gt=0)
+    #: an association that sends nothing for this long is aborted
+    dicom_idle_timeout_s: float = Field(30.0, gt=0)
+    #: refuse associations whose called AE title is not ``ae_title`` (Orthanc's
+    #: DicomCheckCalledAet)
+    dicom_strict_called_ae: bool = False
+    #: unregistered callers: one rejection row per (AE title, address) per this interval,
+    #: counting the attempts
+    rejection_record_interval_s: float = Field(60.0, ge=0)
+    #: DICOM TLS (PS3.15 B.1): PEM certificate and key; with a CA file, callers must
+    #: present a certificate it signed
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None
+    #: size limits: one instance (any entry), one HTTP request body (STOW, upload), one
+    #: member and the whole of an imported archive, the archive's compression ratio
+    max_instance_bytes: int = Field(1024**3, ge=1024)
+    max_request_bytes: int = Field(4 * 1024**3, ge=1024)
+    max_import_total_bytes: int = Field(64 * 1024**3, ge=1024)
+    max_import_compression_ratio: float = Field(200.0, gt=1)
+    #: pixels of one decoded frame (rows x columns x samples), checked against the
+    #: codestream before decoding; and the largest image the viewer may ask to render
+    max_frame_pixels: int = Field(200_000_000, ge=1024)
+    max_render_pixels: int = Field(4096 * 4096, ge=1024)
+    #: a worker process's memory ceiling (MiB, 0: none); a job past it fails, recorded
+    worker_memory_limit_mb: int = Field(8192, ge=0)
+    #: sign-in: failures per account within the window lock it for lockout_s (0: until an
+    #: admin unlocks it); failures from one address within the window throttle the address
+    signin_window_s: float = Field(900.0, gt=0)
+    signin_max_failures_per_account: int = Field(5, ge=1)
+    signin_max_failures_per_address: int = Field(20, ge=1)
+    signin_lockout_s: float = Field(900.0, ge=0)
+    #: password hashes computed at once (argon2 runs in threads, off the event loop)
+    password_hash_concurrency: int = Field(2, ge=1, le=64)
+    #: HTTPS: PEM certificate and key for the HTTP server
+    https_cert: Path | None = None
+    https_key: Path | None = None
+    #: OpenID Connect single sign-on (empty issuer: off). Roles come from the claim
+    #: ``oidc_roles_claim`` mapped through ``oidc_role_map`` (claim value -> role), the
+    #: organisation from ``oidc_organisation_claim`` (an organisation's name)
+    oidc_issuer: str = Field("", pattern=r"^(https?://[^\s]+)?$")
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_roles_claim: str = "roles"
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)
+    oidc_organisation_claim: str = "organisation"
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title(cls, v: str) -> str:
@@ -185,6 +242,22 @@ class Settings(BaseSettings):
                 "or neither (the AWS default credentials chain)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Settings:
+        for cert, key in (("dicom_tls_cert", "dicom_tls_key"), ("https_cert", "https_key")):
+            if (getattr(self, cert) is None) != (getattr(self, key) is None):
+                raise ValueError(f"set RADSIGHT_{cert.upper()} and RADSIGHT_{key.upper()} together")
+        if self.dicom_tls_ca is not None and self.dicom_tls_cert is None:
+            raise ValueError("RADSIGHT_DICOM_TLS_CA needs RADSIGHT_DICOM_TLS_CERT and _KEY")
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("RADSIGHT_OIDC_ISSUER needs RADSIGHT_OIDC_CLIENT_ID")
+        return self
+
+    @property
+    def cookies_secure(self) -> bool:
+        """Session cookies carry Secure: as set, else whenever Radsight serves HTTPS."""
+        return self.https_cert is not None if self.secure_cookies is None else self.secure_cookies
 
     @property
     def resolved_database_url(self) -> str:

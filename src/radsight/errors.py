@@ -28,9 +28,14 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     │   ├── MissingAttribute         a required attribute (UIDs) is absent or empty
     │   ├── UnsupportedSopClass      not a storage SOP class we accept (415)
     │   ├── SopClassMismatch         data set SOP class differs from the negotiated one
-    │   └── MissingPixelData         an image SOP class without pixel data
+    │   ├── MissingPixelData         an image SOP class without pixel data
+    │   ├── PixelDataMismatch        the compressed pixel data declares other dimensions than
+    │   │                            Rows/Columns/frames (a decompression bomb)
+    │   ├── TooLarge                 over a size limit (an instance, a body, an import) (413)
+    │   └── DuplicateInstance        a different instance under an accepted SOP Instance UID (409)
     ├── UnknownCaller                calling AE title not registered to any organisation (400)
     ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one (401)
+    │   └── TooManyAttempts          sign-in throttled or the account locked (429)
     ├── Forbidden                    signed in, but the role may not do this (or bad CSRF) (403)
     ├── NotFound                     an entity that does not exist (or is another tenant's) (404)
     ├── Conflict                     an entity that already exists (409)
@@ -42,6 +47,7 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     ├── NotAnalysable                input checks refused a study ("not analysed: <reason>") (400)
     ├── AlgorithmError               an algorithm failed while analysing (500, retried)
     │   └── AlgorithmTimeout         it ran past its time limit (500, retried)
+    ├── ResourceLimitExceeded        a job ran past the worker's memory ceiling (500, permanent)
     ├── EncodingError                a result could not be encoded (500, permanent)
     ├── DeliveryError                a C-STORE to a destination failed (500, retried)
     ├── DestinationDisabled          the destination was disabled (400, not retried)
@@ -117,6 +123,30 @@ class MissingPixelData(InstanceRejected):
     code = "missing_pixel_data"
 
 
+class PixelDataMismatch(InstanceRejected):
+    """Compressed pixel data whose codestream declares other dimensions (or more frames)
+    than the data set's Rows, Columns and Number of Frames: decoding it could take
+    gigabytes, so it is refused before a pixel is decoded."""
+
+    code = "pixel_data_mismatch"
+
+
+class TooLarge(InstanceRejected):
+    """Over a size limit: an instance, a request body, an import member or archive, an
+    image to decode or render. The message names the limit and its setting."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class DuplicateInstance(InstanceRejected):
+    """An instance whose SOP Instance UID was accepted before with different content:
+    refused (never silently dropped) and recorded."""
+
+    code = "duplicate_sop_instance"
+    http_status = 409
+
+
 class UnknownCaller(RadsightError):
     code = "unknown_calling_ae_title"
     http_status = 400
@@ -125,6 +155,19 @@ class UnknownCaller(RadsightError):
 class NotAuthenticated(RadsightError):
     code = "not_authenticated"
     http_status = 401
+
+
+class TooManyAttempts(NotAuthenticated):
+    """Sign-in refused without checking the password: too many failures for the account
+    or from the client address. ``retry_after_s`` says when to try again (None: the
+    account is locked until an admin unlocks it)."""
+
+    code = "too_many_attempts"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Forbidden(RadsightError):
@@ -181,6 +224,13 @@ class AlgorithmError(RadsightError):
 
 class AlgorithmTimeout(AlgorithmError):
     code = "time_limit_exceeded"
+
+
+class ResourceLimitExceeded(RadsightError):
+    """A job went past the worker's memory ceiling (``worker_memory_limit_mb``): the same
+    input would do it again, so it fails for good instead of retrying."""
+
+    code = "memory_limit_exceeded"
 
 
 class EncodingError(RadsightError):

@@ -13,6 +13,8 @@ CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: Failure: Processing failure (PS3.7 C.4.2)
 PROCESSING_FAILURE = 0x0110
+#: Failure: Duplicate SOP Instance (PS3.7 C.4.5)
+DUPLICATE_SOP_INSTANCE = 0x0111
 
 STATUS_FOR_CODE: dict[str, int] = {
     "not_dicom": CANNOT_UNDERSTAND,
@@ -22,6 +24,9 @@ STATUS_FOR_CODE: dict[str, int] = {
     "missing_pixel_data": DATASET_MISMATCH,
     "unsupported_sop_class": SOP_CLASS_NOT_SUPPORTED,
     "storage_error": OUT_OF_RESOURCES,
+    "pixel_data_mismatch": CANNOT_UNDERSTAND,
+    "too_large": OUT_OF_RESOURCES,
+    "duplicate_sop_instance": DUPLICATE_SOP_INSTANCE,
 }
 
 

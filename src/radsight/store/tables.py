@@ -53,6 +53,11 @@ class ApplicationEntityRow(Base):
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
     ae_title: Mapped[str] = mapped_column(String(16), unique=True)
     description: Mapped[str] = mapped_column(String(256), default="")
+    #: source addresses or networks (CIDR) it may connect from; empty: any
+    allowed_hosts: Mapped[list] = mapped_column(JSON, default=list)
+    #: with DICOM TLS, the subject (RFC 4514 string) its client certificate must carry;
+    #: empty: any certificate the CA signed
+    tls_client_subject: Mapped[str] = mapped_column(String(255), default="")
 
 
 class DestinationRow(Base):
@@ -178,6 +183,11 @@ class RejectionRow(Base):
     message: Mapped[str] = mapped_column(Text)
     dimse_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    #: the peer's address; and, for aggregated rejections (unregistered callers), how many
+    #: attempts the row stands for and when the last one came
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    last_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     created_at: Mapped[datetime] = _ts()
 
 
@@ -288,6 +298,14 @@ class UserRow(Base):
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = _ts()
     password_changed_at: Mapped[datetime] = _ts()
+    #: sign-in failures since the last success; locked until (NULL: not locked; a lock with
+    #: no end is kept as ``locked`` until an admin unlocks)
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    locked: Mapped[bool] = mapped_column(default=False)
+    #: "local" (password) or "oidc"; an OIDC user's issuer subject
+    auth_provider: Mapped[str] = mapped_column(String(16), default="local")
+    external_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class ApiTokenRow(Base):
@@ -366,6 +384,21 @@ class AuditEventRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), nullable=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = _ts()
+    #: tamper evidence: sha256 of the previous event's hash and this event's content
+    #: (``radsight audit verify`` recomputes the chain)
+    prev_hash: Mapped[str] = mapped_column(String(64), default="")
+    hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class SignInFailureRow(Base):
+    """A failed sign-in, kept for the throttle window (per account and per address)."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index("ix_sign_in_failures_addr", "remote_addr", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), default="")
     remote_addr: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = _ts()
 

@@ -125,7 +125,7 @@ def _set_cookie(response: Response, rt: RuntimeDep, name: str, value: str, max_a
         path="/",
         httponly=True,
         samesite="strict",
-        secure=rt.settings.secure_cookies,
+        secure=rt.settings.cookies_secure,
     )
 
 

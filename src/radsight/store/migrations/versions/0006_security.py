@@ -1,0 +1,75 @@
+"""security: aggregated rejections, AE source checks, sign-in throttling, OIDC, audit chain
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-07
+
+- ``rejections.remote_addr``, ``count``, ``last_at``: refused associations from unregistered
+  callers are aggregated, one row per (AE title, address) per interval.
+- ``application_entities.allowed_hosts`` (addresses or CIDR networks) and
+  ``tls_client_subject`` (DICOM TLS client certificate subject).
+- ``users.failed_sign_ins``, ``locked_until``, ``locked``: sign-in lockout;
+  ``auth_provider`` and ``external_subject``: OpenID Connect users.
+- ``sign_in_failures``: failed sign-ins within the throttle window (per address).
+- ``audit_events.prev_hash`` and ``hash``: the tamper-evident chain. Rows written before
+  this revision keep empty hashes; ``radsight audit verify`` chains from the first hashed
+  row and reports how many came before.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("rejections") as t:
+        t.add_column(sa.Column("remote_addr", sa.String(64), nullable=False, server_default=""))
+        t.add_column(sa.Column("count", sa.Integer(), nullable=False, server_default="1"))
+        t.add_column(sa.Column("last_at", sa.DateTime(), nullable=True))
+    with op.batch_alter_table("application_entities") as t:
+        t.add_column(sa.Column("allowed_hosts", sa.JSON(), nullable=False, server_default="[]"))
+        t.add_column(
+            sa.Column("tls_client_subject", sa.String(255), nullable=False, server_default="")
+        )
+    with op.batch_alter_table("users") as t:
+        t.add_column(sa.Column("failed_sign_ins", sa.Integer(), nullable=False, server_default="0"))
+        t.add_column(sa.Column("locked_until", sa.DateTime(), nullable=True))
+        t.add_column(sa.Column("locked", sa.Boolean(), nullable=False, server_default=sa.false()))
+        t.add_column(
+            sa.Column("auth_provider", sa.String(16), nullable=False, server_default="local")
+        )
+        t.add_column(sa.Column("external_subject", sa.String(255), nullable=True))
+    with op.batch_alter_table("audit_events") as t:
+        t.add_column(sa.Column("prev_hash", sa.String(64), nullable=False, server_default=""))
+        t.add_column(sa.Column("hash", sa.String(64), nullable=False, server_default=""))
+    op.create_table(
+        "sign_in_failures",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("username", sa.String(64), nullable=False),
+        sa.Column("remote_addr", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_sign_in_failures_addr", "sign_in_failures", ["remote_addr", "created_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_sign_in_failures_addr", table_name="sign_in_failures")
+    op.drop_table("sign_in_failures")
+    with op.batch_alter_table("audit_events") as t:
+        t.drop_column("hash")
+        t.drop_column("prev_hash")
+    with op.batch_alter_table("users") as t:
+        for c in ("external_subject", "auth_provider", "locked", "locked_until", "failed_sign_ins"):
+            t.drop_column(c)
+    with op.batch_alter_table("application_entities") as t:
+        t.drop_column("tls_client_subject")
+        t.drop_column("allowed_hosts")
+    with op.batch_alter_table("rejections") as t:
+        t.drop_column("last_at")
+        t.drop_column("count")
+        t.drop_column("remote_addr")
