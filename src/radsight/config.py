@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     oidc_roles_claim: str = "roles"
     oidc_role_map: dict[str, str] = Field(default_factory=dict)
     oidc_organisation_claim: str = "organisation"
+    #: the sign-in button reads "Sign in with <oidc_display_name>" (empty: the issuer's host)
+    oidc_display_name: str = Field("", max_length=64)
+    #: scopes asked for; "openid" is always sent
+    oidc_scopes: str = "openid profile email"
 
     @field_validator("ae_title")
     @classmethod
@@ -184,6 +188,15 @@ class Settings(BaseSettings):
         v = v.strip()
         if not v or not all(32 <= ord(c) < 127 and c != "\\" for c in v):
             raise ValueError("AE title must be 1-16 printable ASCII characters, no backslash")
+        return v
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _oidc_role_map(cls, v: dict[str, str]) -> dict[str, str]:
+        roles = ("radiologist", "supervisor", "org_admin", "admin")
+        bad = {k: r for k, r in v.items() if r not in roles}
+        if bad:
+            raise ValueError(f"roles must be one of {', '.join(roles)}; not {bad}")
         return v
 
     @field_validator("quiet_periods")
