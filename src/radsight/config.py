@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -265,6 +266,12 @@ class Settings(BaseSettings):
             raise ValueError("RADSIGHT_DICOM_TLS_CA needs RADSIGHT_DICOM_TLS_CERT and _KEY")
         if self.oidc_issuer and not self.oidc_client_id:
             raise ValueError("RADSIGHT_OIDC_ISSUER needs RADSIGHT_OIDC_CLIENT_ID")
+        issuer = urlsplit(self.oidc_issuer)
+        if issuer.scheme == "http" and issuer.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError(
+                "RADSIGHT_OIDC_ISSUER must be an https:// URL (http:// only on loopback, "
+                "for tests): the client secret and the ID tokens travel to and from it"
+            )
         return self
 
     @property

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import pytest
 from radsight import auth
 from radsight.algorithms.registry import Registry
 from radsight.auth.oidc import OidcClient
-from radsight.config import load_settings
+from radsight.config import Settings, load_settings
 from radsight.dicom.synthetic import make_radiograph
 from radsight.errors import SignInRefused
 from radsight.ingest.accept import accept_instance
@@ -37,6 +38,7 @@ from radsight.store import people, tenants
 from radsight.store.scope import Scope
 from radsight.testing.peers import free_port
 from radsight.web import create_app
+from tests.conftest import REPO
 from tests.web.conftest import serving
 
 PASSWORD = "correct horse battery"
@@ -478,6 +480,17 @@ def test_signing_out_ends_the_session_and_signs_out_at_the_provider(site, provid
             "post_logout_redirect_uri": [f"{url}/signin?reason=signed_out"],
         }
         assert client.get(f"{url}/worklist").url.path == "/signin"
+
+
+def test_the_documented_settings_load():
+    """docs/security.md's TOML example is a valid configuration."""
+    doc = (REPO / "docs" / "security.md").read_text()
+    section = doc[doc.index("## Single sign-on") :]
+    start = section.index("```toml\n") + len("```toml\n")
+    example = section[start : section.index("```\n", start)]
+    settings = Settings(**tomllib.loads(example)["radsight"])
+    assert settings.oidc_role_map["radsight-platform"] == "admin"
+    assert settings.oidc_roles_claim == "realm_access.roles"
 
 
 # --- in a real browser --------------------------------------------------------------------
