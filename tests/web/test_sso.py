@@ -10,6 +10,7 @@ browser in most tests; one test is real headless Chromium.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import subprocess
@@ -17,7 +18,6 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -51,7 +51,7 @@ ROLE_MAP = {
 }
 
 
-@dataclass
+@dataclasses.dataclass
 class Provider:
     issuer: str
     proc: subprocess.Popen[bytes]
@@ -123,7 +123,7 @@ def _open_site(data_dir: Path, issuer: str) -> tuple[Runtime, Any]:
     return rt, create_app(rt, registry, load_rules(known_algorithms=registry.refs()))
 
 
-@dataclass
+@dataclasses.dataclass
 class Site:
     url: str
     rt: Runtime
@@ -425,22 +425,22 @@ def test_an_id_token_for_another_audience_or_with_a_broken_signature_is_refused(
         client.verify_id_token(ours, "another-nonce")
 
 
-def test_a_provider_that_cannot_be_reached_gives_a_clear_page(tmp_path):
+def test_a_provider_that_cannot_be_reached_gives_a_clear_page(site):
+    # the same database and files, with the issuer moved to a port where nothing listens
     closed = f"http://127.0.0.1:{free_port()}"
-    rt, app = _open_site(tmp_path / "data", closed)
-    try:
-        with serving(app) as url, browser_client() as client:
-            page = client.get(f"{url}/auth/oidc/login")
-            assert page.status_code == 502
-            assert "cannot be reached" in page.text and refusal_reason(page) == (
-                "provider_unreachable"
-            )
-            assert "identity_provider_unavailable" in page.text
-            assert "Sign in with a Radsight password" in page.text
-        event = last_audit(rt, "signin.failed")
-        assert event.detail["reason"] == "provider_unreachable"
-    finally:
-        rt.close()
+    settings = site.rt.settings.model_copy(update={"oidc_issuer": closed})
+    rt = dataclasses.replace(site.rt, settings=settings)
+    registry = Registry.from_entry_points()
+    app = create_app(rt, registry, load_rules(known_algorithms=registry.refs()))
+    with serving(app) as url, browser_client() as client:
+        page = client.get(f"{url}/auth/oidc/login")
+        assert page.status_code == 502
+        assert "cannot be reached" in page.text
+        assert refusal_reason(page) == "provider_unreachable"
+        assert "identity_provider_unavailable" in page.text
+        assert "Sign in with a Radsight password" in page.text
+    event = last_audit(rt, "signin.failed")
+    assert event.detail["reason"] == "provider_unreachable"
 
 
 # --- beside it: tokens, passwords, sign-out -----------------------------------------------

@@ -130,12 +130,12 @@ class OidcClient:
                 response = http.get(url, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
             raise IdentityProviderUnavailable(
-                f"the sign-in provider at {self.issuer} cannot be reached ({what}: "
-                f"{type(exc).__name__}); try again later or sign in with a password"
+                f"The sign-in provider at {self.issuer} cannot be reached ({what}: "
+                f"{type(exc).__name__}). Try again later, or sign in with a password."
             ) from exc
         if response.status_code != 200:
             raise IdentityProviderUnavailable(
-                f"the sign-in provider at {self.issuer} answered HTTP {response.status_code} "
+                f"The sign-in provider at {self.issuer} answered HTTP {response.status_code} "
                 f"for its {what}"
             )
         try:
@@ -143,7 +143,7 @@ class OidcClient:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise IdentityProviderUnavailable(f"the provider's {what} is not a JSON object")
+            raise IdentityProviderUnavailable(f"The sign-in provider's {what} is not a JSON object")
         return body
 
     def metadata(self) -> dict[str, Any]:
@@ -157,12 +157,12 @@ class OidcClient:
         )
         if str(document.get("issuer", "")).rstrip("/") != self.issuer:
             raise IdentityProviderUnavailable(
-                f"the discovery document names the issuer {document.get('issuer')!r}, "
+                f"The discovery document names the issuer {document.get('issuer')!r}, "
                 f"not {self.issuer!r} (check RADSIGHT_OIDC_ISSUER)"
             )
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(document.get(key), str):
-                raise IdentityProviderUnavailable(f"the discovery document has no {key}")
+                raise IdentityProviderUnavailable(f"The discovery document has no {key}")
         with self._lock:
             self._metadata, self._metadata_at = document, time.monotonic()
         return document
@@ -177,7 +177,9 @@ class OidcClient:
         try:
             return KeySet.import_key_set(cached)  # type: ignore[arg-type]
         except (JoseError, ValueError, KeyError, TypeError) as exc:
-            raise IdentityProviderUnavailable("the provider's signing keys cannot be read") from exc
+            raise IdentityProviderUnavailable(
+                "The sign-in provider's signing keys cannot be read"
+            ) from exc
 
     def _oauth(self, redirect_uri: str) -> OAuth2Client:
         metadata = self.metadata()
@@ -279,8 +281,8 @@ class OidcClient:
             ) from exc
         except (httpx.HTTPError, ValueError) as exc:  # unreachable, 5xx, not JSON
             raise IdentityProviderUnavailable(
-                f"the sign-in provider at {self.issuer} cannot be reached (token endpoint: "
-                f"{type(exc).__name__}); try again later or sign in with a password"
+                f"The sign-in provider at {self.issuer} cannot be reached (token endpoint: "
+                f"{type(exc).__name__}). Try again later, or sign in with a password."
             ) from exc
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
