@@ -44,6 +44,8 @@ TREE = {
     errors.TooLarge: ("too_large", 413, False),
     errors.DuplicateInstance: ("duplicate_sop_instance", 409, False),
     errors.TooManyAttempts: ("too_many_attempts", 429, False),
+    errors.SignInRefused: ("signin_refused", 403, False),
+    errors.IdentityProviderUnavailable: ("identity_provider_unavailable", 502, False),
     errors.ResourceLimitExceeded: ("memory_limit_exceeded", 500, False),
 }
 

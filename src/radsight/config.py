@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -177,6 +178,10 @@ class Settings(BaseSettings):
     oidc_roles_claim: str = "roles"
     oidc_role_map: dict[str, str] = Field(default_factory=dict)
     oidc_organisation_claim: str = "organisation"
+    #: the sign-in button reads "Sign in with <oidc_display_name>" (empty: the issuer's host)
+    oidc_display_name: str = Field("", max_length=64)
+    #: scopes asked for; "openid" is always sent
+    oidc_scopes: str = "openid profile email"
 
     @field_validator("ae_title")
     @classmethod
@@ -184,6 +189,15 @@ class Settings(BaseSettings):
         v = v.strip()
         if not v or not all(32 <= ord(c) < 127 and c != "\\" for c in v):
             raise ValueError("AE title must be 1-16 printable ASCII characters, no backslash")
+        return v
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _oidc_role_map(cls, v: dict[str, str]) -> dict[str, str]:
+        roles = ("radiologist", "supervisor", "org_admin", "admin")
+        bad = {k: r for k, r in v.items() if r not in roles}
+        if bad:
+            raise ValueError(f"roles must be one of {', '.join(roles)}; not {bad}")
         return v
 
     @field_validator("quiet_periods")
@@ -252,6 +266,12 @@ class Settings(BaseSettings):
             raise ValueError("RADSIGHT_DICOM_TLS_CA needs RADSIGHT_DICOM_TLS_CERT and _KEY")
         if self.oidc_issuer and not self.oidc_client_id:
             raise ValueError("RADSIGHT_OIDC_ISSUER needs RADSIGHT_OIDC_CLIENT_ID")
+        issuer = urlsplit(self.oidc_issuer)
+        if issuer.scheme == "http" and issuer.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError(
+                "RADSIGHT_OIDC_ISSUER must be an https:// URL (http:// only on loopback, "
+                "for tests): the client secret and the ID tokens travel to and from it"
+            )
         return self
 
     @property

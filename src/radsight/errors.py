@@ -35,7 +35,10 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     │   └── DuplicateInstance        a different instance under an accepted SOP Instance UID (409)
     ├── UnknownCaller                calling AE title not registered to any organisation (400)
     ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one (401)
-    │   └── TooManyAttempts          sign-in throttled or the account locked (429)
+    │   ├── TooManyAttempts          sign-in throttled or the account locked (429)
+    │   └── SignInRefused            a single sign-on answer not accepted: no mapped role,
+    │                                unknown organisation, invalid ID token, state (403)
+    ├── IdentityProviderUnavailable  the OpenID Connect provider cannot be reached (502)
     ├── Forbidden                    signed in, but the role may not do this (or bad CSRF) (403)
     ├── NotFound                     an entity that does not exist (or is another tenant's) (404)
     ├── Conflict                     an entity that already exists (409)
@@ -168,6 +171,27 @@ class TooManyAttempts(NotAuthenticated):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SignInRefused(NotAuthenticated):
+    """A single sign-on (OpenID Connect) answer that is not accepted: the ID token is
+    invalid (signature, issuer, audience, expiry, nonce), the state does not match, the
+    user's claims map to no role or name no known organisation. ``reason`` is a short
+    stable word for the audit trail (``no_role``, ``unknown_organisation``, ...)."""
+
+    code = "signin_refused"
+    http_status = 403
+
+    def __init__(self, message: str, reason: str = "refused") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class IdentityProviderUnavailable(RadsightError):
+    """The OpenID Connect provider did not answer (discovery, keys or token endpoint)."""
+
+    code = "identity_provider_unavailable"
+    http_status = 502
 
 
 class Forbidden(RadsightError):

@@ -4,7 +4,10 @@
   the one rule from a principal to the organisations it may see;
 - :mod:`~radsight.auth.passwords`: people, argon2id password hashes, sign-in;
 - :mod:`~radsight.auth.tokens`: API tokens (random, shown once, stored as SHA-256);
-- :mod:`~radsight.auth.sessions`: web sessions (cookie + CSRF token).
+- :mod:`~radsight.auth.sessions`: web sessions (cookie + CSRF token);
+- :mod:`~radsight.auth.oidc`: OpenID Connect single sign-on (Authorization Code + PKCE,
+  ID token verification, with Authlib); :mod:`~radsight.auth.oidc_users`: its claims ->
+  role, organisation and user row.
 
 The rows live in :mod:`radsight.store.people` (the store alone talks SQL); the HTTP edge
 that reads a bearer token or a cookie is :mod:`radsight.api.auth`.

@@ -1,4 +1,8 @@
-"""People and their passwords: argon2id hashes (``argon2-cffi``), never the password."""
+"""People and their passwords: argon2id hashes (``argon2-cffi``), never the password.
+
+Only local users (``auth_provider == "local"``) sign in with a password; a single sign-on
+user (:mod:`radsight.auth.oidc`) is refused here as an unknown name would be.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +64,8 @@ def authenticate(s: Session, username: str, password: str) -> UserRow:
     """The user with this password, or :class:`NotAuthenticated` (same message either way)."""
     user = people.find_user(s, username.strip())
     wrong = NotAuthenticated("wrong username or password")
-    if user is None:
+    # a single sign-on user has no password here: refused exactly as an unknown name
+    if user is None or user.auth_provider != "local":
         try:
             _hasher.verify(_DUMMY_HASH, password)
         except VerificationError:

@@ -17,7 +17,8 @@ from radsight.store.tables import UserRow
 
 #: roles a person can have
 USER_ROLES = ("radiologist", "org_admin", "supervisor")
-#: roles that see every organisation; only tokens have them (``radsight token add``)
+#: roles that see every organisation: tokens (``radsight token add``) and people signed in
+#: through single sign-on whose provider maps them to ``admin``
 PLATFORM_ROLES = ("admin",)
 #: roles a token can have: a person's, or a platform-wide one
 TOKEN_ROLES = (*USER_ROLES, *PLATFORM_ROLES)
@@ -56,7 +57,8 @@ def principal_for_user(user: UserRow) -> Principal:
         kind="user",
         name=user.username,
         role=user.role,
-        organisation_id=user.organisation_id,
+        # a platform-wide admin (single sign-on only) belongs to no organisation
+        organisation_id=None if user.role in PLATFORM_ROLES else user.organisation_id,
         user_id=user.id,
         region_id=user.region_id,
     )

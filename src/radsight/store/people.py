@@ -35,12 +35,14 @@ class Actor(Protocol):
 def add_user(
     s: Session,
     *,
-    organisation_id: int,
+    organisation_id: int | None,
     username: str,
     display_name: str,
     role: str,
     password_hash: str,
     region_id: int | None = None,
+    auth_provider: str = "local",
+    external_subject: str | None = None,
 ) -> UserRow:
     if find_user(s, username) is not None:
         raise Conflict(f"user {username!r} already exists")
@@ -54,6 +56,8 @@ def add_user(
         password_hash=password_hash,
         created_at=now,
         password_changed_at=now,
+        auth_provider=auth_provider,
+        external_subject=external_subject,
     )
     s.add(row)
     s.flush()
@@ -62,6 +66,11 @@ def add_user(
 
 def find_user(s: Session, username: str) -> UserRow | None:
     return s.scalar(select(UserRow).where(UserRow.username == username))
+
+
+def find_user_by_subject(s: Session, external_subject: str) -> UserRow | None:
+    """The single sign-on user of this issuer and subject (``"<iss>|<sub>"``)."""
+    return s.scalar(select(UserRow).where(UserRow.external_subject == external_subject))
 
 
 def get_user(s: Session, username: str) -> UserRow:

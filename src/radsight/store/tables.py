@@ -287,7 +287,10 @@ class UserRow(Base):
 
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
-    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    #: NULL only for a platform-wide ``admin`` signed in through single sign-on
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id"), index=True, nullable=True
+    )
     #: a supervisor with a region sees every organisation of that region (dashboards)
     region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id"), nullable=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -303,9 +306,9 @@ class UserRow(Base):
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     locked: Mapped[bool] = mapped_column(default=False)
-    #: "local" (password) or "oidc"; an OIDC user's issuer subject
+    #: "local" (password) or "oidc"; an OIDC user's issuer and subject ("<iss>|<sub>")
     auth_provider: Mapped[str] = mapped_column(String(16), default="local")
-    external_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    external_subject: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
 
 
 class ApiTokenRow(Base):

@@ -53,6 +53,11 @@ def get_organisation(s: Session, name_or_id: str | int) -> OrganisationRow:
     return row
 
 
+def find_organisation_by_name(s: Session, name: str) -> OrganisationRow | None:
+    """By name only (a name of digits is a name, not an id): single sign-on's claim."""
+    return s.scalar(select(OrganisationRow).where(OrganisationRow.name == name))
+
+
 def list_organisations(s: Session, *, scope: Scope) -> list[tuple[OrganisationRow, RegionRow]]:
     q = select(OrganisationRow, RegionRow).join(RegionRow).order_by(OrganisationRow.id)
     return [(o, r) for o, r in s.execute(q.where(scope.where(OrganisationRow.id)))]

@@ -19,7 +19,7 @@ from radsight.algorithms.registry import Registry
 from radsight.api.app import create_app as create_api
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
-from radsight.web import algorithms, api, dashboard, pages
+from radsight.web import algorithms, api, dashboard, pages, sso
 from radsight.web.common import SignInRequired, error_page, signin_redirect_url
 
 #: no inline script or style, nothing from elsewhere; the viewer's frames are fetched
@@ -41,6 +41,7 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
 
 def install(app: FastAPI) -> None:
     app.include_router(pages.router)
+    app.include_router(sso.router)
     app.include_router(api.router)
     app.include_router(dashboard.router)
     app.include_router(algorithms.router)

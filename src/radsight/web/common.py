@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
@@ -84,6 +84,14 @@ async def page_principal(request: Request, rt: RuntimeDep) -> Principal:
 PagePrincipal = Annotated[Principal, Depends(page_principal)]
 
 
+def _sso_name(request: Request) -> str:
+    """ "Sign in with <this>" when single sign-on is configured, else ""."""
+    settings = request.app.state.runtime.settings
+    if not settings.oidc_issuer:
+        return ""
+    return settings.oidc_display_name or urlsplit(settings.oidc_issuer).hostname or "SSO"
+
+
 def render(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> Response:
@@ -95,6 +103,7 @@ def render(
         "may_audit": principal is not None and principal.role in AUDIT_ROLES,
         "may_dashboard": principal is not None and principal.role in DASHBOARD_ROLES,
         "may_algorithms": principal is not None and principal.role in ALGORITHM_ROLES,
+        "sso_name": _sso_name(request),
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 

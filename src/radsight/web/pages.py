@@ -108,11 +108,15 @@ def signin(
 
 
 @router.post("/signout")
-def signout(request: Request, s: SessionDep, principal: PagePrincipal) -> Response:
+def signout(request: Request, rt: RuntimeDep, s: SessionDep, principal: PagePrincipal) -> Response:
     if cookie := request.cookies.get(SESSION_COOKIE):
         auth.end_session(s, cookie)
     people.record_audit(s, principal, "signout", remote_addr=_client(request))
-    response = RedirectResponse("/signin?reason=signed_out", status_code=303)
+    user = people.get_user_by_id(s, principal.user_id) if principal.user_id else None
+    # a single sign-on user is also signed out at the provider (radsight.web.sso)
+    sso = user is not None and user.auth_provider == "oidc" and rt.settings.oidc_issuer
+    target = "/auth/oidc/signed-out" if sso else "/signin?reason=signed_out"
+    response = RedirectResponse(target, status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 

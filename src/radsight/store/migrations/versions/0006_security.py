@@ -9,7 +9,9 @@ Create Date: 2026-12-07
 - ``application_entities.allowed_hosts`` (addresses or CIDR networks) and
   ``tls_client_subject`` (DICOM TLS client certificate subject).
 - ``users.failed_sign_ins``, ``locked_until``, ``locked``: sign-in lockout;
-  ``auth_provider`` and ``external_subject``: OpenID Connect users.
+  ``auth_provider`` and ``external_subject`` (unique): OpenID Connect users;
+  ``users.organisation_id`` becomes nullable (a platform-wide admin signed in through
+  OpenID Connect has no organisation).
 - ``sign_in_failures``: failed sign-ins within the throttle window (per address).
 - ``audit_events.prev_hash`` and ``hash``: the tamper-evident chain. Rows written before
   this revision keep empty hashes; ``radsight audit verify`` chains from the first hashed
@@ -43,6 +45,9 @@ def upgrade() -> None:
             sa.Column("auth_provider", sa.String(16), nullable=False, server_default="local")
         )
         t.add_column(sa.Column("external_subject", sa.String(255), nullable=True))
+        t.create_unique_constraint("uq_users_external_subject", ["external_subject"])
+        # a platform-wide admin signed in through single sign-on has no organisation
+        t.alter_column("organisation_id", existing_type=sa.Integer(), nullable=True)
     with op.batch_alter_table("audit_events") as t:
         t.add_column(sa.Column("prev_hash", sa.String(64), nullable=False, server_default=""))
         t.add_column(sa.Column("hash", sa.String(64), nullable=False, server_default=""))
@@ -63,7 +68,10 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_events") as t:
         t.drop_column("hash")
         t.drop_column("prev_hash")
+    # fails while a user without an organisation (an OIDC admin) exists: remove them first
     with op.batch_alter_table("users") as t:
+        t.alter_column("organisation_id", existing_type=sa.Integer(), nullable=False)
+        t.drop_constraint("uq_users_external_subject", type_="unique")
         for c in ("external_subject", "auth_provider", "locked", "locked_until", "failed_sign_ins"):
             t.drop_column(c)
     with op.batch_alter_table("application_entities") as t:
