@@ -100,6 +100,13 @@ def test_endless_pdu_is_cut_off_and_memory_stays_flat(server):
     assert echo(server).returncode == 0
     out = server.cli("rejections").stdout
     assert "pdu_too_large" in out and "127.0.0.1" in out
+    with server.http() as http:
+        (row,) = [r for r in http.get("/api/rejections").json() if r["source"] == "association"]
+    assert (row["error_code"], row["remote_addr"], row["count"]) == (
+        "pdu_too_large",
+        "127.0.0.1",
+        1,
+    )
 
 
 def test_a_modality_gets_through_while_slots_are_attacked(server):
