@@ -14,6 +14,7 @@ from typing import Any
 from radsight.config import load_settings
 from radsight.ingest.callers import CallerDirectory
 from radsight.ingest.dimse import start_listener
+from radsight.ingest.refusals import FLUSH_S
 from radsight.runtime import Runtime
 from radsight.store import studies as studystore
 from radsight.store import tenants
@@ -34,6 +35,7 @@ class Listener:
             tenants.create_application_entity(s, org, ae_title, **fields)
 
     def rejections(self) -> list:
+        time.sleep(FLUSH_S * 2 + 0.1)  # refusals are written in batches
         with self.rt.db.session() as s:
             rows = studystore.list_rejections(s, scope=Scope.ALL, limit=1000)
             s.expunge_all()

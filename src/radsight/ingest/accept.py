@@ -133,39 +133,3 @@ def record_rejection(
             )
     except Exception:  # the rejection is already logged; the sender still gets its status
         log.exception("could not record a rejection")
-
-
-def record_refused_association(
-    rt: Runtime,
-    exc: RadsightError,
-    *,
-    organisation_id: int | None,
-    ae: str,
-    remote_addr: str,
-) -> None:
-    """Record a refused DICOM connection, aggregated: one row per (reason, AE title,
-    address) per ``rejection_record_interval_s`` with a count, so a flood of attempts
-    writes a handful of rows (and log lines), not one each."""
-    try:
-        with rt.db.session() as s:
-            row, new = studies.record_refused_association(
-                s,
-                organisation_id=organisation_id,
-                calling_ae_title=ae[:16],
-                remote_addr=remote_addr[:64],
-                error_code=exc.code,
-                message=exc.message,
-                interval_s=rt.settings.rejection_record_interval_s,
-            )
-            count = row.count
-    except Exception:  # the peer is refused either way
-        log.exception("could not record a refused association")
-        return
-    if new:
-        log.warning(
-            "refused association from %r at %s: %s: %s", ae, remote_addr, exc.code, exc.message
-        )
-    else:
-        log.debug(
-            "refused association from %r at %s (%d so far): %s", ae, remote_addr, count, exc.code
-        )

@@ -6,7 +6,7 @@ through the one table in :mod:`radsight.ingest.statuses`. Who may associate at a
 (registered calling AE titles, their allowed hosts and TLS certificates, the called AE
 title, connection limits) is decided before pynetdicom sees the request, in
 :mod:`radsight.ingest.callers` and :mod:`radsight.ingest.transport`; refusals are
-recorded, aggregated, through :func:`radsight.ingest.accept.record_refused_association`.
+recorded, aggregated, by :class:`radsight.ingest.refusals.RefusalLog`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radsight.dicom.instances import storage_sop_classes
 from radsight.errors import RadsightError, StorageError, UnknownCaller, UnsupportedSopClass
-from radsight.ingest.accept import accept_instance, record_refused_association, record_rejection
+from radsight.ingest.accept import accept_instance, record_rejection
 from radsight.ingest.callers import CallerDirectory
+from radsight.ingest.refusals import RefusalLog
 from radsight.ingest.statuses import PROCESSING_FAILURE, SUCCESS, status_for
 from radsight.ingest.transport import RadsightServer, build_tls_context, check_pynetdicom_version
 from radsight.runtime import Runtime
@@ -200,8 +201,7 @@ def start_listener(
         else None
     )
 
-    def on_refused(exc: RadsightError, org_id: int | None, ae_title: str, addr: str) -> None:
-        record_refused_association(rt, exc, organisation_id=org_id, ae=ae_title, remote_addr=addr)
+    refusals = RefusalLog(rt)
 
     server = ae.make_server(
         (settings.dicom_host, settings.dicom_port),
@@ -210,7 +210,7 @@ def start_listener(
         server_class=RadsightServer,
         settings=settings,
         directory=callers,
-        on_refused=on_refused,
+        refusals=refusals,
     )
     assert isinstance(server, RadsightServer)
     thread = threading.Thread(

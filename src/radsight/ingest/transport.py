@@ -54,6 +54,7 @@ from radsight.errors import (
     TlsRefused,
 )
 from radsight.ingest.callers import CallerDirectory, Refusal, check_association
+from radsight.ingest.refusals import RefusalLog
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +230,8 @@ class RadsightServer(ThreadedAssociationServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.settings: Settings = kwargs.pop("settings")
         self.directory: CallerDirectory = kwargs.pop("directory")
-        self.on_refused: Callable[[RadsightError, int | None, str, str], None] = kwargs.pop(
-            "on_refused"
-        )
+        self.refusals: RefusalLog = kwargs.pop("refusals")
+        self.on_refused = self.refusals.record
         kwargs["request_handler"] = _Handler
         self.request_queue_size = 128
         super().__init__(*args, **kwargs)
@@ -258,6 +258,7 @@ class RadsightServer(ThreadedAssociationServer):
 
     def shutdown(self) -> None:
         self.lobby.stop()
+        self.refusals.close()
         # stop serve_forever; not AssociationServer.shutdown, which expects the server in
         # the AE's private list of the servers start_server made
         socketserver.BaseServer.shutdown(self)

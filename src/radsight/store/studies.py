@@ -215,6 +215,7 @@ def record_refused_association(
     error_code: str,
     message: str,
     interval_s: float,
+    attempts: int = 1,
 ) -> tuple[RejectionRow, bool]:
     """One row per (reason, AE title, address, organisation) per ``interval_s``: a repeat
     within the interval counts on the row (``count``, ``last_at``) instead of adding one.
@@ -239,7 +240,7 @@ def record_refused_association(
         )
         row = s.scalar(q.order_by(RejectionRow.id.desc()).limit(1))
     if row is not None:
-        row.count += 1
+        row.count += attempts
         row.last_at = now
         s.flush()
         return row, False
@@ -250,7 +251,7 @@ def record_refused_association(
         remote_addr=remote_addr,
         error_code=error_code,
         message=message,
-        count=1,
+        count=attempts,
         created_at=now,
         last_at=now,
     )
