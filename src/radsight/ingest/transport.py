@@ -354,6 +354,7 @@ class Lobby:
         self._thread.join(5)
         for w in list(self._waiting.values()):
             self._close(w)
+        self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
 
