@@ -34,6 +34,13 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     │   ├── TooLarge                 over a size limit (an instance, a body, an import) (413)
     │   └── DuplicateInstance        a different instance under an accepted SOP Instance UID (409)
     ├── UnknownCaller                calling AE title not registered to any organisation (400)
+    │   └── CallerNotAllowed         a registered AE title from another address or certificate
+    ├── AssociationRefused           a DICOM connection refused before any instance (400)
+    │   ├── CalledAeNotRecognised    the called AE title is not Radsight's (strict called AE)
+    │   ├── TooManyAssociations      over dicom_max_associations(_per_peer) (503)
+    │   ├── PduTooLarge              a PDU declares more than dicom_max_pdu_bytes (413)
+    │   ├── ProtocolError            bytes that are not the DICOM upper layer protocol
+    │   └── TlsRefused               the TLS handshake failed (no or a wrong certificate)
     ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one (401)
     │   ├── TooManyAttempts          sign-in throttled or the account locked (429)
     │   └── SignInRefused            a single sign-on answer not accepted: no mapped role,
@@ -153,6 +160,44 @@ class DuplicateInstance(InstanceRejected):
 class UnknownCaller(RadsightError):
     code = "unknown_calling_ae_title"
     http_status = 400
+
+
+class CallerNotAllowed(UnknownCaller):
+    """A registered calling AE title from an address outside its ``allowed_hosts``, or over
+    DICOM TLS with a certificate whose subject is not its ``tls_client_subject``: refused
+    as "calling AE title not recognised", like an unregistered one."""
+
+    code = "caller_not_allowed"
+
+
+class AssociationRefused(RadsightError):
+    """A DICOM connection refused by the listener before any instance was received; the
+    peer sees an A-ASSOCIATE-RJ or an A-ABORT, the rejections list a record."""
+
+    code = "association_refused"
+    http_status = 400
+
+
+class CalledAeNotRecognised(AssociationRefused):
+    code = "called_ae_title_not_recognised"
+
+
+class TooManyAssociations(AssociationRefused):
+    code = "too_many_associations"
+    http_status = 503
+
+
+class PduTooLarge(AssociationRefused):
+    code = "pdu_too_large"
+    http_status = 413
+
+
+class ProtocolError(AssociationRefused):
+    code = "protocol_error"
+
+
+class TlsRefused(AssociationRefused):
+    code = "tls_refused"
 
 
 class NotAuthenticated(RadsightError):

@@ -57,6 +57,30 @@ def test_tenancy_through_the_api(client):
     assert client.get("/api/organisations").json()[0]["name"] == "City Hospital"
 
 
+def test_ae_title_allowed_hosts_and_tls_subject_through_the_api(client):
+    client.post("/api/organisations", json={"name": "City Hospital", "region": "North"})
+    r = client.post(
+        "/api/organisations/City Hospital/ae-titles",
+        json={"ae_title": "CT1", "allowed_hosts": ["10.1.2.3", "10.9.0.0/16"]},
+    )
+    assert r.status_code == 201 and r.json()["allowed_hosts"] == ["10.1.2.3", "10.9.0.0/16"]
+    r = client.patch(
+        "/api/organisations/City Hospital/ae-titles/CT1",
+        json={"allowed_hosts": [], "tls_client_subject": "CN=CT1,O=City Hospital"},
+    )
+    assert r.status_code == 200
+    assert (r.json()["allowed_hosts"], r.json()["tls_client_subject"]) == (
+        [],
+        "CN=CT1,O=City Hospital",
+    )
+    r = client.patch(
+        "/api/organisations/City Hospital/ae-titles/CT1", json={"allowed_hosts": ["10.1.2.300"]}
+    )
+    assert r.status_code == 422 and "10.1.2.300" in r.json()["detail"]
+    r = client.patch("/api/organisations/City Hospital/ae-titles/NOPE", json={})
+    assert r.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "code"),
     [

@@ -29,6 +29,18 @@ class OrganisationRead(_Read):
 class ApplicationEntityCreate(BaseModel):
     ae_title: str = Field(min_length=1, max_length=16)
     description: str = Field("", max_length=256)
+    #: addresses or CIDR networks it may connect from (empty: any)
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
+    #: with DICOM TLS, the RFC 4514 subject its client certificate must have (empty: any)
+    tls_client_subject: str = Field("", max_length=255)
+
+
+class ApplicationEntityUpdate(BaseModel):
+    """What to change; a field left out stays as it is."""
+
+    description: str | None = Field(None, max_length=256)
+    allowed_hosts: list[str] | None = Field(None, max_length=64)
+    tls_client_subject: str | None = Field(None, max_length=255)
 
 
 class ApplicationEntityRead(_Read):
@@ -36,6 +48,8 @@ class ApplicationEntityRead(_Read):
     organisation_id: int
     ae_title: str
     description: str
+    allowed_hosts: list[str]
+    tls_client_subject: str
 
 
 class DestinationCreate(BaseModel):
@@ -192,6 +206,11 @@ class RejectionRead(_Read):
     message: str
     dimse_status: int | None
     sop_instance_uid: str
+    #: the peer's address; refused associations are aggregated: ``count`` attempts of the
+    #: same kind from the same AE title and address, the last at ``last_at``
+    remote_addr: str
+    count: int
+    last_at: datetime | None
     created_at: datetime
 
 

@@ -147,20 +147,91 @@ def ae() -> None:
     """Calling AE titles an organisation sends studies from."""
 
 
+_ALLOWED_HOST = click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="an address or network (10.1.2.0/24) it may connect from; repeat for more "
+    "(none: any address)",
+)
+_TLS_SUBJECT = click.option(
+    "--tls-subject",
+    default=None,
+    help="with DICOM TLS, the subject its client certificate must have (RFC 4514, as "
+    "openssl x509 -noout -subject -nameopt RFC2253 prints it)",
+)
+
+
 @ae.command("add")
 @click.argument("organisation")
 @click.argument("ae_title")
 @click.option("--description", default="")
+@_ALLOWED_HOST
+@_TLS_SUBJECT
 @pass_ctx
 @fail_cleanly
-def ae_add(c: _Ctx, organisation: str, ae_title: str, description: str) -> None:
+def ae_add(
+    c: _Ctx,
+    organisation: str,
+    ae_title: str,
+    description: str,
+    allowed_hosts: tuple[str, ...],
+    tls_subject: str | None,
+) -> None:
     from radsight.store import tenants
 
     rt = c.runtime()
     with rt.db.session() as s:
         o = tenants.get_organisation(s, organisation)
-        tenants.create_application_entity(s, o.id, ae_title, description)
-    click.echo(f"AE title {ae_title!r} now sends for {o.name!r}")
+        row = tenants.create_application_entity(
+            s,
+            o.id,
+            ae_title,
+            description,
+            allowed_hosts=allowed_hosts,
+            tls_client_subject=tls_subject or "",
+        )
+        hosts = ", ".join(row.allowed_hosts) or "any address"
+    click.echo(f"AE title {ae_title!r} now sends for {o.name!r} from {hosts}")
+
+
+@ae.command("update")
+@click.argument("organisation")
+@click.argument("ae_title")
+@click.option("--description", default=None)
+@_ALLOWED_HOST
+@click.option("--any-host", is_flag=True, help="allow any source address again")
+@_TLS_SUBJECT
+@pass_ctx
+@fail_cleanly
+def ae_update(
+    c: _Ctx,
+    organisation: str,
+    ae_title: str,
+    description: str | None,
+    allowed_hosts: tuple[str, ...],
+    any_host: bool,
+    tls_subject: str | None,
+) -> None:
+    """Change an AE title's description, allowed hosts or TLS client subject."""
+    from radsight.store import tenants
+
+    if any_host and allowed_hosts:
+        raise click.UsageError("give --allowed-host or --any-host, not both")
+    rt = c.runtime()
+    with rt.db.session() as s:
+        o = tenants.get_organisation(s, organisation)
+        row = tenants.update_application_entity(
+            s,
+            o.id,
+            ae_title,
+            description=description,
+            allowed_hosts=[] if any_host else (allowed_hosts or None),
+            tls_client_subject=tls_subject,
+        )
+        hosts = ", ".join(row.allowed_hosts) or "any address"
+        subject = row.tls_client_subject or "any"
+    click.echo(f"AE title {row.ae_title!r}: allowed hosts {hosts}; TLS subject {subject}")
 
 
 @ae.command("list")
@@ -174,8 +245,18 @@ def ae_list(c: _Ctx) -> None:
     with rt.db.session() as s:
         rows = tenants.list_application_entities(s, scope=Scope.ALL)
         table(
-            ["id", "organisation", "ae_title", "description"],
-            [(a.id, a.organisation_id, a.ae_title, a.description) for a in rows],
+            ["id", "organisation", "ae_title", "allowed hosts", "TLS subject", "description"],
+            [
+                (
+                    a.id,
+                    a.organisation_id,
+                    a.ae_title,
+                    ", ".join(a.allowed_hosts) or "any",
+                    a.tls_client_subject or "",
+                    a.description,
+                )
+                for a in rows
+            ],
         )
 
 
@@ -374,13 +455,27 @@ def rejections(c: _Ctx, limit: int) -> None:
     with rt.db.session() as s:
         rows = studystore.list_rejections(s, scope=Scope.ALL, limit=limit)
         table(
-            ["id", "when", "source", "calling AE", "code", "status", "message"],
+            [
+                "id",
+                "when",
+                "last",
+                "count",
+                "source",
+                "calling AE",
+                "address",
+                "code",
+                "status",
+                "message",
+            ],
             [
                 (
                     r.id,
                     r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    r.last_at.strftime("%H:%M:%S") if r.last_at else "",
+                    r.count,
                     r.source,
                     r.calling_ae_title,
+                    r.remote_addr,
                     r.error_code,
                     f"0x{r.dimse_status:04X}" if r.dimse_status is not None else "",
                     r.message[:70],

@@ -2,9 +2,11 @@
 
 Handlers stay thin: ``handle_store`` hands the received bytes to
 :func:`radsight.ingest.accept.accept_instance` and turns its exception into a DIMSE status
-through the one table in :mod:`radsight.ingest.statuses`. Associations from calling AE
-titles that no organisation registered are rejected with result "rejected-permanent",
-source "service-user", reason "calling-AE-title-not-recognized" (PS3.8 7.1.1.9).
+through the one table in :mod:`radsight.ingest.statuses`. Who may associate at all
+(registered calling AE titles, their allowed hosts and TLS certificates, the called AE
+title, connection limits) is decided before pynetdicom sees the request, in
+:mod:`radsight.ingest.callers` and :mod:`radsight.ingest.transport`; refusals are
+recorded, aggregated, by :class:`radsight.ingest.refusals.RefusalLog`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from radsight.dicom.instances import storage_sop_classes
 from radsight.errors import RadsightError, StorageError, UnknownCaller, UnsupportedSopClass
 from radsight.ingest.accept import accept_instance, record_rejection
+from radsight.ingest.callers import CallerDirectory
+from radsight.ingest.refusals import RefusalLog
 from radsight.ingest.statuses import PROCESSING_FAILURE, SUCCESS, status_for
+from radsight.ingest.transport import RadsightServer, build_tls_context, check_pynetdicom_version
 from radsight.runtime import Runtime
-from radsight.store import tenants
-from radsight.store.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +53,6 @@ TRANSFER_SYNTAXES = [
 ]
 
 _NOBODY = "\x01"  # matches no real AE title: with nobody registered, nobody gets in
-
-
-class CallerDirectory:
-    """Registered calling AE titles -> organisation, cached for a second."""
-
-    def __init__(self, rt: Runtime, ttl_s: float = 1.0) -> None:
-        self.rt = rt
-        self.ttl_s = ttl_s
-        self._lock = threading.Lock()
-        self._cache: dict[str, int] = {}
-        self._loaded = 0.0
-
-    def mapping(self) -> dict[str, int]:
-        with self._lock:
-            if time.monotonic() - self._loaded > self.ttl_s:
-                with self.rt.db.session() as s:
-                    self._cache = {
-                        a.ae_title: a.organisation_id
-                        for a in tenants.list_application_entities(s, scope=Scope.ALL)
-                    }
-                self._loaded = time.monotonic()
-            return self._cache
-
-    def organisation_for(self, ae_title: str) -> int | None:
-        return self.mapping().get(ae_title.strip())
 
 
 class RadsightAE(AE):
@@ -133,24 +111,6 @@ def handle_echo(event: Event) -> int:
     return SUCCESS
 
 
-def handle_requested(event: Event, rt: Runtime, callers: CallerDirectory) -> None:
-    """Record associations that will be rejected for an unknown calling AE title."""
-    primitive = event.assoc.requestor.primitive
-    calling = primitive.calling_ae_title.strip() if primitive is not None else ""
-    try:
-        known = callers.organisation_for(calling) is not None
-    except Exception:
-        known = False
-    if not known:
-        record_rejection(
-            rt,
-            UnknownCaller(f"association from unregistered calling AE title {calling!r}"),
-            source="association",
-            organisation_id=None,
-            ae=calling,
-        )
-
-
 def handle_accepted(event: Event, rt: Runtime, callers: CallerDirectory) -> None:
     assoc = event.assoc
     _stats(event)
@@ -202,34 +162,68 @@ def _stats(event: Event) -> dict:
 
 
 def build_ae(rt: Runtime, callers: CallerDirectory | None = None) -> RadsightAE:
+    settings = rt.settings
     callers = callers or CallerDirectory(rt)
-    ae = RadsightAE(rt.settings.ae_title, callers)
-    ae.maximum_associations = 32
-    ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs from the sender
-    ae.acse_timeout = rt.settings.dimse_timeout_s
-    ae.dimse_timeout = rt.settings.dimse_timeout_s
-    ae.network_timeout = max(60.0, rt.settings.dimse_timeout_s)
+    ae = RadsightAE(settings.ae_title, callers)
+    # the lobby enforces the limits (and answers "local limit exceeded" itself); this is
+    # pynetdicom's own count, kept above ours so that it never refuses first
+    ae.maximum_associations = settings.dicom_max_associations + 1
+    # advertised in the A-ASSOCIATE-AC; a PDU declaring more is aborted unread
+    ae.maximum_pdu_size = settings.dicom_max_pdu_bytes
+    ae.require_called_aet = settings.dicom_strict_called_ae
+    ae.acse_timeout = settings.dicom_handshake_timeout_s
+    ae.dimse_timeout = settings.dimse_timeout_s
+    ae.network_timeout = settings.dicom_idle_timeout_s
     ae.add_supported_context(Verification)
     for uid in sorted(storage_sop_classes()):
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)
     return ae
 
 
-def start_listener(rt: Runtime, callers: CallerDirectory | None = None) -> tuple[AE, object]:
+def start_listener(
+    rt: Runtime, callers: CallerDirectory | None = None
+) -> tuple[AE, RadsightServer]:
     """Start the C-STORE/C-ECHO SCP in background threads; return (ae, server)."""
+    check_pynetdicom_version()
+    settings = rt.settings
     callers = callers or CallerDirectory(rt)
     ae = build_ae(rt, callers)
     handlers: list[tuple[object, Callable, list] | tuple[object, Callable]] = [
         (evt.EVT_C_STORE, handle_store, [rt, callers]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_REQUESTED, handle_requested, [rt, callers]),
         (evt.EVT_ACCEPTED, handle_accepted, [rt, callers]),
         (evt.EVT_RELEASED, handle_closed),
         (evt.EVT_ABORTED, handle_closed),
     ]
-    server = ae.start_server(
-        (rt.settings.dicom_host, rt.settings.dicom_port),
-        block=False,
+    ssl_context = (
+        build_tls_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
+        if settings.dicom_tls_cert is not None and settings.dicom_tls_key is not None
+        else None
+    )
+
+    refusals = RefusalLog(rt)
+
+    server = ae.make_server(
+        (settings.dicom_host, settings.dicom_port),
+        ssl_context=ssl_context,
         evt_handlers=handlers,  # type: ignore[arg-type]
+        server_class=RadsightServer,
+        settings=settings,
+        directory=callers,
+        refusals=refusals,
+    )
+    assert isinstance(server, RadsightServer)
+    thread = threading.Thread(
+        target=server.serve_forever, name="radsight-dicom-accept", daemon=True
+    )
+    thread.start()
+    log.info(
+        "DICOM listener %s on %s:%d (%s)",
+        settings.ae_title,
+        settings.dicom_host,
+        server.server_address[1],
+        "TLS" + (", client certificates required" if settings.dicom_tls_ca else "")
+        if ssl_context
+        else "plain TCP",
     )
     return ae, server

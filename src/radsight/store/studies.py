@@ -206,6 +206,60 @@ def create_rejection(s: Session, **fields: object) -> RejectionRow:
     return row
 
 
+def record_refused_association(
+    s: Session,
+    *,
+    organisation_id: int | None,
+    calling_ae_title: str,
+    remote_addr: str,
+    error_code: str,
+    message: str,
+    interval_s: float,
+    attempts: int = 1,
+) -> tuple[RejectionRow, bool]:
+    """One row per (reason, AE title, address, organisation) per ``interval_s``: a repeat
+    within the interval counts on the row (``count``, ``last_at``) instead of adding one.
+
+    Returns the row and whether it is new (the caller logs only new rows).
+    """
+    now = utcnow()
+    row = None
+    if interval_s > 0:
+        org = (
+            RejectionRow.organisation_id.is_(None)
+            if organisation_id is None
+            else RejectionRow.organisation_id == organisation_id
+        )
+        q = select(RejectionRow).where(
+            RejectionRow.source == "association",
+            RejectionRow.error_code == error_code,
+            RejectionRow.calling_ae_title == calling_ae_title,
+            RejectionRow.remote_addr == remote_addr,
+            org,
+            RejectionRow.created_at >= now - timedelta(seconds=interval_s),
+        )
+        row = s.scalar(q.order_by(RejectionRow.id.desc()).limit(1))
+    if row is not None:
+        row.count += attempts
+        row.last_at = now
+        s.flush()
+        return row, False
+    row = RejectionRow(
+        organisation_id=organisation_id,
+        source="association",
+        calling_ae_title=calling_ae_title,
+        remote_addr=remote_addr,
+        error_code=error_code,
+        message=message,
+        count=attempts,
+        created_at=now,
+        last_at=now,
+    )
+    s.add(row)
+    s.flush()
+    return row, True
+
+
 def list_rejections(s: Session, *, scope: Scope, limit: int = 100) -> list[RejectionRow]:
     """Newest first; a rejection from an unknown caller (no organisation) only in ALL."""
     q = select(RejectionRow).order_by(RejectionRow.id.desc()).limit(limit)

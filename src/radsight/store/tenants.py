@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -70,13 +73,23 @@ def organisation_ids_in_region(s: Session, region_id: int) -> list[int]:
 
 
 def create_application_entity(
-    s: Session, organisation_id: int, ae_title: str, description: str = ""
+    s: Session,
+    organisation_id: int,
+    ae_title: str,
+    description: str = "",
+    *,
+    allowed_hosts: Iterable[str] = (),
+    tls_client_subject: str = "",
 ) -> ApplicationEntityRow:
     ae_title = validate_ae_title(ae_title)
     if s.scalar(select(ApplicationEntityRow).where(ApplicationEntityRow.ae_title == ae_title)):
         raise Conflict(f"AE title {ae_title!r} is already registered")
     row = ApplicationEntityRow(
-        organisation_id=organisation_id, ae_title=ae_title, description=description
+        organisation_id=organisation_id,
+        ae_title=ae_title,
+        description=description,
+        allowed_hosts=validate_allowed_hosts(allowed_hosts),
+        tls_client_subject=tls_client_subject.strip(),
     )
     s.add(row)
     try:
@@ -84,6 +97,51 @@ def create_application_entity(
     except IntegrityError as exc:
         raise Conflict(f"AE title {ae_title!r} is already registered") from exc
     return row
+
+
+def update_application_entity(
+    s: Session,
+    organisation_id: int,
+    ae_title: str,
+    *,
+    description: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    tls_client_subject: str | None = None,
+) -> ApplicationEntityRow:
+    """Change what is given (None: keep); an empty ``allowed_hosts`` means any address."""
+    row = s.scalar(
+        select(ApplicationEntityRow).where(
+            ApplicationEntityRow.organisation_id == organisation_id,
+            ApplicationEntityRow.ae_title == validate_ae_title(ae_title),
+        )
+    )
+    if row is None:
+        raise NotFound(f"AE title {ae_title!r} is not registered for this organisation")
+    if description is not None:
+        row.description = description
+    if allowed_hosts is not None:
+        row.allowed_hosts = validate_allowed_hosts(allowed_hosts)
+    if tls_client_subject is not None:
+        row.tls_client_subject = tls_client_subject.strip()
+    s.flush()
+    return row
+
+
+def validate_allowed_hosts(hosts: Iterable[str]) -> list[str]:
+    """Addresses or CIDR networks (IPv4 or IPv6), normalised: ``10.1.2.0/24``, ``::1``."""
+    out: list[str] = []
+    for host in hosts:
+        for part in str(host).replace(",", " ").split():
+            try:
+                net = ipaddress.ip_network(part, strict=False)
+            except ValueError as exc:
+                raise InvalidInput(
+                    f"allowed host {part!r} is not an IP address or network (10.1.2.0/24)"
+                ) from exc
+            text = str(net.network_address) if net.num_addresses == 1 else str(net)
+            if text not in out:
+                out.append(text)
+    return out
 
 
 def list_application_entities(s: Session, *, scope: Scope) -> list[ApplicationEntityRow]:

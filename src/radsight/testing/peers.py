@@ -50,6 +50,23 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
     raise TimeoutError(f"{what} was not ready after {timeout} s")
 
 
+def _limit_memory(mb: int):  # type: ignore[no-untyped-def]
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mb * 1024 * 1024, mb * 1024 * 1024))
+
+    return apply
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -67,8 +84,12 @@ class RadsightProcess:
         env: dict[str, str] | None = None,
         dicom_port: int | None = None,
         http_port: int | None = None,
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        #: address-space cap (RLIMIT_AS) of the server process: a test that attacks it
+        #: cannot take the machine down with it
+        self.memory_limit_mb = memory_limit_mb
         self.dicom_port = dicom_port or free_port()
         self.http_port = http_port or free_port()
         self.workers = workers
@@ -116,6 +137,7 @@ class RadsightProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_limit_memory(self.memory_limit_mb) if self.memory_limit_mb else None,
         )
         _wait(
             lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,

@@ -14,6 +14,7 @@ from radsight.api.deps import SessionDep
 from radsight.api.schemas import (
     ApplicationEntityCreate,
     ApplicationEntityRead,
+    ApplicationEntityUpdate,
     DestinationCreate,
     DestinationRead,
     DestinationUpdate,
@@ -68,7 +69,35 @@ def add_ae_title(
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    return tenants.create_application_entity(s, o.id, body.ae_title, body.description)
+    return tenants.create_application_entity(
+        s,
+        o.id,
+        body.ae_title,
+        body.description,
+        allowed_hosts=body.allowed_hosts,
+        tls_client_subject=body.tls_client_subject,
+    )
+
+
+@router.patch("/{org}/ae-titles/{ae_title}", response_model=ApplicationEntityRead)
+def update_ae_title(
+    org: str,
+    ae_title: str,
+    body: ApplicationEntityUpdate,
+    s: SessionDep,
+    principal: PrincipalDep,
+    scope: ScopeDep,
+) -> object:
+    o = _visible_org(s, scope, org)
+    ensure_org_admin(principal, o.id)
+    return tenants.update_application_entity(
+        s,
+        o.id,
+        ae_title,
+        description=body.description,
+        allowed_hosts=body.allowed_hosts,
+        tls_client_subject=body.tls_client_subject,
+    )
 
 
 @router.get("/{org}/destinations", response_model=list[DestinationRead])
