@@ -52,6 +52,8 @@ from radsight.web import create_app
 PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/signin"}
 #: "/" only redirects (to the worklist or the sign-in page) and shows nothing
 PUBLIC |= {"/"}
+#: single sign-on is how one gets credentials (404 while no OIDC provider is set)
+PUBLIC |= {"/auth/oidc/login", "/auth/oidc/callback", "/auth/oidc/signed-out"}
 #: a write that lands in the caller's own organisation whatever the path says (STOW-RS)
 OWN_ORGANISATION_WRITES = {("POST", "/dicomweb/studies/{study}")}
 #: signing out would end the session the rest of the table uses
