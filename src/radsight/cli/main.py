@@ -259,7 +259,10 @@ def destination_list(c: _Ctx) -> None:
 @pass_ctx
 @fail_cleanly
 def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
-    """Import a folder or zip of DICOM files (the server routes them when it runs)."""
+    """Import a folder or zip of DICOM files (the server routes them when it runs).
+
+    Refused files are listed at the end; the exit status is 1 when any was refused.
+    """
     from tqdm import tqdm
 
     from radsight.ingest.importer import count_sources, import_path
@@ -280,6 +283,8 @@ def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
         click.echo(f"  rejected {name}: {code}: {message}")
     if len(report.rejected) > 20:
         click.echo(f"  ... and {len(report.rejected) - 20} more (radsight rejections)")
+    if report.rejected:
+        sys.exit(1)  # a script sees that something was refused (listed above)
 
 
 @cli.command()
