@@ -155,11 +155,12 @@ def ae() -> None:
 @fail_cleanly
 def ae_add(c: _Ctx, organisation: str, ae_title: str, description: str) -> None:
     from radsight.store import tenants
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
         o = tenants.get_organisation(s, organisation)
-        tenants.create_application_entity(s, o.id, ae_title, description)
+        tenants.create_application_entity(s, o.id, ae_title, description, shown_to=Scope.ALL)
     click.echo(f"AE title {ae_title!r} now sends for {o.name!r}")
 
 

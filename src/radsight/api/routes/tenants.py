@@ -68,7 +68,9 @@ def add_ae_title(
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    return tenants.create_application_entity(s, o.id, body.ae_title, body.description)
+    return tenants.create_application_entity(
+        s, o.id, body.ae_title, body.description, shown_to=scope
+    )
 
 
 @router.get("/{org}/destinations", response_model=list[DestinationRead])
