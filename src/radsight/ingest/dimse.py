@@ -148,6 +148,12 @@ def cap_received_data_sets(assoc: Association, limit: int) -> None:
     dimse.receive_primitive = receive_capped  # type: ignore[method-assign]
 
 
+def handle_requested_cap(event: Event, rt: Runtime) -> None:
+    """Cap every association's received data sets at ``max_instance_bytes``, before any
+    P-DATA can arrive (EVT_REQUESTED comes with the A-ASSOCIATE-RQ)."""
+    cap_received_data_sets(event.assoc, rt.settings.max_instance_bytes)
+
+
 def handle_store(event: Event, rt: Runtime, callers: CallerDirectory) -> int:
     """C-STORE: acknowledge only once the instance is durably stored."""
     calling = event.assoc.requestor.ae_title.strip()
@@ -202,12 +208,7 @@ def handle_echo(event: Event) -> int:
 
 
 def handle_requested(event: Event, rt: Runtime, callers: CallerDirectory) -> None:
-    """Record associations that will be rejected for an unknown calling AE title.
-
-    Every association's received data sets are capped at ``max_instance_bytes`` here,
-    before any P-DATA can arrive.
-    """
-    cap_received_data_sets(event.assoc, rt.settings.max_instance_bytes)
+    """Record associations that will be rejected for an unknown calling AE title."""
     primitive = event.assoc.requestor.primitive
     calling = primitive.calling_ae_title.strip() if primitive is not None else ""
     try:
@@ -296,6 +297,7 @@ def start_listener(rt: Runtime, callers: CallerDirectory | None = None) -> tuple
         (evt.EVT_C_STORE, handle_store, [rt, callers]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_REQUESTED, handle_requested, [rt, callers]),
+        (evt.EVT_REQUESTED, handle_requested_cap, [rt]),
         (evt.EVT_ACCEPTED, handle_accepted, [rt, callers]),
         (evt.EVT_RELEASED, handle_closed),
         (evt.EVT_ABORTED, handle_closed),
