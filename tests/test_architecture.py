@@ -98,7 +98,7 @@ def test_edge_libraries_live_in_their_package(library):
 #: data flow of DESIGN.md: ingest and pipeline over the store, review and monitor over them,
 #: the HTTP API over those, the web app over the API, the server and the CLI on top.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "page_system"),  # the error tree; the page system (Jinja2 over web/templates)
+    ("errors", "page_system", "redact"),  # the error tree; the page system; values out of text
     ("config",),  # settings (pydantic-settings)
     ("logs", "dicom"),  # logging set-up; DICOM helpers, study types (pure)
     ("algorithms",),  # the algorithm contract and the built-in algorithms (pure)

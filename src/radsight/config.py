@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(4 * 1024**3, ge=1024)
     max_import_total_bytes: int = Field(64 * 1024**3, ge=1024)
     max_import_compression_ratio: float = Field(200.0, gt=1)
+    #: values one QIDO-RS key may list (StudyInstanceUID=a,b,...)
+    max_query_values: int = Field(100, ge=1, le=10_000)
     #: pixels of one decoded frame (rows x columns x samples), checked against the
     #: codestream before decoding; and the largest image the viewer may ask to render
     max_frame_pixels: int = Field(200_000_000, ge=1024)

@@ -120,7 +120,7 @@ def test_import_folder_and_zip_with_progress_and_rejections(tmp_path):
         make_radiograph(seed=i).save_as(folder / f"{i}.dcm", enforce_file_format=True)
     (folder / "notes.txt").write_text("not an image")
     res = radsight(tmp_path, "import", str(folder), "--org", "City Hospital")
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, "a refused file makes the exit status 1"
     assert "3 stored, 0 already there, 1 rejected, 3 studies" in res.stdout
     assert "notes.txt: not_dicom" in res.stdout
     assert "import" in res.stderr and "4/4" in res.stderr, "tqdm progress bar on stderr"
@@ -134,6 +134,7 @@ def test_import_folder_and_zip_with_progress_and_rejections(tmp_path):
         zf.writestr("new/9.dcm", buf.getvalue())
     res = radsight(tmp_path, "import", str(archive), "--org", "City Hospital")
     assert "1 stored, 3 already there, 0 rejected" in res.stdout
+    assert res.returncode == 0, res.stderr
     assert "not_dicom" in radsight(tmp_path, "rejections").stdout
     studies = radsight(tmp_path, "studies").stdout
     assert studies.count("receiving") == 4

@@ -16,7 +16,7 @@ from radsight.api.deps import SessionDep
 from radsight.api.problems import error_response
 from radsight.api.routes import studies, tenants
 from radsight.api.schemas import Health
-from radsight.errors import RadsightError
+from radsight.errors import RadsightError, TooLarge
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
@@ -43,8 +43,18 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
     @app.middleware("http")
     async def _summary(request: Request, call_next):  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
+        declared = request.headers.get("content-length", "")
+        limit = rt.settings.max_request_bytes
         try:
+            if declared.isdigit() and int(declared) > limit:
+                # refused before a byte of the body is read; STOW counts chunked bodies
+                raise TooLarge(
+                    f"the request body is {int(declared)} bytes, more than "
+                    f"max_request_bytes ({limit} bytes)"
+                )
             response = await call_next(request)
+        except RadsightError as exc:
+            response = error_response(request, exc)
         except Exception as exc:  # the request's one catch-all: a bug, logged once
             log.exception("%s %s failed", request.method, request.url.path)
             response = error_response(request, exc)

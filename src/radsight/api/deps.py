@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 
 from radsight.algorithms.registry import Registry
 from radsight.runtime import Runtime
@@ -28,3 +28,13 @@ def get_session(rt: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Sessio
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+#: the largest id or offset a request may name: SQL BIGINT (2^63 - 1). A bigger number
+#: names nothing; without this bound SQLite cannot even bind it (a 500, not a 404)
+MAX_ID = 2**63 - 1
+#: a row id (or an index) in a path: larger than ``MAX_ID`` is a validation error (422)
+Id = Annotated[int, Path(ge=0, le=MAX_ID)]
+#: an optional row id in a query string
+IdQuery = Annotated[int | None, Query(ge=0, le=MAX_ID)]
+#: how many rows a list skips
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]

@@ -179,6 +179,7 @@ def ae_add(
     tls_subject: str | None,
 ) -> None:
     from radsight.store import tenants
+    from radsight.store.scope import Scope
 
     rt = c.runtime()
     with rt.db.session() as s:
@@ -190,6 +191,7 @@ def ae_add(
             description,
             allowed_hosts=allowed_hosts,
             tls_client_subject=tls_subject or "",
+            shown_to=Scope.ALL,
         )
         hosts = ", ".join(row.allowed_hosts) or "any address"
     click.echo(f"AE title {ae_title!r} now sends for {o.name!r} from {hosts}")
@@ -340,7 +342,10 @@ def destination_list(c: _Ctx) -> None:
 @pass_ctx
 @fail_cleanly
 def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
-    """Import a folder or zip of DICOM files (the server routes them when it runs)."""
+    """Import a folder or zip of DICOM files (the server routes them when it runs).
+
+    Refused files are listed at the end; the exit status is 1 when any was refused.
+    """
     from tqdm import tqdm
 
     from radsight.ingest.importer import count_sources, import_path
@@ -361,6 +366,8 @@ def import_cmd(c: _Ctx, path: Path, organisation: str) -> None:
         click.echo(f"  rejected {name}: {code}: {message}")
     if len(report.rejected) > 20:
         click.echo(f"  ... and {len(report.rejected) - 20} more (radsight rejections)")
+    if report.rejected:
+        sys.exit(1)  # a script sees that something was refused (listed above)
 
 
 @cli.command()

@@ -147,11 +147,23 @@ def _keyword(key: str) -> str:
     return key
 
 
-def parse_qido(params: Iterable[tuple[str, str]], level: str, max_limit: int = 1000) -> QidoQuery:
+#: the longest single value a QIDO-RS key may match: a PN of three component groups of
+#: five 64-character components fits (PS3.5 6.2); longer is no DICOM value
+MAX_QUERY_VALUE_CHARS = 1024
+
+
+def parse_qido(
+    params: Iterable[tuple[str, str]],
+    level: str,
+    max_limit: int = 1000,
+    max_values: int = 100,
+) -> QidoQuery:
     """Read QIDO-RS query parameters (PS3.18 8.3.4) for a ``study|series|instance`` search.
 
     ``params`` are the query's (key, value) pairs in order; a key may repeat. Keys of
-    the levels above ``level`` match too (``/series?PatientID=...``). Raises
+    the levels above ``level`` match too (``/series?PatientID=...``). A list of values
+    (``StudyInstanceUID=a,b``, PS3.18 8.3.4.1) may hold at most ``max_values``, and one
+    value at most :data:`MAX_QUERY_VALUE_CHARS` characters. Raises
     :class:`~radsight.errors.InvalidInput` with a message for the caller on a malformed value.
     """
     levels = {"study": ["study"], "series": ["study", "series"]}.get(
@@ -181,6 +193,7 @@ def parse_qido(params: Iterable[tuple[str, str]], level: str, max_limit: int = 1
         elif name in _CONTROL:
             q.unsupported.append(name)
         else:
+            _check_size(name, value, max_values)
             raw[_keyword(name)] = value
     for keyword, value in raw.items():
         how = matchable.get(keyword)
@@ -191,6 +204,22 @@ def parse_qido(params: Iterable[tuple[str, str]], level: str, max_limit: int = 1
         if match is not None:
             q.matches.append(match)
     return q
+
+
+def _check_size(name: str, value: str, max_values: int) -> None:
+    """A list of at most ``max_values`` values, none longer than MAX_QUERY_VALUE_CHARS."""
+    items = re.split(r"[,\\]", value)
+    if len(items) > max_values:
+        raise InvalidInput(
+            f"{name} lists {len(items)} values; a query may list at most {max_values} "
+            "(max_query_values)"
+        )
+    longest = max(len(v) for v in items)
+    if longest > MAX_QUERY_VALUE_CHARS:
+        raise InvalidInput(
+            f"a value of {name} is {longest} characters; a query value may have at most "
+            f"{MAX_QUERY_VALUE_CHARS} characters"
+        )
 
 
 def _int_param(name: str, value: str, lo: int, hi: int) -> int:

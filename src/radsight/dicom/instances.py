@@ -18,8 +18,10 @@ import pydicom
 from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -34,6 +36,7 @@ from radsight.errors import (
     SopClassMismatch,
     UnsupportedSopClass,
 )
+from radsight.redact import redact_values
 
 #: attributes kept on the instance row for routing and input checks (PS3.3 keywords)
 ROUTING_KEYWORDS = (
@@ -108,7 +111,7 @@ def parse_part10(data: bytes, negotiated_sop_class_uid: str | None = None) -> Pa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+            ds = _read_until_end_of_data_set(data, force=not has_preamble)
             if not _looks_like_dicom(ds):
                 raise NotDicom("the data set does not decode to DICOM data elements")
             _check_declared_lengths(ds)
@@ -116,11 +119,11 @@ def parse_part10(data: bytes, negotiated_sop_class_uid: str | None = None) -> Pa
     except InstanceRejected:
         raise
     except InvalidDicomError as exc:
-        raise NotDicom(f"not a DICOM file: {exc}") from exc
+        raise NotDicom(f"not a DICOM file: {_reason(exc)}") from exc
     except (EOFError, struct.error, OSError, OverflowError, MemoryError) as exc:
-        raise MalformedDicom(f"truncated or malformed DICOM ({type(exc).__name__}: {exc})") from exc
+        raise MalformedDicom(f"truncated or malformed DICOM ({_reason(exc)})") from exc
     except Exception as exc:  # pydicom raises many kinds on garbage input
-        raise MalformedDicom(f"undecodable DICOM ({type(exc).__name__}: {exc})") from exc
+        raise MalformedDicom(f"undecodable DICOM ({_reason(exc)})") from exc
     try:
         if not has_preamble:
             if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
@@ -131,7 +134,70 @@ def parse_part10(data: bytes, negotiated_sop_class_uid: str | None = None) -> Pa
     except InstanceRejected:
         raise
     except Exception as exc:  # a value pydicom could parse but not interpret
-        raise MalformedDicom(f"undecodable DICOM ({type(exc).__name__}: {exc})") from exc
+        raise MalformedDicom(f"undecodable DICOM ({_reason(exc)})") from exc
+
+
+#: explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2)
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+
+
+def _data_set_offset(data: bytes) -> int:
+    """Where the data set starts: after the preamble and the file meta group (0002)."""
+    pos = 132 if data[128:132] == b"DICM" else 0
+    while pos + 8 <= len(data) and struct.unpack_from("<H", data, pos)[0] == 0x0002:
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > len(data):
+                break
+            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
+        else:
+            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
+    return pos
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a refusal's reason, without the element value it may quote."""
+    return f"{type(exc).__name__}: {redact_values(str(exc))}"[:300]
+
+
+def _read_until_end_of_data_set(data: bytes, *, force: bool) -> Dataset:
+    """Read the data set, refusing bytes after its end (trailing garbage).
+
+    pydicom reads to the end of the file: 64 MiB of zeros after a data set are 8 million
+    empty elements tagged (0000,0000), half a minute of CPU, and they would be stored.
+    Tags of a data set ascend (PS3.5 7.1); the first top-level tag that does not (zeros,
+    garbage) or that belongs to the command group (0000) ends the data set here, and
+    whatever follows it is refused.
+    """
+    start = _data_set_offset(data)
+    if start + 4 <= len(data) and struct.unpack_from("<H", data, start)[0] == 0:
+        # pydicom would read all of it as a command set (group 0000) before the data set
+        raise MalformedDicom(
+            f"{len(data) - start} bytes after the end of the data set (at byte {start}): "
+            "no data set follows the file meta"
+        )
+    last = [-1]
+
+    def ended(tag: int, _vr: str | None, _length: int) -> bool:
+        if tag >> 16 == 0 or tag < last[0]:
+            return True
+        last[0] = tag
+        return False
+
+    fp = io.BytesIO(data)
+    ds = read_partial(fp, stop_when=ended, force=force)
+    # a deflated data set is inflated into another buffer: the position is in that one
+    end = (
+        fp.tell()
+        if ds.file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian
+        else len(data)
+    )
+    if end < len(data):
+        raise MalformedDicom(
+            f"{len(data) - end} bytes after the end of the data set (at byte {end}): "
+            "trailing data is refused"
+        )
+    return ds
 
 
 def check_dataset(

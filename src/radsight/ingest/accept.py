@@ -7,17 +7,29 @@ fsynced and the row committed, which is when the sender may be told "success".
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import time
 from dataclasses import dataclass
 
+import pydicom
+from pydicom.dataset import Dataset
+
 from radsight.dicom.instances import ParsedInstance, parse_part10
 from radsight.dicom.study_types import classify_study_type
-from radsight.errors import InstanceRejected, RadsightError, StorageError
+from radsight.errors import (
+    DuplicateInstance,
+    InstanceRejected,
+    RadsightError,
+    StorageError,
+    TooLarge,
+)
 from radsight.ingest.statuses import status_for
 from radsight.runtime import Runtime
 from radsight.store import studies
 from radsight.store.files import safe_component
+from radsight.store.tables import InstanceRow
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,7 @@ def accept_instance(
     """Check, store and index one instance; raise and record an InstanceRejected on bad input."""
     t0 = time.perf_counter()
     try:
+        check_instance_size(rt, len(data.part10 if isinstance(data, ParsedInstance) else data))
         parsed = (
             data
             if isinstance(data, ParsedInstance)
@@ -59,9 +72,22 @@ def accept_instance(
         )
         raise
     with rt.db.session() as s:
-        if studies.instance_exists(s, organisation_id, parsed.sop_instance_uid):
-            study_id = studies.study_id_for_instance(s, organisation_id, parsed.sop_instance_uid)
-            return Accepted(parsed.sop_instance_uid, parsed.study_instance_uid, study_id, False)
+        earlier = studies.get_instance(s, organisation_id, parsed.sop_instance_uid)
+    if earlier is not None:
+        try:
+            ensure_same_content(rt, earlier, parsed)
+        except DuplicateInstance as exc:
+            record_rejection(
+                rt,
+                exc,
+                source=source,
+                organisation_id=organisation_id,
+                ae=calling_ae_title,
+                dimse_status=status_for(exc.code) if source == "dimse" else None,
+                sop_instance_uid=parsed.sop_instance_uid,
+            )
+            raise
+        return Accepted(parsed.sop_instance_uid, parsed.study_instance_uid, earlier.study_id, False)
     key = "/".join(
         (
             "instances",
@@ -105,6 +131,67 @@ def accept_instance(
         (time.perf_counter() - t0) * 1000,
     )
     return Accepted(parsed.sop_instance_uid, parsed.study_instance_uid, study_id, new)
+
+
+def check_instance_size(rt: Runtime, size: int) -> None:
+    """Refuse an instance over ``max_instance_bytes`` (every entry point, before parsing)."""
+    limit = rt.settings.max_instance_bytes
+    if size > limit:
+        raise TooLarge(
+            f"the instance is {size} bytes, more than max_instance_bytes ({limit} bytes)"
+        )
+
+
+#: attributes a modality may change when it sends the same image in another transfer
+#: syntax (PS3.5 8, PS3.3 C.7.6.1.1.5): left out when the transfer syntaxes differ
+_RE_ENCODED = frozenset(
+    (
+        0x7FE00010,  # Pixel Data
+        0x7FE00008,  # Float Pixel Data
+        0x7FE00009,  # Double Float Pixel Data
+        0x00280004,  # Photometric Interpretation (YBR_FULL_422 for JPEG baseline)
+        0x00282110,  # Lossy Image Compression
+        0x00282112,  # Lossy Image Compression Ratio
+        0x00282114,  # Lossy Image Compression Method
+        0x00280006,  # Planar Configuration
+    )
+)
+
+
+def ensure_same_content(rt: Runtime, earlier: InstanceRow, parsed: ParsedInstance) -> None:
+    """A re-send is the same instance, or :class:`DuplicateInstance` is raised.
+
+    The same instance is: the same Part 10 bytes (SHA-256); else the same data set
+    apart from the file meta (another sender's meta, same transfer syntax); else, in
+    another transfer syntax, the same data set apart from the pixel data and the
+    attributes re-encoding changes (:data:`_RE_ENCODED`). Pixels in different transfer
+    syntaxes are not decoded to be compared: decoding is what a bomb exploits.
+    """
+    received = hashlib.sha256(parsed.part10).hexdigest()
+    if received == earlier.sha256:
+        return
+    try:
+        stored = pydicom.dcmread(io.BytesIO(rt.files.get(earlier.storage_key)))
+    except StorageError:
+        raise
+    except Exception as exc:  # what we stored no longer reads: the re-send is not the same
+        log.error("stored instance %s does not read back: %s", earlier.sop_instance_uid, exc)
+        stored = None
+    if stored is not None:
+        if earlier.transfer_syntax_uid == parsed.transfer_syntax_uid:
+            if _elements(stored) == _elements(parsed.dataset):
+                return
+        elif _elements(stored, _RE_ENCODED) == _elements(parsed.dataset, _RE_ENCODED):
+            return
+    raise DuplicateInstance(
+        f"SOP Instance UID {parsed.sop_instance_uid} was accepted before with other "
+        f"content (stored sha256 {earlier.sha256[:12]}, received sha256 {received[:12]}): "
+        "a different instance needs its own SOP Instance UID"
+    )
+
+
+def _elements(ds: Dataset, leave_out: frozenset[int] = frozenset()) -> dict[int, object]:
+    return {int(tag): ds[tag].value for tag in ds.keys() if int(tag) not in leave_out}
 
 
 def record_rejection(

@@ -11,6 +11,7 @@ recorded, aggregated, by :class:`radsight.ingest.refusals.RefusalLog`.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -18,12 +19,21 @@ from collections.abc import Callable
 
 from pydicom.uid import UID
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radsight.dicom.instances import storage_sop_classes
-from radsight.errors import RadsightError, StorageError, UnknownCaller, UnsupportedSopClass
-from radsight.ingest.accept import accept_instance, record_rejection
+from radsight.errors import (
+    RadsightError,
+    StorageError,
+    TooLarge,
+    UnknownCaller,
+    UnsupportedSopClass,
+)
+from radsight.ingest.accept import accept_instance, check_instance_size, record_rejection
 from radsight.ingest.callers import CallerDirectory
 from radsight.ingest.refusals import RefusalLog
 from radsight.ingest.statuses import PROCESSING_FAILURE, SUCCESS, status_for
@@ -75,6 +85,53 @@ class RadsightAE(AE):
         pass  # the database decides
 
 
+class CappedBuffer(io.BytesIO):
+    """A C-STORE data set's buffer that keeps at most ``limit`` bytes and counts the rest.
+
+    pynetdicom appends every P-DATA fragment of a message to a ``BytesIO`` until the last
+    one arrives; a sender could make it hold gigabytes. This one stops keeping bytes past
+    ``max_instance_bytes`` (the association goes on), and ``handle_store`` answers the
+    message "Refused: Out of Resources" (0xA700) from ``received`` alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.received = 0
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.received += len(data)
+        room = self.limit - self.tell()
+        if room > 0:
+            super().write(bytes(data[:room]))
+        return len(data)
+
+
+def cap_received_data_sets(assoc: Association, limit: int) -> None:
+    """Give each DIMSE message received on ``assoc`` a :class:`CappedBuffer`.
+
+    pynetdicom has no setting for this (``STORE_RECV_CHUNKED_DATASET`` spools every data
+    set to a temporary file, process-wide, without a limit): the association's DIMSE
+    provider creates a message on the first P-DATA of each; we create it first.
+    """
+    dimse = assoc.dimse
+    receive = dimse.receive_primitive
+
+    def receive_capped(primitive: P_DATA) -> None:
+        if dimse.message is None:
+            dimse.message = DIMSEMessage()
+            dimse.message.data_set = CappedBuffer(limit)
+        receive(primitive)
+
+    dimse.receive_primitive = receive_capped  # type: ignore[method-assign]
+
+
+def handle_requested_cap(event: Event, rt: Runtime) -> None:
+    """Cap every association's received data sets at ``max_instance_bytes``, before any
+    P-DATA can arrive (EVT_REQUESTED comes with the A-ASSOCIATE-RQ)."""
+    cap_received_data_sets(event.assoc, rt.settings.max_instance_bytes)
+
+
 def handle_store(event: Event, rt: Runtime, callers: CallerDirectory) -> int:
     """C-STORE: acknowledge only once the instance is durably stored."""
     calling = event.assoc.requestor.ae_title.strip()
@@ -83,6 +140,23 @@ def handle_store(event: Event, rt: Runtime, callers: CallerDirectory) -> int:
         org_id = callers.organisation_for(calling)
         if org_id is None:
             raise UnknownCaller(f"calling AE title {calling!r} is no longer registered")
+        received = getattr(getattr(event.request, "DataSet", None), "received", None)
+        if received is not None:
+            try:
+                check_instance_size(rt, received)
+            except TooLarge as exc:
+                record_rejection(
+                    rt,
+                    exc,
+                    source="dimse",
+                    organisation_id=org_id,
+                    ae=calling,
+                    dimse_status=status_for(exc.code),
+                    sop_instance_uid=str(
+                        getattr(event.request, "AffectedSOPInstanceUID", "") or ""
+                    ),
+                )
+                raise
         data = event.encoded_dataset(include_meta=True)
         accept_instance(
             rt,
@@ -191,6 +265,7 @@ def start_listener(
     handlers: list[tuple[object, Callable, list] | tuple[object, Callable]] = [
         (evt.EVT_C_STORE, handle_store, [rt, callers]),
         (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_REQUESTED, handle_requested_cap, [rt]),
         (evt.EVT_ACCEPTED, handle_accepted, [rt, callers]),
         (evt.EVT_RELEASED, handle_closed),
         (evt.EVT_ABORTED, handle_closed),

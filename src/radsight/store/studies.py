@@ -31,6 +31,16 @@ def instance_exists(s: Session, organisation_id: int, sop_instance_uid: str) -> 
     )
 
 
+def get_instance(s: Session, organisation_id: int, sop_instance_uid: str) -> InstanceRow | None:
+    """The organisation's instance with this SOP Instance UID, if it was accepted."""
+    return s.scalar(
+        select(InstanceRow).where(
+            InstanceRow.organisation_id == organisation_id,
+            InstanceRow.sop_instance_uid == sop_instance_uid,
+        )
+    )
+
+
 def study_id_for_instance(s: Session, organisation_id: int, sop_instance_uid: str) -> int:
     sid = s.scalar(
         select(InstanceRow.study_id).where(

@@ -80,10 +80,18 @@ def create_application_entity(
     *,
     allowed_hosts: Iterable[str] = (),
     tls_client_subject: str = "",
+    shown_to: Scope | None = None,
 ) -> ApplicationEntityRow:
+    """Register a calling AE title; AE titles are unique on the platform.
+
+    A title already taken is a :class:`Conflict` that says "already registered"; it names
+    the organisation that has it only when that organisation is within ``shown_to`` (a
+    platform admin's ``Scope.ALL``): an organisation's admin learns nothing of another's.
+    """
     ae_title = validate_ae_title(ae_title)
-    if s.scalar(select(ApplicationEntityRow).where(ApplicationEntityRow.ae_title == ae_title)):
-        raise Conflict(f"AE title {ae_title!r} is already registered")
+    taken = s.scalar(select(ApplicationEntityRow).where(ApplicationEntityRow.ae_title == ae_title))
+    if taken is not None:
+        raise _ae_title_taken(s, ae_title, taken.organisation_id, shown_to)
     row = ApplicationEntityRow(
         organisation_id=organisation_id,
         ae_title=ae_title,
@@ -94,8 +102,8 @@ def create_application_entity(
     s.add(row)
     try:
         s.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"AE title {ae_title!r} is already registered") from exc
+    except IntegrityError as exc:  # registered at the same moment by another request
+        raise _ae_title_taken(s, ae_title, None, shown_to) from exc
     return row
 
 
@@ -142,6 +150,17 @@ def validate_allowed_hosts(hosts: Iterable[str]) -> list[str]:
             if text not in out:
                 out.append(text)
     return out
+
+
+def _ae_title_taken(
+    s: Session, ae_title: str, owner_id: int | None, shown_to: Scope | None
+) -> Conflict:
+    message = f"AE title {ae_title!r} is already registered: choose another AE title"
+    if owner_id is not None and shown_to is not None and shown_to.includes(owner_id):
+        owner = s.get(OrganisationRow, owner_id)
+        if owner is not None:
+            message = f"AE title {ae_title!r} is already registered to {owner.name!r}"
+    return Conflict(message)
 
 
 def list_application_entities(s: Session, *, scope: Scope) -> list[ApplicationEntityRow]:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from radsight import auth
 from radsight.api.auth import PrincipalDep, SupervisorDep
-from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.api.deps import Id, IdQuery, Offset, RuntimeDep, SessionDep
 from radsight.review.frames import read_display_frame
 from radsight.review.verdicts import VerdictRequest, give_verdict, visible_study
 from radsight.review.viewer import status_text
@@ -84,7 +84,7 @@ class WorklistRead(BaseModel):
 
 
 @router.get("/api/studies/{study_id}/verdicts", response_model=list[VerdictRead])
-def list_study_verdicts(study_id: int, s: SessionDep, principal: PrincipalDep) -> list:
+def list_study_verdicts(study_id: Id, s: SessionDep, principal: PrincipalDep) -> list:
     visible_study(s, principal, study_id)
     return [
         VerdictRead.model_validate(e.row).model_copy(
@@ -96,7 +96,7 @@ def list_study_verdicts(study_id: int, s: SessionDep, principal: PrincipalDep) -
 
 @router.post("/api/studies/{study_id}/verdicts", response_model=VerdictRead, status_code=201)
 def create_study_verdict(
-    study_id: int, body: VerdictCreate, request: Request, s: SessionDep, principal: PrincipalDep
+    study_id: Id, body: VerdictCreate, request: Request, s: SessionDep, principal: PrincipalDep
 ) -> VerdictRead:
     row = give_verdict(
         s,
@@ -115,10 +115,10 @@ def create_study_verdict(
 def list_audit(
     s: SessionDep,
     principal: SupervisorDep,
-    study_id: int | None = None,
+    study_id: IdQuery = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list:
     scope = auth.scope_of(s, principal)
     return people.list_audit(
@@ -178,7 +178,7 @@ def worklist(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def viewer_frame(
-    instance_id: int, frame_index: int, rt: RuntimeDep, principal: PrincipalDep
+    instance_id: Id, frame_index: Id, rt: RuntimeDep, principal: PrincipalDep
 ) -> Response:
     """A frame as 16-bit values for the viewer's canvas (see :mod:`radsight.review.frames`)."""
     # a short unit of work: the database is not held while the frame is decoded

@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from radsight import auth
 from radsight.api.auth import SESSION_COOKIE
-from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.api.deps import Id, RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
 from radsight.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound
 from radsight.review.verdicts import REVIEWER_ROLES, VerdictRequest, give_verdict, visible_study
@@ -213,7 +213,7 @@ def _best_results(s: SessionDep, study_ids: list[int]) -> dict[int, dict[str, ob
 
 @router.get("/studies/{study_id}")
 def viewer_page(
-    request: Request, study_id: int, s: SessionDep, principal: PagePrincipal
+    request: Request, study_id: Id, s: SessionDep, principal: PagePrincipal
 ) -> Response:
     study = visible_study(s, principal, study_id)
     people.record_audit(
@@ -239,7 +239,7 @@ def viewer_page(
 @router.post("/studies/{study_id}/verdicts")
 def verdict_form(
     request: Request,
-    study_id: int,
+    study_id: Id,
     s: SessionDep,
     principal: PagePrincipal,
     kind: Annotated[str, Form(max_length=16)],

@@ -31,9 +31,10 @@ from radsight.errors import (
     MissingAttribute,
     NotDicom,
     RadsightError,
+    TooLarge,
     UnsupportedMediaType,
 )
-from radsight.ingest.accept import accept_instance, record_rejection
+from radsight.ingest.accept import accept_instance, check_instance_size, record_rejection
 from radsight.ingest.statuses import status_for
 from radsight.runtime import Runtime
 from radsight.store import qido
@@ -109,7 +110,10 @@ def instance_values(i: InstanceRow, se: SeriesRow, st: StudyRow, base: str) -> d
 
 def _query(request: Request, level: str) -> QidoQuery:
     negotiate_json(request)
-    return parse_qido(request.query_params.multi_items(), level)
+    rt: Runtime = request.app.state.runtime
+    return parse_qido(
+        request.query_params.multi_items(), level, max_values=rt.settings.max_query_values
+    )
 
 
 def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, more: int) -> Response:
@@ -259,7 +263,7 @@ async def _stow(request: Request, rt: Runtime, principal: Principal, study: str 
             'STOW-RS takes multipart/related; type="application/dicom" '
             f"(got {content_type or 'no Content-Type'})"
         )
-    body = await request.body()
+    body = await read_body(request, rt.settings.max_request_bytes)
     try:
         parts = split_parts(body, content_type)
     except InvalidInput as exc:
@@ -268,6 +272,23 @@ async def _stow(request: Request, rt: Runtime, principal: Principal, study: str 
         _store_parts, rt, principal.organisation_id, parts, study, base_url(request)
     )
     return JSONResponse(outcome.body, status_code=outcome.status, media_type=DICOM_JSON)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``max_request_bytes``.
+
+    A declared Content-Length over the limit was refused before a byte was read (by the
+    app's middleware, for every route); a chunked body is counted as it arrives and cut
+    at the limit.
+    """
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(
+                f"the request body is more than max_request_bytes ({limit} bytes): it was cut there"
+            )
+    return bytes(body)
 
 
 class _StowOutcome:
@@ -314,6 +335,7 @@ def _store_parts(
             if part_type.media_type != "application/dicom":
                 raise NotDicom(f"a part of type {part_type.media_type} is not application/dicom")
             try:
+                check_instance_size(rt, len(content))
                 parsed = parse_part10(content)
             except InstanceRejected as exc:
                 record_rejection(rt, exc, source="stow", organisation_id=organisation_id)

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from radsight.api.auth import OrgAdminDep, ScopeDep
-from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
+from radsight.api.deps import Id, RegistryDep, RuntimeDep, SessionDep
 from radsight.errors import Forbidden, InvalidInput, NotFound
 from radsight.monitor.service import pick_and_set_threshold, recalibration_report
 from radsight.operating_points import points_in_force
@@ -96,13 +96,13 @@ def list_evaluations(
 
 
 @router.get("/evaluations/{evaluation_id}", response_model=EvaluationDetail)
-def get_evaluation(evaluation_id: int, s: SessionDep, scope: ScopeDep) -> object:
+def get_evaluation(evaluation_id: Id, s: SessionDep, scope: ScopeDep) -> object:
     return quality.get_evaluation(s, evaluation_id, scope=scope)
 
 
 @router.get("/evaluations/{evaluation_id}/report.html", response_class=HTMLResponse)
 def evaluation_report(
-    evaluation_id: int, s: SessionDep, rt: RuntimeDep, scope: ScopeDep, download: bool = False
+    evaluation_id: Id, s: SessionDep, rt: RuntimeDep, scope: ScopeDep, download: bool = False
 ) -> Response:
     row = quality.get_evaluation(s, evaluation_id, scope=scope)
     if not row.report_key:
@@ -118,7 +118,7 @@ def evaluation_report(
 
 @router.get("/evaluations/{evaluation_id}/recalibration")
 def recalibration(
-    evaluation_id: int,
+    evaluation_id: Id,
     from_version: str,
     s: SessionDep,
     registry: RegistryDep,
@@ -213,5 +213,5 @@ def list_alerts(
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertRead)
-def resolve_alert(alert_id: int, s: SessionDep, _: OrgAdminDep, scope: ScopeDep) -> object:
+def resolve_alert(alert_id: Id, s: SessionDep, _: OrgAdminDep, scope: ScopeDep) -> object:
     return quality.resolve_alert(s, alert_id, scope=scope)

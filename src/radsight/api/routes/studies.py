@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from radsight.api.auth import PrincipalDep, ScopeDep, require_role, scope_for
-from radsight.api.deps import RuntimeDep, SessionDep
+from radsight.api.deps import Id, Offset, RuntimeDep, SessionDep
 from radsight.api.schemas import (
     InstanceRead,
     JobRead,
@@ -44,7 +44,7 @@ def list_studies(
     organisation: str | None = None,
     state: str | None = None,
     limit: Limit = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list:
     scope = scope_for(s, scope, organisation)
     return studystore.list_studies(s, scope=scope, state=state, limit=limit, offset=offset)
@@ -64,9 +64,7 @@ def _visible_result(s: Session, result_id: int, scope: Scope, principal: Princip
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-def get_study(
-    study_id: int, s: SessionDep, scope: ScopeDep, principal: PrincipalDep
-) -> StudyDetail:
+def get_study(study_id: Id, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> StudyDetail:
     study = studystore.get_study(s, study_id, scope=scope)
     instances = [
         InstanceRead(
@@ -95,7 +93,7 @@ def get_study(
 
 
 @router.get("/studies/{study_id}/results", response_model=list[ResultRead])
-def study_results(study_id: int, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> list:
+def study_results(study_id: Id, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> list:
     """The study's results: a radiologist's the clinical, current ones; a supervisor's
     and an admin's also the shadow and superseded ones (``mode``, ``superseded_by_id``)."""
     studystore.get_study(s, study_id, scope=scope)
@@ -121,7 +119,7 @@ def list_results(
 
 
 @router.get("/results/{result_id}", response_model=ResultRead)
-def get_result(result_id: int, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> object:
+def get_result(result_id: Id, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> object:
     return _visible_result(s, result_id, scope, principal)
 
 
@@ -130,8 +128,8 @@ def get_result(result_id: int, s: SessionDep, scope: ScopeDep, principal: Princi
     responses={200: {"content": {"application/dicom": {}}}},
 )
 def get_result_file(
-    result_id: int,
-    index: int,
+    result_id: Id,
+    index: Id,
     s: SessionDep,
     rt: RuntimeDep,
     scope: ScopeDep,
@@ -159,12 +157,12 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobRead)
-def get_job(job_id: int, s: SessionDep, scope: ScopeDep) -> object:
+def get_job(job_id: Id, s: SessionDep, scope: ScopeDep) -> object:
     return jobstore.get_job(s, job_id, scope=scope)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobRead)
-def retry_job(job_id: int, s: SessionDep, _: OperatorDep, scope: ScopeDep) -> object:
+def retry_job(job_id: Id, s: SessionDep, _: OperatorDep, scope: ScopeDep) -> object:
     return jobstore.retry_job(s, job_id, scope=scope)
 
 

@@ -76,6 +76,7 @@ def add_ae_title(
         body.description,
         allowed_hosts=body.allowed_hosts,
         tls_client_subject=body.tls_client_subject,
+        shown_to=scope,
     )
 
 
