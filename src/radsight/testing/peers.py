@@ -67,8 +67,12 @@ class RadsightProcess:
         env: dict[str, str] | None = None,
         dicom_port: int | None = None,
         http_port: int | None = None,
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        #: address-space cap (``prlimit --as``) of the server and every process it starts,
+        #: so that a test that attacks it cannot take the machine down
+        self.memory_limit_mb = memory_limit_mb
         self.dicom_port = dicom_port or free_port()
         self.http_port = http_port or free_port()
         self.workers = workers
@@ -110,8 +114,13 @@ class RadsightProcess:
     def start(self, timeout: float = 60) -> RadsightProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "a")  # noqa: SIM115 - kept open for the child's life
+        cap = (
+            ["prlimit", f"--as={self.memory_limit_mb * 2**20}", "--"]
+            if self.memory_limit_mb
+            else []
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "radsight.cli.main", "serve"],
+            [*cap, sys.executable, "-m", "radsight.cli.main", "serve"],
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -189,8 +198,15 @@ class RadsightProcess:
 class Storescp:
     """dcmtk ``storescp`` writing every received object into ``out_dir``."""
 
-    def __init__(self, out_dir: Path, ae_title: str = "STORESCP", port: int | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        ae_title: str = "STORESCP",
+        port: int | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
+        self.extra = extra or []  # more storescp options, e.g. ["+xa"] (every syntax)
         self.ae_title = ae_title
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
@@ -206,6 +222,7 @@ class Storescp:
                 str(self.out_dir),
                 "--sort-on-study-uid",
                 "st",
+                *self.extra,
                 str(self.port),
             ],
             stdout=subprocess.DEVNULL,
