@@ -31,7 +31,7 @@ from radsight.testing.fuzzrun import (
     MemoryWatch,
     Outcome,
     echo,
-    lost_instances,
+    lost_outcomes,
     send_pdu,
     stow,
     summary,
@@ -121,7 +121,9 @@ def run_radsight(work: Path, args: argparse.Namespace) -> tuple[list[Outcome], l
         sender.close()
         acknowledged = {uid for o in outcomes for uid in o.acknowledged}
         with server.http(token) as client:
-            lost = lost_instances(client, acknowledged)
+            lost = lost_outcomes(client, outcomes)
+        for o in lost:
+            print(f"  LOST: {o.channel} {o.attack} {o.result} {o.acknowledged} ({o.detail})")
         errors = [o for o in outcomes if o.server_error]
         print(f"radsight: {len(acknowledged)} acknowledged, {len(lost)} LOST, {len(errors)} 5xx")
         problems += len(lost) + len(errors)

@@ -25,7 +25,7 @@ from radsight.testing.fuzzrun import (
     DimseSender,
     MemoryWatch,
     Outcome,
-    lost_instances,
+    lost_outcomes,
     send_pdu,
     stow,
     summary,
@@ -37,10 +37,10 @@ from tests.conftest import write_rules
 pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("RADSIGHT_FUZZ_SEED", "16"))
-N_CSTORE = 66  # 6 of each of the 11 mutation classes
-N_STOW = 66
+N_CSTORE = 60  # 6 of each of the 10 mutation classes
+N_STOW = 60
 N_PDU = 49  # 7 of each of the 7 PDU attack classes
-BATCH = 22
+BATCH = 20
 MODALITY = "FUZZMOD"
 #: resident size no process of the server may pass (it starts at about 250 MiB)
 MAX_RSS_MB = 1024
@@ -145,10 +145,9 @@ def test_nothing_acknowledged_is_lost_and_every_refusal_is_recorded(fuzzed: Fuzz
     sent = [o for o in fuzzed.outcomes if o.channel in ("cstore", "stow")]
     if len(sent) < N_CSTORE + N_STOW:
         pytest.skip("runs after the C-STORE and STOW tests of this module")
-    acknowledged = {uid for o in sent for uid in o.acknowledged}
-    assert acknowledged
+    assert any(o.acknowledged for o in sent)
     with fuzzed.server.http(fuzzed.org_token) as client:
-        assert lost_instances(client, acknowledged) == []
+        assert lost_outcomes(client, sent) == []
     with fuzzed.server.http() as admin:
         rows = admin.get("/api/rejections", params={"limit": 1000}).json()
     for channel, source in (("cstore", "dimse"), ("stow", "stow")):

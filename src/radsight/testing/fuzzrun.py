@@ -43,6 +43,9 @@ class Outcome:
     acknowledged: tuple[str, ...] = ()  # SOP Instance UIDs the server said it stored
     refused: int = 0  # instances the server said it did not store
     seconds: float = 0.0
+    #: other UIDs it may be stored under (a mutated data set's UID may read differently)
+    alternatives: tuple[str, ...] = ()
+    detail: str = ""
 
     @property
     def server_error(self) -> bool:
@@ -106,11 +109,18 @@ class DimseSender:
         if code is None:
             self.close()
             return Outcome("cstore", m.mutation, "no response", seconds=dt)
-        if code == 0x0000:
-            return Outcome("cstore", m.mutation, "0x0000", (dataset_uid(m),), seconds=dt)
-        # warnings (0xB...) store the instance too (PS3.4 B.2.3)
-        stored = (dataset_uid(m),) if code & 0xF000 == 0xB000 else ()
-        return Outcome("cstore", m.mutation, f"0x{code:04X}", stored, int(not stored), dt)
+        # success, and warnings (0xB...), store the instance (PS3.4 B.2.3)
+        stored = (dataset_uid(m),) if code == 0 or code & 0xF000 == 0xB000 else ()
+        return Outcome(
+            "cstore",
+            m.mutation,
+            f"0x{code:04X}",
+            stored,
+            int(not stored),
+            dt,
+            (m.sop_instance_uid,) if stored else (),
+            m.detail,
+        )
 
     def close(self) -> None:
         if self.assoc is not None and self.assoc.is_established:
@@ -143,7 +153,9 @@ def stow(client: httpx.Client, m: Mutant, boundary: str = "fuzz-b0undary") -> Ou
         items = answer.get("00081199", {}).get("Value", [])
         acknowledged = tuple(i["00081155"]["Value"][0] for i in items)
         refused = len(answer.get("00081198", {}).get("Value", []))
-    return Outcome("stow", m.mutation, f"HTTP {r.status_code}", acknowledged, refused, dt)
+    return Outcome(
+        "stow", m.mutation, f"HTTP {r.status_code}", acknowledged, refused, dt, detail=m.detail
+    )
 
 
 def send_pdu(port: int, attack: str, data: bytes, timeout_s: float = 1.0) -> Outcome:
@@ -217,6 +229,22 @@ def lost_instances(client: httpx.Client, uids: set[str], page: int = 1000) -> li
     with ThreadPoolExecutor(4) as pool:
         ok = dict(zip(listed, pool.map(retrievable, listed), strict=True))
     return sorted(u for u in uids if not ok.get(u, False))
+
+
+def lost_outcomes(client: httpx.Client, outcomes: list[Outcome]) -> list[Outcome]:
+    """Outcomes with an acknowledged instance found under none of its possible UIDs."""
+    acknowledged = [o for o in outcomes if o.acknowledged]
+    missing = set(
+        lost_instances(
+            client, {u for o in acknowledged for u in (*o.acknowledged, *o.alternatives)}
+        )
+    )
+    return [
+        o
+        for o in acknowledged
+        for uid in o.acknowledged
+        if uid in missing and all(a in missing for a in o.alternatives)
+    ]
 
 
 # --- memory of every process of a server ----------------------------------------------------
