@@ -53,7 +53,8 @@ HOMES = {
     "sqlalchemy": ["store/"],  # the API names the Session type through radsight.store
     "alembic": ["store/"],
     "fastapi": ["api/", "web/"],  # web: the radiologist's pages
-    "pynetdicom": ["ingest/", "delivery/", "cli/demo.py"],  # the demo plays modality and PACS
+    # the demo plays modality and PACS; the fuzzer plays a hostile modality
+    "pynetdicom": ["ingest/", "delivery/", "cli/demo.py", "testing/fuzzrun.py"],
     "uvicorn": ["server.py"],
     "celery": ["pipeline/celery_runner.py"],
 }

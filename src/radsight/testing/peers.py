@@ -87,8 +87,8 @@ class RadsightProcess:
         memory_limit_mb: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
-        #: address-space cap (RLIMIT_AS) of the server process: a test that attacks it
-        #: cannot take the machine down with it
+        #: address-space cap (``prlimit --as``) of the server and every process it starts,
+        #: so that a test that attacks it cannot take the machine down
         self.memory_limit_mb = memory_limit_mb
         self.dicom_port = dicom_port or free_port()
         self.http_port = http_port or free_port()
@@ -211,8 +211,15 @@ class RadsightProcess:
 class Storescp:
     """dcmtk ``storescp`` writing every received object into ``out_dir``."""
 
-    def __init__(self, out_dir: Path, ae_title: str = "STORESCP", port: int | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        ae_title: str = "STORESCP",
+        port: int | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
+        self.extra = extra or []  # more storescp options, e.g. ["+xa"] (every syntax)
         self.ae_title = ae_title
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
@@ -228,6 +235,7 @@ class Storescp:
                 str(self.out_dir),
                 "--sort-on-study-uid",
                 "st",
+                *self.extra,
                 str(self.port),
             ],
             stdout=subprocess.DEVNULL,
