@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -110,6 +111,14 @@ def migrate(c: _Ctx) -> None:
     click.echo("database is at the newest schema")
 
 
+def _audit(s: Any, action: str, organisation_id: int, detail: dict[str, Any]) -> None:
+    """A change made from the command line, in the audit trail as ``cli:<login>``."""
+    from radsight.cli.people import _operator
+    from radsight.store.audit import record_audit
+
+    record_audit(s, _operator(), action, organisation_id=organisation_id, detail=detail)
+
+
 @cli.group()
 def org() -> None:
     """Organisations (tenants) and their regions."""
@@ -126,6 +135,7 @@ def org_add(c: _Ctx, name: str, region: str) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         row = tenants.create_organisation(s, name, region)
+        _audit(s, "organisation.create", row.id, {"name": name, "region": region})
     click.echo(f"organisation {row.id} {name!r} in region {region!r}")
 
 
@@ -159,7 +169,8 @@ def ae_add(c: _Ctx, organisation: str, ae_title: str, description: str) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         o = tenants.get_organisation(s, organisation)
-        tenants.create_application_entity(s, o.id, ae_title, description)
+        a = tenants.create_application_entity(s, o.id, ae_title, description)
+        _audit(s, "ae_title.create", o.id, {"ae_title": a.ae_title, "description": description})
     click.echo(f"AE title {ae_title!r} now sends for {o.name!r}")
 
 
@@ -201,6 +212,8 @@ def destination_add(
     with rt.db.session() as s:
         o = tenants.get_organisation(s, organisation)
         tenants.create_destination(s, o.id, name, ae_title, host, port)
+        detail = {"name": name, "ae_title": ae_title, "host": host, "port": port}
+        _audit(s, "destination.create", o.id, detail)
     click.echo(f"results of {o.name!r} go to {ae_title}@{host}:{port} ({name})")
 
 
@@ -231,6 +244,7 @@ def _set_destination(c: _Ctx, organisation: str, name: str, enabled: bool) -> No
     with rt.db.session() as s:
         o = tenants.get_organisation(s, organisation)
         tenants.set_destination_enabled(s, o.id, name, enabled)
+        _audit(s, "destination.update", o.id, {"name": name, "enabled": enabled})
     click.echo(f"destination {name!r} of {o.name!r} {'enabled' if enabled else 'disabled'}")
 
 
@@ -441,6 +455,9 @@ def _register_people_commands() -> None:
 
     cli.add_command(user)
     cli.add_command(token)
+    from radsight.cli.audit import audit
+
+    cli.add_command(audit)
 
 
 _register_people_commands()

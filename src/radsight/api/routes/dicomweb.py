@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from radsight import auth
+from radsight.api.audit import record_read
 from radsight.api.auth import PrincipalDep
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.routes import dicomweb_wado
@@ -107,9 +108,17 @@ def instance_values(i: InstanceRow, se: SeriesRow, st: StudyRow, base: str) -> d
     }
 
 
-def _query(request: Request, level: str) -> QidoQuery:
+def _query(
+    request: Request, s: SessionDep, principal: Principal, level: str, study: str | None = None
+) -> QidoQuery:
+    """The search, recorded in the audit trail (the query, not what it matched)."""
     negotiate_json(request)
-    return parse_qido(request.query_params.multi_items(), level)
+    query = parse_qido(request.query_params.multi_items(), level)
+    detail = {"level": level, "query": request.url.query[:1000], "via": "dicomweb"}
+    if study:
+        detail["study_instance_uid"] = study[:64]
+    record_read(s, principal, request, "study.search", detail=detail)
+    return query
 
 
 def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, more: int) -> Response:
@@ -131,7 +140,7 @@ def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, mor
 
 @router.get("/studies", responses=QIDO_RESPONSES, summary="QIDO-RS: search for studies")
 def search_studies(request: Request, s: SessionDep, principal: PrincipalDep) -> Response:
-    query = _query(request, "study")
+    query = _query(request, s, principal, "study")
     rows, more = qido.search_studies(s, query, scope=auth.scope_of(s, principal))
     base, keys = base_url(request), query.attributes(["study"])
     return _answer(request, [to_dicom_json(study_values(r, base), keys) for r in rows], query, more)
@@ -140,7 +149,7 @@ def search_studies(request: Request, s: SessionDep, principal: PrincipalDep) -> 
 def _series_answer(
     request: Request, s: SessionDep, principal: Principal, study: str | None
 ) -> Response:
-    query = _query(request, "series")
+    query = _query(request, s, principal, "series", study)
     scope = auth.scope_of(s, principal)
     if study:
         qido.ensure_study_visible(s, study, scope=scope)
@@ -176,7 +185,7 @@ def _instances_answer(
     study: str | None,
     series: str | None,
 ) -> Response:
-    query = _query(request, "instance")
+    query = _query(request, s, principal, "instance", study)
     scope = auth.scope_of(s, principal)
     if study:
         qido.ensure_study_visible(s, study, series, scope=scope)
