@@ -108,17 +108,16 @@ def instance_values(i: InstanceRow, se: SeriesRow, st: StudyRow, base: str) -> d
     }
 
 
-def _query(
-    request: Request, s: SessionDep, principal: Principal, level: str, study: str | None = None
-) -> QidoQuery:
-    """The search, recorded in the audit trail (the query, not what it matched)."""
+def _query(request: Request, level: str) -> QidoQuery:
     negotiate_json(request)
-    query = parse_qido(request.query_params.multi_items(), level)
+    return parse_qido(request.query_params.multi_items(), level)
+
+
+def _record_search(s: SessionDep, principal: Principal, request: Request, level: str) -> None:
+    """The search in the audit trail (the query, not what it matched); called once the
+    study in the path, if any, is known to be the caller's."""
     detail = {"level": level, "query": request.url.query[:1000], "via": "dicomweb"}
-    if study:
-        detail["study_instance_uid"] = study[:64]
     record_read(s, principal, request, "study.search", detail=detail)
-    return query
 
 
 def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, more: int) -> Response:
@@ -140,7 +139,8 @@ def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, mor
 
 @router.get("/studies", responses=QIDO_RESPONSES, summary="QIDO-RS: search for studies")
 def search_studies(request: Request, s: SessionDep, principal: PrincipalDep) -> Response:
-    query = _query(request, s, principal, "study")
+    query = _query(request, "study")
+    _record_search(s, principal, request, "study")
     rows, more = qido.search_studies(s, query, scope=auth.scope_of(s, principal))
     base, keys = base_url(request), query.attributes(["study"])
     return _answer(request, [to_dicom_json(study_values(r, base), keys) for r in rows], query, more)
@@ -149,10 +149,11 @@ def search_studies(request: Request, s: SessionDep, principal: PrincipalDep) -> 
 def _series_answer(
     request: Request, s: SessionDep, principal: Principal, study: str | None
 ) -> Response:
-    query = _query(request, s, principal, "series", study)
+    query = _query(request, "series")
     scope = auth.scope_of(s, principal)
     if study:
         qido.ensure_study_visible(s, study, scope=scope)
+    _record_search(s, principal, request, "series")
     rows, more = qido.search_series(s, query, study, scope=scope)
     base = base_url(request)
     levels = ["series"] if study else ["study", "series"]
@@ -185,10 +186,11 @@ def _instances_answer(
     study: str | None,
     series: str | None,
 ) -> Response:
-    query = _query(request, s, principal, "instance", study)
+    query = _query(request, "instance")
     scope = auth.scope_of(s, principal)
     if study:
         qido.ensure_study_visible(s, study, series, scope=scope)
+    _record_search(s, principal, request, "instance")
     rows, more = qido.search_instances(s, query, study, series, scope=scope)
     base = base_url(request)
     levels = ["instance"] if series else ["series", "instance"] if study else list(LEVELS)
