@@ -123,7 +123,7 @@ def audit_list(
                 r.organisation_id,
                 r.study_id,
                 r.remote_addr,
-                json.dumps(r.detail, sort_keys=True)[:60],
+                json.dumps(r.detail, sort_keys=True)[:100],
             )
             for r in rows
         ],
