@@ -8,6 +8,7 @@ that forgets to record its reads fails here.
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
 from collections.abc import Iterator
@@ -268,3 +269,20 @@ def test_tenancy_changes_through_the_api_are_recorded(world: World) -> None:
     }  # noqa: E501
     assert events[3].detail == {"name": "pacs", "enabled": False}
     assert verify["ok"] is True and verify["last_id"] == events[-1].id
+
+
+def test_every_tenancy_change_route_records_the_change(sqlite_world: World) -> None:
+    """A new route that changes organisations, AE titles or destinations (an update, a
+    delete) must call ``record_change`` like the four above, or this fails naming it."""
+    changes = []
+    for route in sqlite_world.app.routes:
+        for ctx in getattr(route, "effective_route_contexts", lambda: [])():
+            original = ctx.original_route
+            methods = set(ctx.methods or getattr(original, "methods", set()))
+            # an organisation's algorithm switches are recorded by radsight.monitor.admission
+            tenancy = ctx.path.startswith("/api/organisations") and "/algorithms" not in ctx.path
+            if tenancy and methods - {"GET", "HEAD"}:
+                changes.append((ctx.path, original.endpoint))
+    assert len(changes) >= 4, changes
+    forgot = [p for p, fn in changes if "record_change(" not in inspect.getsource(fn)]
+    assert not forgot, f"these routes change tenancy and record nothing: {forgot}"
