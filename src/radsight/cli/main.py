@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -110,6 +111,14 @@ def migrate(c: _Ctx) -> None:
     click.echo("database is at the newest schema")
 
 
+def _audit(s: Any, action: str, organisation_id: int, detail: dict[str, Any]) -> None:
+    """A change made from the command line, in the audit trail as ``cli:<login>``."""
+    from radsight.cli.people import _operator
+    from radsight.store.audit import record_audit
+
+    record_audit(s, _operator(), action, organisation_id=organisation_id, detail=detail)
+
+
 @cli.group()
 def org() -> None:
     """Organisations (tenants) and their regions."""
@@ -126,6 +135,7 @@ def org_add(c: _Ctx, name: str, region: str) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         row = tenants.create_organisation(s, name, region)
+        _audit(s, "organisation.create", row.id, {"name": name, "region": region})
     click.echo(f"organisation {row.id} {name!r} in region {region!r}")
 
 
@@ -194,6 +204,12 @@ def ae_add(
             shown_to=Scope.ALL,
         )
         hosts = ", ".join(row.allowed_hosts) or "any address"
+        detail = {
+            "ae_title": row.ae_title,
+            "description": description,
+            "allowed_hosts": row.allowed_hosts,
+        }
+        _audit(s, "ae_title.create", o.id, detail)
     click.echo(f"AE title {ae_title!r} now sends for {o.name!r} from {hosts}")
 
 
@@ -233,6 +249,16 @@ def ae_update(
         )
         hosts = ", ".join(row.allowed_hosts) or "any address"
         subject = row.tls_client_subject or "any"
+        changed = {
+            "description": description,
+            "allowed_hosts": row.allowed_hosts if (any_host or allowed_hosts) else None,
+            "tls_client_subject": tls_subject,
+        }
+        detail = {
+            "ae_title": row.ae_title,
+            "changed": {k: v for k, v in changed.items() if v is not None},
+        }
+        _audit(s, "ae_title.update", o.id, detail)
     click.echo(f"AE title {row.ae_title!r}: allowed hosts {hosts}; TLS subject {subject}")
 
 
@@ -284,6 +310,8 @@ def destination_add(
     with rt.db.session() as s:
         o = tenants.get_organisation(s, organisation)
         tenants.create_destination(s, o.id, name, ae_title, host, port)
+        detail = {"name": name, "ae_title": ae_title, "host": host, "port": port}
+        _audit(s, "destination.create", o.id, detail)
     click.echo(f"results of {o.name!r} go to {ae_title}@{host}:{port} ({name})")
 
 
@@ -314,6 +342,7 @@ def _set_destination(c: _Ctx, organisation: str, name: str, enabled: bool) -> No
     with rt.db.session() as s:
         o = tenants.get_organisation(s, organisation)
         tenants.set_destination_enabled(s, o.id, name, enabled)
+        _audit(s, "destination.update", o.id, {"name": name, "enabled": enabled})
     click.echo(f"destination {name!r} of {o.name!r} {'enabled' if enabled else 'disabled'}")
 
 
@@ -543,6 +572,9 @@ def _register_people_commands() -> None:
 
     cli.add_command(user)
     cli.add_command(token)
+    from radsight.cli.audit import audit
+
+    cli.add_command(audit)
 
 
 _register_people_commands()

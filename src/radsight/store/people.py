@@ -6,28 +6,20 @@ is :mod:`radsight.auth`; this module only reads and writes them.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radsight.errors import Conflict, NotFound
+
+# the audit trail's one write path and its chain: radsight.store.audit (re-exported here)
+from radsight.store.audit import Actor as Actor
+from radsight.store.audit import list_audit as list_audit
+from radsight.store.audit import record_audit as record_audit
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
-from radsight.store.tables import ApiTokenRow, AuditEventRow, UserRow, WebSessionRow
-
-
-class Actor(Protocol):
-    """Who did something, as the audit trail records it (a :class:`radsight.auth.Principal`)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def organisation_id(self) -> int | None: ...
-    @property
-    def user_id(self) -> int | None: ...
-
+from radsight.store.tables import ApiTokenRow, UserRow, WebSessionRow
 
 # --- users ------------------------------------------------------------------------------
 
@@ -139,52 +131,3 @@ def add_session(s: Session, **fields: Any) -> WebSessionRow:
 
 def find_session(s: Session, session_hash: str) -> WebSessionRow | None:
     return s.scalar(select(WebSessionRow).where(WebSessionRow.session_hash == session_hash))
-
-
-# --- audit ------------------------------------------------------------------------------
-
-
-def record_audit(
-    s: Session,
-    principal: Actor | None,
-    action: str,
-    organisation_id: int | None = None,
-    study_id: int | None = None,
-    detail: dict[str, Any] | None = None,
-    remote_addr: str = "",
-    at: datetime | None = None,
-) -> AuditEventRow:
-    """One line of the audit trail (opened a study, gave a verdict, signed in, ...)."""
-    row = AuditEventRow(
-        organisation_id=organisation_id
-        if organisation_id is not None
-        else (principal.organisation_id if principal else None),
-        user_id=principal.user_id if principal else None,
-        actor=principal.name if principal else "",
-        action=action,
-        study_id=study_id,
-        detail=detail or {},
-        remote_addr=remote_addr[:64],
-        created_at=at or utcnow(),
-    )
-    s.add(row)
-    s.flush()
-    return row
-
-
-def list_audit(
-    s: Session,
-    *,
-    scope: Scope,
-    study_id: int | None = None,
-    action: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[AuditEventRow]:
-    q = select(AuditEventRow).order_by(AuditEventRow.id.desc())
-    q = q.where(scope.where(AuditEventRow.organisation_id))
-    if study_id is not None:
-        q = q.where(AuditEventRow.study_id == study_id)
-    if action:
-        q = q.where(AuditEventRow.action == action)
-    return list(s.scalars(q.limit(limit).offset(offset)))

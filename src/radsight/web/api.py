@@ -1,6 +1,8 @@
 """JSON for the web app and for other readers: verdicts, audit, worklist, viewer frames.
 
 Every route is scoped to the caller's organisations; another tenant's study answers 404.
+Reads of patient data are recorded in the audit trail (:mod:`radsight.api.audit`); the
+viewer's frames at most once per user, address and study a minute.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from radsight import auth
-from radsight.api.auth import PrincipalDep, SupervisorDep
+from radsight.api.audit import record_read
+from radsight.api.auth import AdminDep, PrincipalDep, SupervisorDep
 from radsight.api.deps import Id, IdQuery, Offset, RuntimeDep, SessionDep
 from radsight.review.frames import read_display_frame
 from radsight.review.verdicts import VerdictRequest, give_verdict, visible_study
 from radsight.review.viewer import status_text
+from radsight.store import audit as auditstore
 from radsight.store import people
 from radsight.store import verdicts as verdictstore
 from radsight.store import worklist as worklist_store
@@ -84,8 +88,19 @@ class WorklistRead(BaseModel):
 
 
 @router.get("/api/studies/{study_id}/verdicts", response_model=list[VerdictRead])
-def list_study_verdicts(study_id: Id, s: SessionDep, principal: PrincipalDep) -> list:
-    visible_study(s, principal, study_id)
+def list_study_verdicts(
+    study_id: Id, request: Request, s: SessionDep, principal: PrincipalDep
+) -> list:
+    study = visible_study(s, principal, study_id)
+    record_read(
+        s,
+        principal,
+        request,
+        "study.read",
+        organisation_id=study.organisation_id,
+        study_id=study.id,
+        detail={"resource": "verdicts"},
+    )
     return [
         VerdictRead.model_validate(e.row).model_copy(
             update={"username": e.username, "superseded_by": e.superseded_by}
@@ -126,8 +141,34 @@ def list_audit(
     )
 
 
+class ChainRead(BaseModel):
+    ok: bool
+    events: int
+    unchained: int
+    first_id: int | None
+    last_id: int | None
+    head: str
+    problems: list[str]
+
+
+@router.get("/api/audit/verify", response_model=ChainRead)
+def verify_audit(s: SessionDep, _: AdminDep) -> ChainRead:
+    """Recompute the audit trail's hash chain (``radsight audit verify``); platform admins."""
+    r = auditstore.verify_chain(s)
+    return ChainRead(
+        ok=r.ok,
+        events=r.events,
+        unchained=r.unchained,
+        first_id=r.first_id,
+        last_id=r.last_id,
+        head=r.head,
+        problems=r.problems[:100],
+    )
+
+
 @router.get("/api/worklist", response_model=WorklistRead)
 def worklist(
+    request: Request,
     s: SessionDep,
     principal: PrincipalDep,
     study_type: Annotated[str, Query(max_length=16)] = "",
@@ -138,6 +179,7 @@ def worklist(
     cursor: Annotated[str, Query(max_length=80)] = "",
     limit: Annotated[int, Query(ge=1, le=worklist_store.PAGE_SIZE_MAX)] = 50,
 ) -> WorklistRead:
+    record_read(s, principal, request, "worklist.view", detail={"query": request.url.query})
     page = worklist_store.list_worklist(
         s,
         worklist_store.WorklistQuery(
@@ -178,13 +220,28 @@ def worklist(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def viewer_frame(
-    instance_id: Id, frame_index: Id, rt: RuntimeDep, principal: PrincipalDep
+    instance_id: Id,
+    frame_index: Id,
+    request: Request,
+    rt: RuntimeDep,
+    principal: PrincipalDep,
 ) -> Response:
     """A frame as 16-bit values for the viewer's canvas (see :mod:`radsight.review.frames`)."""
     # a short unit of work: the database is not held while the frame is decoded
     with rt.db.session() as s:
         scope = auth.scope_of(s, principal)
-        key = worklist_store.get_instance(s, instance_id, scope=scope).storage_key
+        row = worklist_store.get_instance(s, instance_id, scope=scope)
+        key = row.storage_key
+        record_read(
+            s,
+            principal,
+            request,
+            "study.images",
+            organisation_id=row.organisation_id,
+            study_id=row.study_id,
+            detail={"resource": "viewer frames", "via": "viewer"},
+            throttle=True,
+        )
     frame = read_display_frame(rt.files.get(key), frame_index, key)
     return Response(
         frame.data,

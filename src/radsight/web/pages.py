@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from radsight import auth
+from radsight.api.audit import record_read
 from radsight.api.auth import SESSION_COOKIE
 from radsight.api.deps import Id, RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
@@ -156,6 +157,7 @@ def worklist_page(
 ) -> Response:
     if status and status not in worklist_store.STATUSES:
         raise InvalidInput(f"unknown status {status[:32]!r}")
+    record_read(s, principal, request, "worklist.view", detail={"query": request.url.query})
     day_to = _date(received_to, "to")
     query = worklist_store.WorklistQuery(
         scope=auth.scope_of(s, principal),
@@ -216,13 +218,14 @@ def viewer_page(
     request: Request, study_id: Id, s: SessionDep, principal: PagePrincipal
 ) -> Response:
     study = visible_study(s, principal, study_id)
-    people.record_audit(
+    record_read(
         s,
         principal,
+        request,
         "study.open",
         organisation_id=study.organisation_id,
         study_id=study.id,
-        remote_addr=_client(request),
+        detail={"via": "viewer"},
     )
     view = build_study_view(s, study, with_shadow=sees_shadow(principal.role))
     return render(

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from radsight import auth
+from radsight.api.audit import record_read
 from radsight.api.auth import PrincipalDep
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.routes import dicomweb_wado
@@ -116,6 +117,13 @@ def _query(request: Request, level: str) -> QidoQuery:
     )
 
 
+def _record_search(s: SessionDep, principal: Principal, request: Request, level: str) -> None:
+    """The search in the audit trail (the query, not what it matched); called once the
+    study in the path, if any, is known to be the caller's."""
+    detail = {"level": level, "query": request.url.query[:1000], "via": "dicomweb"}
+    record_read(s, principal, request, "study.search", detail=detail)
+
+
 def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, more: int) -> Response:
     """The matches, with the Warning headers of PS3.18 8.3.4.4 and 8.3.4.5."""
     response = JSONResponse(items, media_type=DICOM_JSON)
@@ -136,6 +144,7 @@ def _answer(request: Request, items: list[dict[str, Any]], query: QidoQuery, mor
 @router.get("/studies", responses=QIDO_RESPONSES, summary="QIDO-RS: search for studies")
 def search_studies(request: Request, s: SessionDep, principal: PrincipalDep) -> Response:
     query = _query(request, "study")
+    _record_search(s, principal, request, "study")
     rows, more = qido.search_studies(s, query, scope=auth.scope_of(s, principal))
     base, keys = base_url(request), query.attributes(["study"])
     return _answer(request, [to_dicom_json(study_values(r, base), keys) for r in rows], query, more)
@@ -148,6 +157,7 @@ def _series_answer(
     scope = auth.scope_of(s, principal)
     if study:
         qido.ensure_study_visible(s, study, scope=scope)
+    _record_search(s, principal, request, "series")
     rows, more = qido.search_series(s, query, study, scope=scope)
     base = base_url(request)
     levels = ["series"] if study else ["study", "series"]
@@ -184,6 +194,7 @@ def _instances_answer(
     scope = auth.scope_of(s, principal)
     if study:
         qido.ensure_study_visible(s, study, series, scope=scope)
+    _record_search(s, principal, request, "instance")
     rows, more = qido.search_instances(s, query, study, series, scope=scope)
     base = base_url(request)
     levels = ["instance"] if series else ["series", "instance"] if study else list(LEVELS)

@@ -1,9 +1,11 @@
 """WADO-RS (PS3.18 10.4): instances, metadata, frames, bulk data, rendered images, thumbnails.
 
-Every retrieve is scoped to the caller's organisations (404 for another tenant's study),
-and a retrieve of instances or metadata is recorded in the audit trail as
-``study.retrieve`` (frames and rendered images, which a viewer fetches by the hundred
-after the metadata, are not). Media types follow the ``Accept`` header, or 406. A stored
+Every retrieve is scoped to the caller's organisations (404 for another tenant's study)
+and recorded in the audit trail before any data is sent: instances and metadata as
+``study.retrieve``, one event per request; frames, bulk data, rendered images and
+thumbnails, which a viewer fetches by the hundred, as ``study.images``, at most one event
+per user, address and study a minute (see docs/security.md, "The audit trail").
+Media types follow the ``Accept`` header, or 406. A stored
 file that no longer reads or decodes is a 500 ``stored_object_unreadable`` (see
 :mod:`radsight.dicom.stored`), never a 406 or a 400.
 """
@@ -21,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from radsight import auth
+from radsight.api.audit import record_read
 from radsight.api.auth import PrincipalDep
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.auth import Principal
@@ -36,7 +39,6 @@ from radsight.dicom.stored import decoding_stored, read_stored
 from radsight.errors import InvalidInput, NotAcceptable, NotFound, StoredObjectUnreadable
 from radsight.runtime import Runtime
 from radsight.store import qido
-from radsight.store.people import record_audit
 from radsight.store.tables import InstanceRow, SeriesRow, StudyRow
 
 log = logging.getLogger(__name__)
@@ -145,16 +147,25 @@ def _find(
     return qido.find_instances(s, study, series, instance, scope=auth.scope_of(s, principal))
 
 
-def _audit(s: SessionDep, principal: Principal, request: Request, rows: Rows, what: str) -> None:
+def _audit(
+    s: SessionDep,
+    principal: Principal,
+    request: Request,
+    rows: Rows,
+    what: str,
+    action: str = "study.retrieve",
+) -> None:
+    """One event per study read (``study.images``: throttled, see the module docstring)."""
     seen: set[int] = set()
     for _i, se, st in rows:
         if st.id in seen:
             continue
         seen.add(st.id)
-        record_audit(
+        record_read(
             s,
             principal,
-            "study.retrieve",
+            request,
+            action,
             organisation_id=st.organisation_id,
             study_id=st.id,
             detail={
@@ -163,8 +174,16 @@ def _audit(s: SessionDep, principal: Principal, request: Request, rows: Rows, wh
                 "series_instance_uid": se.series_instance_uid if "series" in what else "",
                 "via": "dicomweb",
             },
-            remote_addr=request.client.host if request.client else "",
+            throttle=action == "study.images",
         )
+
+
+def _image_of(
+    s: SessionDep, principal: Principal, request: Request, rows: Rows, what: str
+) -> InstanceRow:
+    """The instance of a frame, bulk data or rendered request, its read recorded."""
+    _audit(s, principal, request, rows[:1], what, "study.images")
+    return rows[0][0]
 
 
 def _read(rt: Runtime, row: InstanceRow) -> pydicom.Dataset:
@@ -178,7 +197,6 @@ def _instances_response(
     request: Request, s: SessionDep, rt: Runtime, principal: Principal, rows: Rows, what: str
 ) -> Response:
     wanted = _negotiate_dicom(request)
-    _audit(s, principal, request, rows, what)
     keys = [(i.storage_key, i.transfer_syntax_uid) for i, _se, _st in rows]
     boundary = new_boundary()
 
@@ -192,6 +210,7 @@ def _instances_response(
         raise NotAcceptable(
             f"instances are available as stored or as {ExplicitVRLittleEndian}, not {wanted}"
         )
+    _audit(s, principal, request, rows, what)
     # the first part before the first byte: a stored instance that cannot be converted is
     # then a 500 answer (a later one can only end the stream, and is logged)
     stream = parts()
@@ -354,7 +373,8 @@ def retrieve_frames(
     rt: RuntimeDep,
     principal: PrincipalDep,
 ) -> Response:
-    row = _find(s, principal, study, series, instance)[0][0]
+    rows = _find(s, principal, study, series, instance)
+    row = _image_of(s, principal, request, rows, "series instance frames")
     numbers = _frame_numbers(frames, row.number_of_frames)
     how, part_type = _negotiate_frames(request, row.transfer_syntax_uid)
     ds = _read(rt, row)
@@ -385,7 +405,8 @@ def retrieve_bulkdata(
     rt: RuntimeDep,
     principal: PrincipalDep,
 ) -> Response:
-    row = _find(s, principal, study, series, instance)[0][0]
+    rows = _find(s, principal, study, series, instance)
+    row = _image_of(s, principal, request, rows, "series instance bulkdata")
     ds = _read(rt, row)
     try:
         element = ds[int(tag, 16)] if len(tag) == 8 else None
@@ -461,7 +482,8 @@ def rendered_instance(
     viewport: ViewportQuery = None,
     quality: QualityQuery = None,
 ) -> Response:
-    row = _find(s, principal, study, series, instance)[0][0]
+    rows = _find(s, principal, study, series, instance)
+    row = _image_of(s, principal, request, rows, "series instance rendered")
     return _rendered(request, rt, row, 1, window, viewport, quality)
 
 
@@ -482,7 +504,8 @@ def rendered_frame(
     viewport: ViewportQuery = None,
     quality: QualityQuery = None,
 ) -> Response:
-    row = _find(s, principal, study, series, instance)[0][0]
+    rows = _find(s, principal, study, series, instance)
+    row = _image_of(s, principal, request, rows, "series instance rendered")
     return _rendered(request, rt, row, _single_frame(frame), window, viewport, quality)
 
 
@@ -508,7 +531,9 @@ def study_thumbnail(
     principal: PrincipalDep,
     viewport: ViewportQuery = None,
 ) -> Response:
-    row = _representative(_find(s, principal, study))
+    rows = _find(s, principal, study)
+    _audit(s, principal, request, rows, "study thumbnail", "study.images")
+    row = _representative(rows)
     return _rendered(request, rt, row, 1, None, viewport, None, THUMBNAIL_VIEWPORT)
 
 
@@ -522,7 +547,9 @@ def series_thumbnail(
     principal: PrincipalDep,
     viewport: ViewportQuery = None,
 ) -> Response:
-    row = _representative(_find(s, principal, study, series))
+    rows = _find(s, principal, study, series)
+    _audit(s, principal, request, rows, "series thumbnail", "study.images")
+    row = _representative(rows)
     return _rendered(request, rt, row, 1, None, viewport, None, THUMBNAIL_VIEWPORT)
 
 
@@ -540,7 +567,8 @@ def instance_thumbnail(
     principal: PrincipalDep,
     viewport: ViewportQuery = None,
 ) -> Response:
-    row = _find(s, principal, study, series, instance)[0][0]
+    rows = _find(s, principal, study, series, instance)
+    row = _image_of(s, principal, request, rows, "series instance thumbnail")
     return _rendered(request, rt, row, 1, None, viewport, None, THUMBNAIL_VIEWPORT)
 
 
@@ -559,7 +587,8 @@ def frame_thumbnail(
     principal: PrincipalDep,
     viewport: ViewportQuery = None,
 ) -> Response:
-    row = _find(s, principal, study, series, instance)[0][0]
+    rows = _find(s, principal, study, series, instance)
+    row = _image_of(s, principal, request, rows, "series instance thumbnail")
     return _rendered(
         request, rt, row, _single_frame(frame), None, viewport, None, THUMBNAIL_VIEWPORT
     )

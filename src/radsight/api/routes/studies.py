@@ -1,15 +1,18 @@
 """Studies, their results, jobs and rejections: each caller sees its organisations only.
 
-Another tenant's study, result or job answers 404, like one that does not exist.
+Another tenant's study, result or job answers 404, like one that does not exist. Each
+read of a study or a result, and each search, is recorded in the audit trail
+(:mod:`radsight.api.audit`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from radsight.api.audit import record_read
 from radsight.api.auth import PrincipalDep, ScopeDep, require_role, scope_for
 from radsight.api.deps import Id, Offset, RuntimeDep, SessionDep
 from radsight.api.schemas import (
@@ -39,14 +42,17 @@ OperatorDep = Annotated[Principal, Depends(require_role("org_admin"))]
 
 @router.get("/studies", response_model=list[StudyRead])
 def list_studies(
+    request: Request,
     s: SessionDep,
     scope: ScopeDep,
+    principal: PrincipalDep,
     organisation: str | None = None,
     state: str | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> list:
     scope = scope_for(s, scope, organisation)
+    record_read(s, principal, request, "study.search", detail={"query": request.url.query})
     return studystore.list_studies(s, scope=scope, state=state, limit=limit, offset=offset)
 
 
@@ -63,9 +69,32 @@ def _visible_result(s: Session, result_id: int, scope: Scope, principal: Princip
     return result
 
 
+def _read(
+    s: Session,
+    principal: Principal,
+    request: Request,
+    action: str,
+    organisation_id: int,
+    study_id: int,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    record_read(
+        s,
+        principal,
+        request,
+        action,
+        organisation_id=organisation_id,
+        study_id=study_id,
+        detail=detail,
+    )
+
+
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-def get_study(study_id: Id, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> StudyDetail:
+def get_study(
+    study_id: Id, request: Request, s: SessionDep, scope: ScopeDep, principal: PrincipalDep
+) -> StudyDetail:
     study = studystore.get_study(s, study_id, scope=scope)
+    _read(s, principal, request, "study.read", study.organisation_id, study.id)
     instances = [
         InstanceRead(
             sop_instance_uid=i.sop_instance_uid,
@@ -93,10 +122,13 @@ def get_study(study_id: Id, s: SessionDep, scope: ScopeDep, principal: Principal
 
 
 @router.get("/studies/{study_id}/results", response_model=list[ResultRead])
-def study_results(study_id: Id, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> list:
+def study_results(
+    study_id: Id, request: Request, s: SessionDep, scope: ScopeDep, principal: PrincipalDep
+) -> list:
     """The study's results: a radiologist's the clinical, current ones; a supervisor's
     and an admin's also the shadow and superseded ones (``mode``, ``superseded_by_id``)."""
-    studystore.get_study(s, study_id, scope=scope)
+    study = studystore.get_study(s, study_id, scope=scope)
+    _read(s, principal, request, "result.read", study.organisation_id, study.id)
     return resultstore.list_results(
         s, scope=scope, study_id=study_id, clinical_only=_clinical_only(principal)
     )
@@ -104,12 +136,14 @@ def study_results(study_id: Id, s: SessionDep, scope: ScopeDep, principal: Princ
 
 @router.get("/results", response_model=list[ResultRead])
 def list_results(
+    request: Request,
     s: SessionDep,
     scope: ScopeDep,
     principal: PrincipalDep,
     organisation: str | None = None,
     limit: Limit = 100,
 ) -> list:
+    record_read(s, principal, request, "result.search", detail={"query": request.url.query})
     return resultstore.list_results(
         s,
         scope=scope_for(s, scope, organisation),
@@ -119,8 +153,13 @@ def list_results(
 
 
 @router.get("/results/{result_id}", response_model=ResultRead)
-def get_result(result_id: Id, s: SessionDep, scope: ScopeDep, principal: PrincipalDep) -> object:
-    return _visible_result(s, result_id, scope, principal)
+def get_result(
+    result_id: Id, request: Request, s: SessionDep, scope: ScopeDep, principal: PrincipalDep
+) -> object:
+    result = _visible_result(s, result_id, scope, principal)
+    detail = {"result_id": result.id}
+    _read(s, principal, request, "result.read", result.organisation_id, result.study_id, detail)
+    return result
 
 
 @router.get(
@@ -130,6 +169,7 @@ def get_result(result_id: Id, s: SessionDep, scope: ScopeDep, principal: Princip
 def get_result_file(
     result_id: Id,
     index: Id,
+    request: Request,
     s: SessionDep,
     rt: RuntimeDep,
     scope: ScopeDep,
@@ -140,6 +180,9 @@ def get_result_file(
     result = _visible_result(s, result_id, scope, principal)
     if not 0 <= index < len(result.objects):
         raise NotFound(f"result {result_id} has no file {index}")
+    obj = result.objects[index]
+    detail = {"result_id": result.id, "file": index, "role": obj.role}
+    _read(s, principal, request, "result.download", result.organisation_id, result.study_id, detail)
     return Response(rt.files.get(result.objects[index].storage_key), media_type="application/dicom")
 
 

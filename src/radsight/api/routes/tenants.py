@@ -7,8 +7,9 @@ destinations.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from radsight.api.audit import record_change
 from radsight.api.auth import AdminDep, PrincipalDep, ScopeDep, ensure_org_admin
 from radsight.api.deps import SessionDep
 from radsight.api.schemas import (
@@ -47,9 +48,11 @@ def list_organisations(s: SessionDep, scope: ScopeDep) -> list[OrganisationRead]
 
 @router.post("", response_model=OrganisationRead, status_code=201)
 def create_organisation(
-    body: OrganisationCreate, s: SessionDep, principal: AdminDep
+    body: OrganisationCreate, request: Request, s: SessionDep, principal: AdminDep
 ) -> OrganisationRead:
     org = tenants.create_organisation(s, body.name, body.region)
+    detail = {"name": org.name, "region": body.region}
+    record_change(s, principal, request, "organisation.create", org.id, detail)
     return OrganisationRead(id=org.id, name=org.name, region=body.region)
 
 
@@ -63,13 +66,14 @@ def list_ae_titles(org: str, s: SessionDep, scope: ScopeDep) -> list:
 def add_ae_title(
     org: str,
     body: ApplicationEntityCreate,
+    request: Request,
     s: SessionDep,
     principal: PrincipalDep,
     scope: ScopeDep,
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    return tenants.create_application_entity(
+    row = tenants.create_application_entity(
         s,
         o.id,
         body.ae_title,
@@ -78,6 +82,14 @@ def add_ae_title(
         tls_client_subject=body.tls_client_subject,
         shown_to=scope,
     )
+    detail = {
+        "ae_title": row.ae_title,
+        "description": row.description,
+        "allowed_hosts": row.allowed_hosts,
+        "tls_client_subject": row.tls_client_subject,
+    }
+    record_change(s, principal, request, "ae_title.create", o.id, detail)
+    return row
 
 
 @router.patch("/{org}/ae-titles/{ae_title}", response_model=ApplicationEntityRead)
@@ -85,13 +97,14 @@ def update_ae_title(
     org: str,
     ae_title: str,
     body: ApplicationEntityUpdate,
+    request: Request,
     s: SessionDep,
     principal: PrincipalDep,
     scope: ScopeDep,
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    return tenants.update_application_entity(
+    row = tenants.update_application_entity(
         s,
         o.id,
         ae_title,
@@ -99,6 +112,12 @@ def update_ae_title(
         allowed_hosts=body.allowed_hosts,
         tls_client_subject=body.tls_client_subject,
     )
+    detail = {
+        "ae_title": row.ae_title,
+        "changed": body.model_dump(exclude_none=True),
+    }
+    record_change(s, principal, request, "ae_title.update", o.id, detail)
+    return row
 
 
 @router.get("/{org}/destinations", response_model=list[DestinationRead])
@@ -109,11 +128,19 @@ def list_destinations(org: str, s: SessionDep, scope: ScopeDep) -> list:
 
 @router.post("/{org}/destinations", response_model=DestinationRead, status_code=201)
 def add_destination(
-    org: str, body: DestinationCreate, s: SessionDep, principal: PrincipalDep, scope: ScopeDep
+    org: str,
+    body: DestinationCreate,
+    request: Request,
+    s: SessionDep,
+    principal: PrincipalDep,
+    scope: ScopeDep,
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    return tenants.create_destination(s, o.id, body.name, body.ae_title, body.host, body.port)
+    row = tenants.create_destination(s, o.id, body.name, body.ae_title, body.host, body.port)
+    detail = {"name": row.name, "ae_title": row.ae_title, "host": row.host, "port": row.port}
+    record_change(s, principal, request, "destination.create", o.id, detail)
+    return row
 
 
 @router.patch("/{org}/destinations/{name}", response_model=DestinationRead)
@@ -121,10 +148,14 @@ def update_destination(
     org: str,
     name: str,
     body: DestinationUpdate,
+    request: Request,
     s: SessionDep,
     principal: PrincipalDep,
     scope: ScopeDep,
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    return tenants.set_destination_enabled(s, o.id, name, body.enabled)
+    row = tenants.set_destination_enabled(s, o.id, name, body.enabled)
+    detail = {"name": row.name, "enabled": row.enabled}
+    record_change(s, principal, request, "destination.update", o.id, detail)
+    return row
