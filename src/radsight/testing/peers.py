@@ -79,8 +79,12 @@ class RadsightProcess:
         self._admin_token: str | None = None
 
     @property
+    def https(self) -> bool:
+        return bool(self.extra_env.get("RADSIGHT_HTTPS_CERT"))
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")}
@@ -117,8 +121,13 @@ class RadsightProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        # HTTPS (perhaps with client certificates): the test's client checks it; wait for the port
         _wait(
-            lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,
+            lambda: (
+                port_open(self.http_port)
+                if self.https
+                else httpx.get(self.url + "/health", timeout=1).status_code == 200
+            ),
             timeout,
             "radsight serve",
             self.proc,
@@ -235,8 +244,12 @@ class Orthanc:
         self.proc: subprocess.Popen | None = None
 
     @property
+    def https(self) -> bool:
+        return bool(self.extra_env.get("RADSIGHT_HTTPS_CERT"))
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def start(self) -> Orthanc:
         binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"

@@ -1,0 +1,186 @@
+"""Sign-in with a password: throttled per client address, locked per account.
+
+The rules (docs/security.md, "Sign-in"), with the ``signin_*`` settings:
+
+1. An address with ``signin_max_failures_per_address`` failures within ``signin_window_s``
+   is refused (:class:`TooManyAttempts`, 429 with ``Retry-After``) before anything else:
+   no user is looked up and no password is hashed.
+2. Unknown, locked and disabled accounts cost the same argon2 verification as a known one
+   (against a dummy hash) and get the same answer as a wrong password: the caller cannot
+   tell which usernames exist, nor whether a password of a locked account was right.
+   The failure row, the log and the audit trail say what happened (``reason``).
+3. ``signin_max_failures_per_account`` failures of one account within the window lock it
+   for ``signin_lockout_s`` (0: until an admin unlocks it, :func:`unlock_user`); the lock
+   and its end are audit events.
+4. A success clears the account's count.
+
+Failures are rows of ``sign_in_failures`` in the database, so several gateways on one
+database share them. Hashing goes through :mod:`radsight.auth.hashing`'s bounded gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timedelta
+
+from radsight.auth.hashing import DUMMY_HASH, gate, hash_password, needs_rehash, verify_password
+from radsight.config import Settings
+from radsight.errors import NotAuthenticated, TooManyAttempts
+from radsight.store import Session, people
+from radsight.store.clock import utcnow
+from radsight.store.tables import UserRow
+
+log = logging.getLogger(__name__)
+
+#: the one answer to a failed sign-in, whatever the reason (no user enumeration)
+WRONG = (
+    "wrong username or password (after repeated failures an account is locked: "
+    "ask your administrator to unlock it)"
+)
+
+
+def authenticate(
+    s: Session, settings: Settings, username: str, password: str, remote_addr: str = ""
+) -> UserRow:
+    """The user with this password, or :class:`NotAuthenticated` (:data:`WRONG`).
+
+    :class:`TooManyAttempts` when ``remote_addr`` has failed too often, or when too many
+    sign-ins are being hashed at once. A failure is committed before it is raised, so the
+    throttle holds whatever the caller does with the session.
+    """
+    now = utcnow()
+    window = timedelta(seconds=settings.signin_window_s)
+    if remote_addr:
+        n, oldest = people.count_sign_in_failures(s, since=now - window, remote_addr=remote_addr)
+        if n >= settings.signin_max_failures_per_address and oldest is not None:
+            retry = max(1, math.ceil((oldest + window - now).total_seconds()))
+            raise TooManyAttempts(
+                f"too many failed sign-ins from your address: try again in {retry} s",
+                retry_after_s=retry,
+            )
+    hash_gate = gate(settings.password_hash_concurrency)
+    user = people.find_user(s, username.strip())
+    if user is not None and user.locked and lock_expired(user, now):
+        _unlock(s, user, actor=None, why="expired")
+    reason = ""
+    if user is None:
+        verify_password(DUMMY_HASH, password, hash_gate)
+        reason = "unknown_user"
+    elif user.locked:
+        # never check a locked account's password: the answer would tell whether it was right
+        verify_password(DUMMY_HASH, password, hash_gate)
+        reason = "locked"
+    elif not verify_password(user.password_hash, password, hash_gate):
+        reason = "wrong_password"
+    elif user.disabled:
+        reason = "disabled"
+    if reason:
+        _record_failure(s, settings, user, username, remote_addr, reason, now)
+        raise NotAuthenticated(WRONG)
+    assert user is not None
+    if user.failed_sign_ins:
+        user.failed_sign_ins = 0
+        people.forget_account_failures(s, user.username)
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password, hash_gate)
+    return user
+
+
+def lock_expired(user: UserRow, now: datetime | None = None) -> bool:
+    return user.locked_until is not None and user.locked_until <= (now or utcnow())
+
+
+def lock_state(user: UserRow) -> str:
+    """How a listing shows the lock: '', 'until 2026-12-07 22:15Z' or 'until unlocked'."""
+    if not user.locked or lock_expired(user):
+        return ""
+    if user.locked_until is None:
+        return "until unlocked"
+    return f"until {user.locked_until:%Y-%m-%d %H:%M}Z"
+
+
+def unlock_user(s: Session, user: UserRow, actor: people.Actor, remote_addr: str = "") -> bool:
+    """An admin lifts the lock and clears the count; False when it was not locked."""
+    was_locked = user.locked and not lock_expired(user)
+    _unlock(s, user, actor, "admin", remote_addr)
+    return was_locked
+
+
+def _unlock(
+    s: Session, user: UserRow, actor: people.Actor | None, why: str, remote_addr: str = ""
+) -> None:
+    was_locked = user.locked
+    user.locked, user.locked_until, user.failed_sign_ins = False, None, 0
+    people.forget_account_failures(s, user.username)
+    if was_locked:
+        people.record_audit(
+            s,
+            actor,
+            "user.unlock",
+            organisation_id=user.organisation_id,
+            detail={"username": user.username, "reason": why},
+            remote_addr=remote_addr,
+        )
+
+
+def _record_failure(
+    s: Session,
+    settings: Settings,
+    user: UserRow | None,
+    typed: str,
+    remote_addr: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    since = now - timedelta(seconds=settings.signin_window_s)
+    people.purge_sign_in_failures(s, since)
+    people.add_sign_in_failure(
+        s, username=user.username if user else "", remote_addr=remote_addr, at=now
+    )
+    people.record_audit(
+        s,
+        None,
+        "signin.failed",
+        organisation_id=user.organisation_id if user else None,
+        detail={"username": typed.strip()[:64], "reason": reason},
+        remote_addr=remote_addr,
+        at=now,
+    )
+    log.info("sign-in failed: %s from %s", reason, remote_addr or "?")
+    if user is not None and not user.locked:
+        n, _ = people.count_sign_in_failures(s, since=since, username=user.username)
+        user.failed_sign_ins = n
+        if n >= settings.signin_max_failures_per_account:
+            lockout = settings.signin_lockout_s
+            user.locked = True
+            user.locked_until = now + timedelta(seconds=lockout) if lockout else None
+            until = f"{user.locked_until:%Y-%m-%d %H:%M:%S}Z" if user.locked_until else ""
+            people.record_audit(
+                s,
+                None,
+                "user.locked",
+                organisation_id=user.organisation_id,
+                detail={"username": user.username, "failures": n, "until": until},
+                remote_addr=remote_addr,
+                at=now,
+            )
+            log.warning(
+                "user %d locked %s after %d failed sign-ins",
+                user.id,
+                f"until {until}" if until else "until an admin unlocks it",
+                n,
+            )
+    if remote_addr:
+        n, _ = people.count_sign_in_failures(s, since=since, remote_addr=remote_addr)
+        if n == settings.signin_max_failures_per_address:
+            people.record_audit(
+                s,
+                None,
+                "signin.throttled",
+                detail={"failures": n, "window_s": settings.signin_window_s},
+                remote_addr=remote_addr,
+                at=now,
+            )
+            log.warning("sign-in from %s throttled after %d failures", remote_addr, n)
+    s.commit()
