@@ -244,12 +244,8 @@ class Orthanc:
         self.proc: subprocess.Popen | None = None
 
     @property
-    def https(self) -> bool:
-        return bool(self.extra_env.get("RADSIGHT_HTTPS_CERT"))
-
-    @property
     def url(self) -> str:
-        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> Orthanc:
         binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
