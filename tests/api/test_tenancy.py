@@ -82,6 +82,7 @@ class World:
 PARAMS: dict[str, tuple[str, bool]] = {
     "org": ("org_name", True),
     "name": ("destination", True),
+    "username": ("username", True),
     "study_id": ("study_id", True),
     "result_id": ("result_id", True),
     "job_id": ("job_id", True),
@@ -276,6 +277,7 @@ def world(runtime) -> World:  # type: ignore[no-untyped-def]
             "org_name": "Bravo Hospital",
             "org_id": b_id,
             "destination": "bravo-pacs",
+            "username": "bob",
             "study_id": accepted.study_id,
             "zero": 0,
             "one": 1,
