@@ -52,10 +52,10 @@ class Server:
     @classmethod
     def prepare(cls, settings: Settings) -> Server:
         """Open the store, migrate, load algorithms and rules: fail fast before listening."""
+        _https_options(settings)  # certificate files that are missing fail here
         rt = Runtime.open(settings)
         registry = Registry.from_entry_points()
         rules = load_rules(settings.routing_rules, known_algorithms=registry.refs())
-        _https_options(settings)  # certificate files that are missing fail here
         return cls(settings=settings, rt=rt, registry=registry, rules=rules)
 
     def start(self) -> None:
