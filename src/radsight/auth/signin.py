@@ -29,6 +29,7 @@ from radsight.config import Settings
 from radsight.errors import NotAuthenticated, TooManyAttempts
 from radsight.store import Session, people
 from radsight.store.clock import utcnow
+from radsight.store.db import Database
 from radsight.store.tables import UserRow
 
 log = logging.getLogger(__name__)
@@ -41,50 +42,71 @@ WRONG = (
 
 
 def authenticate(
-    s: Session, settings: Settings, username: str, password: str, remote_addr: str = ""
+    db: Database, settings: Settings, username: str, password: str, remote_addr: str = ""
 ) -> UserRow:
-    """The user with this password, or :class:`NotAuthenticated` (:data:`WRONG`).
+    """The user with this password (a detached row), or :class:`NotAuthenticated`
+    (:data:`WRONG`); :class:`TooManyAttempts` when ``remote_addr`` has failed too often, or
+    when too many sign-ins are being hashed at once.
 
-    :class:`TooManyAttempts` when ``remote_addr`` has failed too often, or when too many
-    sign-ins are being hashed at once. A failure is committed before it is raised, so the
-    throttle holds whatever the caller does with the session.
+    The database is read and written in short units of work around the hash, never
+    held while argon2 runs: on SQLite every unit of work holds the write lock, so a
+    sign-in that hashed inside one would hold up every other request (finding 5).
     """
-    now = utcnow()
-    window = timedelta(seconds=settings.signin_window_s)
-    if remote_addr:
-        n, oldest = people.count_sign_in_failures(s, since=now - window, remote_addr=remote_addr)
-        if n >= settings.signin_max_failures_per_address and oldest is not None:
-            retry = max(1, math.ceil((oldest + window - now).total_seconds()))
-            raise TooManyAttempts(
-                f"too many failed sign-ins from your address: try again in {retry} s",
-                retry_after_s=retry,
-            )
+    throttled: TooManyAttempts | None = None
+    user: UserRow | None = None
+    with db.session() as s:
+        throttled = _address_throttle(s, settings, remote_addr)
+        if throttled is None:
+            user = people.find_user(s, username.strip())
+            if user is not None and user.locked and lock_expired(user):
+                _unlock(s, user, actor=None, why="expired")
+    if throttled is not None:
+        raise throttled
     hash_gate = gate(settings.password_hash_concurrency)
-    user = people.find_user(s, username.strip())
-    if user is not None and user.locked and lock_expired(user, now):
-        _unlock(s, user, actor=None, why="expired")
+    # unknown and locked accounts cost the same argon2 work (a locked account's password
+    # is never checked: the answer would tell whether it was right)
+    stored = user.password_hash if user is not None and not user.locked else DUMMY_HASH
+    matches = verify_password(stored, password, hash_gate)
     reason = ""
     if user is None:
-        verify_password(DUMMY_HASH, password, hash_gate)
         reason = "unknown_user"
     elif user.locked:
-        # never check a locked account's password: the answer would tell whether it was right
-        verify_password(DUMMY_HASH, password, hash_gate)
         reason = "locked"
-    elif not verify_password(user.password_hash, password, hash_gate):
+    elif not matches:
         reason = "wrong_password"
     elif user.disabled:
         reason = "disabled"
     if reason:
-        _record_failure(s, settings, user, username, remote_addr, reason, now)
+        with db.session() as s:
+            current = s.get(UserRow, user.id) if user is not None else None
+            _record_failure(s, settings, current, username, remote_addr, reason, utcnow())
         raise NotAuthenticated(WRONG)
     assert user is not None
-    if user.failed_sign_ins:
-        user.failed_sign_ins = 0
-        people.forget_account_failures(s, user.username)
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password, hash_gate)
-    return user
+    new_hash = hash_password(password, hash_gate) if needs_rehash(user.password_hash) else None
+    with db.session() as s:
+        current = s.get(UserRow, user.id)
+        assert current is not None
+        if current.failed_sign_ins:
+            current.failed_sign_ins = 0
+            people.forget_account_failures(s, current.username)
+        if new_hash is not None:
+            current.password_hash = new_hash
+    return current
+
+
+def _address_throttle(s: Session, settings: Settings, remote_addr: str) -> TooManyAttempts | None:
+    """Refused at once: ``remote_addr`` failed too often within the window."""
+    if not remote_addr:
+        return None
+    now = utcnow()
+    window = timedelta(seconds=settings.signin_window_s)
+    n, oldest = people.count_sign_in_failures(s, since=now - window, remote_addr=remote_addr)
+    if n < settings.signin_max_failures_per_address or oldest is None:
+        return None
+    retry = max(1, math.ceil((oldest + window - now).total_seconds()))
+    return TooManyAttempts(
+        f"too many failed sign-ins from your address: try again in {retry} s", retry_after_s=retry
+    )
 
 
 def lock_expired(user: UserRow, now: datetime | None = None) -> bool:
@@ -183,4 +205,3 @@ def _record_failure(
                 at=now,
             )
             log.warning("sign-in from %s throttled after %d failures", remote_addr, n)
-    s.commit()

@@ -77,7 +77,8 @@ def signin(
     if not expected or not secrets.compare_digest(expected, csrf_token):
         raise Forbidden("The sign-in form expired or came from another site: reload it.")
     try:
-        user = auth.authenticate(s, rt.settings, username, password, _client(request))
+        # not in the request's unit of work: the database is never held while argon2 runs
+        user = auth.authenticate(rt.db, rt.settings, username, password, _client(request))
     except NotAuthenticated as exc:  # the failure is recorded and audited by authenticate
         token = secrets.token_urlsafe(32)
         throttled = isinstance(exc, TooManyAttempts)
