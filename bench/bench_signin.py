@@ -148,7 +148,9 @@ def main() -> int:
             results.append(run_case(folder, name, env, threads, args))
             print(f"  measured {name} (load {loadavg()})", flush=True)
     print(f"\nGET /api/studies latency, {args.threads} flood threads where flooding")
-    print(f"{'case':36} {'requests':>8} {'median ms':>10} {'p95 ms':>8} {'sign-ins/s':>11}  answers")
+    print(
+        f"{'case':36} {'requests':>8} {'median ms':>10} {'p95 ms':>8} {'sign-ins/s':>11}  answers"
+    )
     for r in results:
         print(f"{r['name']:36} {r['n']:>8} {r['median'] * 1000:>10.1f} {r['p95'] * 1000:>8.1f} "
               f"{r['signins_per_s']:>11.1f}  {r['answers']}")  # fmt: skip

@@ -38,6 +38,11 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_addresses(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(signin._ThrottledAddresses, "_until", {})
+
+
 @pytest.fixture
 def site(runtime, monkeypatch):  # type: ignore[no-untyped-def]
     """Two organisations with a radiologist and an org admin each; an app; a clock."""

@@ -43,11 +43,14 @@ class HashGate:
         self._lock = threading.Lock()
         self._waiting = 0
 
+    def check(self) -> None:
+        """Refuse at once when the queue is full (before any other work for the caller)."""
+        if self._waiting >= self.max_waiting:
+            raise _busy()
+
     @contextmanager
     def slot(self) -> Iterator[None]:
-        busy = TooManyAttempts(
-            "sign-in is busy: try again in a few seconds", retry_after_s=BUSY_RETRY_S
-        )
+        busy = _busy()
         with self._lock:
             if self._waiting >= self.max_waiting:
                 raise busy
@@ -63,6 +66,10 @@ class HashGate:
             yield
         finally:
             self._slots.release()
+
+
+def _busy() -> TooManyAttempts:
+    return TooManyAttempts("sign-in is busy: try again in a few seconds", BUSY_RETRY_S)
 
 
 @functools.cache

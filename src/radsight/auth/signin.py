@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from radsight.auth.hashing import DUMMY_HASH, gate, hash_password, needs_rehash, verify_password
 from radsight.config import Settings
@@ -52,6 +54,9 @@ def authenticate(
     held while argon2 runs: on SQLite every unit of work holds the write lock, so a
     sign-in that hashed inside one would hold up every other request (finding 5).
     """
+    hash_gate = gate(settings.password_hash_concurrency)
+    hash_gate.check()
+    _ThrottledAddresses.check(remote_addr)
     throttled: TooManyAttempts | None = None
     user: UserRow | None = None
     with db.session() as s:
@@ -62,7 +67,6 @@ def authenticate(
                 _unlock(s, user, actor=None, why="expired")
     if throttled is not None:
         raise throttled
-    hash_gate = gate(settings.password_hash_concurrency)
     # unknown and locked accounts cost the same argon2 work (a locked account's password
     # is never checked: the answer would tell whether it was right)
     stored = user.password_hash if user is not None and not user.locked else DUMMY_HASH
@@ -103,10 +107,46 @@ def _address_throttle(s: Session, settings: Settings, remote_addr: str) -> TooMa
     n, oldest = people.count_sign_in_failures(s, since=now - window, remote_addr=remote_addr)
     if n < settings.signin_max_failures_per_address or oldest is None:
         return None
-    retry = max(1, math.ceil((oldest + window - now).total_seconds()))
+    until = oldest + window
+    _ThrottledAddresses.remember(remote_addr, until)
+    return _throttled(until - now)
+
+
+def _throttled(wait: timedelta) -> TooManyAttempts:
+    retry = max(1, math.ceil(wait.total_seconds()))
     return TooManyAttempts(
         f"too many failed sign-ins from your address: try again in {retry} s", retry_after_s=retry
     )
+
+
+class _ThrottledAddresses:
+    """Addresses this process found throttled, until when: a flood from one of them is
+    answered from memory, without a database round trip (the database stays the truth
+    that gateways share; a process that has not seen the address asks it)."""
+
+    MAX = 10_000
+    _until: ClassVar[dict[str, datetime]] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def remember(cls, remote_addr: str, until: datetime) -> None:
+        with cls._lock:
+            if len(cls._until) >= cls.MAX:
+                now = utcnow()
+                for addr in [a for a, u in cls._until.items() if u <= now] or list(cls._until):
+                    del cls._until[addr]
+            cls._until[remote_addr] = until
+
+    @classmethod
+    def check(cls, remote_addr: str) -> None:
+        until = cls._until.get(remote_addr) if remote_addr else None
+        if until is None:
+            return
+        now = utcnow()
+        if until > now:
+            raise _throttled(until - now)
+        with cls._lock:
+            cls._until.pop(remote_addr, None)
 
 
 def lock_expired(user: UserRow, now: datetime | None = None) -> bool:
