@@ -35,7 +35,7 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     │   └── DuplicateInstance        a different instance under an accepted SOP Instance UID (409)
     ├── UnknownCaller                calling AE title not registered to any organisation (400)
     ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one (401)
-    │   └── TooManyAttempts          sign-in throttled or the account locked (429)
+    │   └── TooManyAttempts          sign-in throttled (client address, busy hashing) (429)
     ├── Forbidden                    signed in, but the role may not do this (or bad CSRF) (403)
     ├── NotFound                     an entity that does not exist (or is another tenant's) (404)
     ├── Conflict                     an entity that already exists (409)
@@ -158,9 +158,11 @@ class NotAuthenticated(RadsightError):
 
 
 class TooManyAttempts(NotAuthenticated):
-    """Sign-in refused without checking the password: too many failures for the account
-    or from the client address. ``retry_after_s`` says when to try again (None: the
-    account is locked until an admin unlocks it)."""
+    """Sign-in refused without checking the password: too many failures from the client
+    address, or too many sign-ins being hashed at once. ``retry_after_s`` says when to
+    try again (HTTP ``Retry-After``). A locked account is not this: it is answered like a
+    wrong password (:class:`NotAuthenticated`), so that no answer tells which accounts
+    exist (docs/security.md, "Sign-in")."""
 
     code = "too_many_attempts"
     http_status = 429
