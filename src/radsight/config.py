@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     #: HTTPS: PEM certificate and key for the HTTP server
     https_cert: Path | None = None
     https_key: Path | None = None
+    #: HTTPS with client certificates (mutual TLS): only clients whose certificate this
+    #: PEM CA bundle signed may connect (systems; browsers then need a certificate too)
+    https_client_ca: Path | None = None
     #: OpenID Connect single sign-on (empty issuer: off). Roles come from the claim
     #: ``oidc_roles_claim`` mapped through ``oidc_role_map`` (claim value -> role), the
     #: organisation from ``oidc_organisation_claim`` (an organisation's name)
@@ -266,6 +269,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"set RADSIGHT_{cert.upper()} and RADSIGHT_{key.upper()} together")
         if self.dicom_tls_ca is not None and self.dicom_tls_cert is None:
             raise ValueError("RADSIGHT_DICOM_TLS_CA needs RADSIGHT_DICOM_TLS_CERT and _KEY")
+        if self.https_client_ca is not None and self.https_cert is None:
+            raise ValueError("RADSIGHT_HTTPS_CLIENT_CA needs RADSIGHT_HTTPS_CERT and _KEY")
         if self.oidc_issuer and not self.oidc_client_id:
             raise ValueError("RADSIGHT_OIDC_ISSUER needs RADSIGHT_OIDC_CLIENT_ID")
         issuer = urlsplit(self.oidc_issuer)

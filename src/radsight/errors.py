@@ -42,7 +42,7 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     │   ├── ProtocolError            bytes that are not the DICOM upper layer protocol
     │   └── TlsRefused               the TLS handshake failed (no or a wrong certificate)
     ├── NotAuthenticated             no credentials, or a wrong, expired or revoked one (401)
-    │   ├── TooManyAttempts          sign-in throttled or the account locked (429)
+    │   ├── TooManyAttempts          sign-in throttled (client address, busy hashing) (429)
     │   └── SignInRefused            a single sign-on answer not accepted: no mapped role,
     │                                unknown organisation, invalid ID token, state (403)
     ├── IdentityProviderUnavailable  the OpenID Connect provider cannot be reached (502)
@@ -206,9 +206,11 @@ class NotAuthenticated(RadsightError):
 
 
 class TooManyAttempts(NotAuthenticated):
-    """Sign-in refused without checking the password: too many failures for the account
-    or from the client address. ``retry_after_s`` says when to try again (None: the
-    account is locked until an admin unlocks it)."""
+    """Sign-in refused without checking the password: too many failures from the client
+    address, or too many sign-ins being hashed at once. ``retry_after_s`` says when to
+    try again (HTTP ``Retry-After``). A locked account is not this: it is answered like a
+    wrong password (:class:`NotAuthenticated`), so that no answer tells which accounts
+    exist (docs/security.md, "Sign-in")."""
 
     code = "too_many_attempts"
     http_status = 429

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class Server:
     @classmethod
     def prepare(cls, settings: Settings) -> Server:
         """Open the store, migrate, load algorithms and rules: fail fast before listening."""
+        _https_options(settings)  # certificate files that are missing fail here
         rt = Runtime.open(settings)
         registry = Registry.from_entry_points()
         rules = load_rules(settings.routing_rules, known_algorithms=registry.refs())
@@ -99,13 +101,17 @@ class Server:
             port=self.settings.http_port,
             log_config=None,
             access_log=False,
+            **_https_options(self.settings),
         )
         self._uvicorn = uvicorn.Server(config)
         log.info(
-            "radsight %s: DICOM %s on port %d, rules %s (%s), %d workers, data in %s",
+            "radsight %s: DICOM %s on port %d, %s on port %d, rules %s (%s), %d workers, "
+            "data in %s",
             self.settings.ae_title,
             "listener",
             self.dicom_port,
+            "HTTPS" if self.settings.https_cert else "HTTP",
+            self.settings.http_port,
             self.rules.version,
             self.rules.digest,
             self.settings.workers,
@@ -282,6 +288,25 @@ def _check_port_free(host: str, port: int, setting: str) -> None:
             raise ConfigError(
                 f"cannot listen for HTTP on {host}:{port}: {exc.strerror} (set {setting})"
             ) from exc
+
+
+def _https_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS options: HTTPS with ``https_cert``/``https_key``, and client
+    certificates signed by ``https_client_ca`` required (mutual TLS) when that is set."""
+    if settings.https_cert is None:
+        return {}
+    for name in ("https_cert", "https_key", "https_client_ca"):
+        path = getattr(settings, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"RADSIGHT_{name.upper()}: {path} is not a readable file")
+    options: dict[str, Any] = {
+        "ssl_certfile": str(settings.https_cert),
+        "ssl_keyfile": str(settings.https_key),
+    }
+    if settings.https_client_ca is not None:
+        options["ssl_ca_certs"] = str(settings.https_client_ca)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

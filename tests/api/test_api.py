@@ -6,6 +6,7 @@ import io
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from radsight import auth
 from radsight.algorithms.registry import Registry
@@ -38,9 +39,23 @@ def test_routes_need_a_token(client):
 def test_health_and_openapi(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["rules_version"]
+    assert health["ae_title"] == "RADSIGHT" and health["version"]
     spec = client.get("/openapi.json").json()
     assert "/api/organisations" in spec["paths"] and "/api/jobs/{job_id}/retry" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_health_without_credentials_says_only_up(client, runtime):
+    """Issue 16, finding 7: /health told anyone the version, AE title, port and job counts."""
+    r = client.get("/health", headers={"Authorization": ""})
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = client.get("/health", headers={"Authorization": "Bearer rst_not-a-token"})
+    assert r.status_code == 401 and "version" not in r.text
+    runtime.settings = runtime.settings.model_copy(
+        update={"metrics_token": SecretStr("scrape-secret")}
+    )
+    r = client.get("/health", headers={"Authorization": "Bearer scrape-secret"})
+    assert r.status_code == 200 and set(r.json()) >= {"version", "dicom_port", "jobs"}
 
 
 def test_tenancy_through_the_api(client):

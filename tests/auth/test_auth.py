@@ -51,12 +51,12 @@ def test_passwords_are_hashed_and_checked(runtime, orgs):
         user = auth.create_user(s, a, "alice", "correct horse 1", "radiologist")
         assert user.password_hash.startswith("$argon2id$")
         assert "correct horse" not in user.password_hash
-    with runtime.db.session() as s:
-        assert auth.authenticate(s, "alice", "correct horse 1").username == "alice"
-        with pytest.raises(NotAuthenticated, match="wrong username or password"):
-            auth.authenticate(s, "alice", "correct horse 2")
-        with pytest.raises(NotAuthenticated, match="wrong username or password"):
-            auth.authenticate(s, "mallory", "correct horse 1")
+    db, settings = runtime.db, runtime.settings
+    assert auth.authenticate(db, settings, "alice", "correct horse 1").username == "alice"
+    with pytest.raises(NotAuthenticated, match="wrong username or password"):
+        auth.authenticate(db, settings, "alice", "correct horse 2")
+    with pytest.raises(NotAuthenticated, match="wrong username or password"):
+        auth.authenticate(db, settings, "mallory", "correct horse 1")
 
 
 @pytest.mark.parametrize(
@@ -80,8 +80,13 @@ def test_duplicate_and_disabled_users(runtime, orgs):
         auth.create_user(s, a, "carol", "another-password", "radiologist")
     with runtime.db.session() as s:
         people.get_user(s, "carol").disabled = True
-    with runtime.db.session() as s, pytest.raises(NotAuthenticated, match="disabled"):
-        auth.authenticate(s, "carol", "carol-password")
+    # a disabled account answers as a wrong password (the right one is no oracle); the
+    # audit trail says why
+    with pytest.raises(NotAuthenticated, match="wrong username"):
+        auth.authenticate(runtime.db, runtime.settings, "carol", "carol-password")
+    with runtime.db.session() as s:
+        (event,) = people.list_audit(s, scope=Scope.ALL, action="signin.failed")
+        assert event.detail == {"username": "carol", "reason": "disabled"}
 
 
 def test_tokens_expire_and_are_revoked(runtime, orgs, clock):

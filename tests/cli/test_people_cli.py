@@ -58,13 +58,43 @@ def test_users(run, tmp_path):
     )
     assert run("user", "disable", "dan").exit_code == 0
     rt = _runtime(tmp_path)
+    assert auth.authenticate(rt.db, rt.settings, "alice", "another password").username == "alice"
+    with pytest.raises(NotAuthenticated, match="wrong username or password"):
+        auth.authenticate(rt.db, rt.settings, "dan", "dans password")
     with rt.db.session() as s:
-        assert auth.authenticate(s, "alice", "another password").username == "alice"
-        with pytest.raises(NotAuthenticated, match="disabled"):
-            auth.authenticate(s, "dan", "dans password")
         actions = [e.action for e in people.list_audit(s, scope=Scope.ALL)]
     rt.close()
     assert {"user.create", "user.password", "user.disable"} <= set(actions)
+
+
+def test_a_locked_user_is_listed_and_unlocked(run, tmp_path):
+    """Five wrong passwords lock an account (the default); the operator lifts the lock."""
+    res = run("user", "add", "erin", "--org", "City", "--role", "radiologist",
+              "--password-stdin", stdin="erins password\n")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rt = _runtime(tmp_path)
+    for _ in range(rt.settings.signin_max_failures_per_account):
+        with pytest.raises(NotAuthenticated):
+            auth.authenticate(rt.db, rt.settings, "erin", "not her password", "10.0.0.7")
+    with pytest.raises(NotAuthenticated, match="wrong username"):
+        auth.authenticate(rt.db, rt.settings, "erin", "erins password", "10.0.0.8")
+    listing = run("user", "list").output.splitlines()
+    (erin,) = [line for line in listing if "erin" in line]
+    assert "until 20" in erin  # locked until <UTC time> (signin_lockout_s)
+
+    res = run("user", "unlock", "erin")
+    assert res.exit_code == 0 and "user 'erin' unlocked" in res.output
+    assert run("user", "unlock", "erin").output.strip() == "user 'erin' was not locked"
+    assert auth.authenticate(rt.db, rt.settings, "erin", "erins password").username == "erin"
+    with rt.db.session() as s:
+        events = people.list_audit(s, scope=Scope.ALL)
+        locks = [(e.action, e.actor, e.detail.get("reason")) for e in events if "lock" in e.action]
+    rt.close()
+    assert locks[0][:2] == ("user.unlock", f"cli:{__import__('getpass').getuser()}")
+    assert locks[1][0] == "user.locked"
+    assert (
+        "until 20" not in [ln for ln in run("user", "list").output.splitlines() if "erin" in ln][0]
+    )
 
 
 def test_tokens(run, tmp_path):

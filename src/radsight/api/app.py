@@ -4,22 +4,25 @@ from one handler; anything unexpected is caught once, at the top of the request.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 import radsight
 from radsight.algorithms.registry import Registry
-from radsight.api.deps import SessionDep
+from radsight.api.auth import SESSION_COOKIE, get_principal
 from radsight.api.problems import error_response
-from radsight.api.routes import studies, tenants
+from radsight.api.routes import people, studies, tenants
 from radsight.api.schemas import Health
 from radsight.errors import RadsightError, TooLarge
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
+from radsight.store import people as peoplestore
 from radsight.store.scope import Scope
 
 log = logging.getLogger(__name__)
@@ -67,21 +70,25 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
         )
         return response
 
-    @app.get("/health", response_model=Health, tags=["health"])
-    def health(s: SessionDep) -> Health:
-        return Health(
-            status="ok",
-            version=radsight.__version__,
-            ae_title=rt.settings.ae_title,
-            dicom_port=getattr(app.state, "dicom_port", rt.settings.dicom_port),
-            workers=rt.settings.workers,
-            jobs=jobstore.count_by_state(s, scope=Scope.ALL),
-            # read at each request: radsight serve swaps in reloaded rules
-            rules_version=app.state.rules.version,
-            rules_digest=app.state.rules.digest,
-        )
+    @app.get("/health", response_model=Health, response_model_exclude_none=True, tags=["health"])
+    async def health(request: Request) -> Health:
+        """Up or down for anyone (a load balancer's probe); the details (version, AE title,
+        port, job counts, rules) only with a token, a session or the ``metrics_token``."""
+        detailed = await _may_see_health(request, rt)
+        return await run_in_threadpool(_health, rt, app, detailed)
+
+    if rt.settings.https_cert is not None:
+        hsts = "max-age=31536000"
+
+        @app.middleware("http")
+        async def _hsts(request: Request, call_next):  # type: ignore[no-untyped-def]
+            # served over HTTPS: browsers keep to HTTPS for this host for a year (RFC 6797)
+            response = await call_next(request)
+            response.headers.setdefault("Strict-Transport-Security", hsts)
+            return response
 
     app.include_router(tenants.router)
+    app.include_router(people.router)
     app.include_router(studies.router)
     from radsight.api.routes import dicomweb  # docs/dicomweb.md
 
@@ -98,3 +105,33 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
 
     app.include_router(reanalyses.router)
     return app
+
+
+async def _may_see_health(request: Request, rt: Runtime) -> bool:
+    """Credentials were sent: the metrics token, or a token or session (else 401)."""
+    sent = request.headers.get("authorization", "")
+    metrics_token = rt.settings.metrics_token.get_secret_value()
+    if metrics_token and secrets.compare_digest(sent, f"Bearer {metrics_token}"):
+        return True
+    if not sent and not request.cookies.get(SESSION_COOKIE):
+        return False
+    await get_principal(request, rt)
+    return True
+
+
+def _health(rt: Runtime, app: FastAPI, detailed: bool) -> Health:
+    with rt.db.session() as s:
+        if not detailed:
+            peoplestore.ping(s)  # up means the database answers too
+            return Health(status="ok")
+        return Health(
+            status="ok",
+            version=radsight.__version__,
+            ae_title=rt.settings.ae_title,
+            dicom_port=getattr(app.state, "dicom_port", rt.settings.dicom_port),
+            workers=rt.settings.workers,
+            jobs=jobstore.count_by_state(s, scope=Scope.ALL),
+            # read at each request: radsight serve swaps in reloaded rules
+            rules_version=app.state.rules.version,
+            rules_digest=app.state.rules.digest,
+        )

@@ -12,6 +12,7 @@ code) to a web page's request and to a browser that asks for HTML first.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,10 +88,15 @@ def error_response(request: Request, exc: BaseException) -> Response:
         )
     page: ErrorPage | None = getattr(request.app.state, "error_page", None)
     if page is not None and wants_html(request):
-        return page(request, p)
-    return JSONResponse(
-        p.to_json(str(request.url.path)), status_code=p.status, media_type=PROBLEM_JSON
-    )
+        response = page(request, p)
+    else:
+        response = JSONResponse(
+            p.to_json(str(request.url.path)), status_code=p.status, media_type=PROBLEM_JSON
+        )
+    retry_after = getattr(exc, "retry_after_s", None)  # TooManyAttempts (RFC 9110 10.2.3)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(math.ceil(retry_after))
+    return response
 
 
 def mark_html_errors(request: Request) -> None:

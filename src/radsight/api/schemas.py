@@ -246,15 +246,17 @@ class AlgorithmRead(BaseModel):
 
 
 class Health(BaseModel):
+    """``/health``: only ``status`` without credentials; the rest with a token or session."""
+
     status: str
-    version: str
-    ae_title: str
-    dicom_port: int
-    workers: int
-    jobs: dict[str, int]
-    rules_version: str
+    version: str | None = None
+    ae_title: str | None = None
+    dicom_port: int | None = None
+    workers: int | None = None
+    jobs: dict[str, int] | None = None
+    rules_version: str | None = None
     #: the rules in force: their file's content digest (changes when the file is reloaded)
-    rules_digest: str
+    rules_digest: str | None = None
 
 
 class AlgorithmStateChange(BaseModel):
@@ -297,3 +299,18 @@ class AlgorithmSwitchRead(_Read):
     reason: str
     actor: str
     created_at: datetime
+
+
+class UserRead(_Read):
+    """A user as an admin sees it: never a password hash."""
+
+    id: int
+    username: str
+    display_name: str
+    organisation_id: int
+    role: str
+    disabled: bool
+    #: failed sign-ins counting towards a lock; '' (not locked), 'until <UTC time>Z' or
+    #: 'until unlocked'
+    failed_sign_ins: int
+    locked: str

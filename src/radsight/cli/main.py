@@ -73,7 +73,8 @@ def serve(
     if c.settings.log_format == "text":
         click.echo(
             f"radsight serving: DICOM {c.settings.ae_title}@port {server.dicom_port}, "
-            f"HTTP http://{c.settings.http_host}:{c.settings.http_port} (docs at /docs)",
+            f"HTTP {'https' if c.settings.https_cert else 'http'}://{c.settings.http_host}:"
+            f"{c.settings.http_port} (docs at /docs)",
             err=True,
         )
     try:

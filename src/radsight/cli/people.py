@@ -94,7 +94,7 @@ def user_add(
 @click.pass_obj
 @fail_cleanly
 def user_list(c: Any, organisation: str | None) -> None:
-    """Users, their organisation and role."""
+    """Users, their organisation, role and lock (after repeated failed sign-ins)."""
     from radsight.store import people, tenants
 
     rt = c.runtime()
@@ -104,9 +104,18 @@ def user_list(c: Any, organisation: str | None) -> None:
         )
         rows = people.list_users(s, scope=scope)
         table(
-            ["id", "username", "organisation", "role", "disabled", "created"],
+            ["id", "username", "organisation", "role", "disabled", "locked", "failures", "created"],
             [
-                (u.id, u.username, u.organisation_id, u.role, u.disabled, _when(u.created_at))
+                (
+                    u.id,
+                    u.username,
+                    u.organisation_id,
+                    u.role,
+                    u.disabled,
+                    auth.lock_state(u),
+                    u.failed_sign_ins,
+                    _when(u.created_at),
+                )
                 for u in rows
             ],
             none="",
@@ -129,6 +138,21 @@ def user_disable(c: Any, username: str) -> None:
             s, _operator(), "user.disable", row.organisation_id, detail={"username": username}
         )
     click.echo(f"user {username!r} disabled")
+
+
+@user.command("unlock")
+@click.argument("username")
+@click.pass_obj
+@fail_cleanly
+def user_unlock(c: Any, username: str) -> None:
+    """Lift the lock that failed sign-ins put on a user, and clear the count."""
+    from radsight.store import people
+
+    rt = c.runtime()
+    with rt.db.session() as s:
+        row = people.get_user(s, username)
+        was_locked = auth.unlock_user(s, row, _operator())
+    click.echo(f"user {username!r} {'unlocked' if was_locked else 'was not locked'}")
 
 
 @user.command("passwd")

@@ -6,9 +6,10 @@ is :mod:`radsight.auth`; this module only reads and writes them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from radsight.errors import Conflict, NotFound
@@ -19,7 +20,7 @@ from radsight.store.audit import list_audit as list_audit
 from radsight.store.audit import record_audit as record_audit
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
-from radsight.store.tables import ApiTokenRow, UserRow, WebSessionRow
+from radsight.store.tables import ApiTokenRow, SignInFailureRow, UserRow, WebSessionRow
 
 # --- users ------------------------------------------------------------------------------
 
@@ -88,6 +89,46 @@ def end_user_sessions(s: Session, user_id: int) -> None:
         )
     ):
         row.ended_at = utcnow()
+
+
+def ping(s: Session) -> None:
+    """A round trip to the database (``/health``: up means the database answers)."""
+    s.execute(text("SELECT 1"))
+
+
+# --- sign-in failures (the throttle's memory, shared by every gateway) -----------------
+
+
+def add_sign_in_failure(s: Session, *, username: str, remote_addr: str, at: datetime) -> None:
+    """One failed sign-in; ``username`` is empty when no such user exists."""
+    s.add(SignInFailureRow(username=username[:64], remote_addr=remote_addr[:64], created_at=at))
+    s.flush()
+
+
+def count_sign_in_failures(
+    s: Session, *, since: datetime, username: str | None = None, remote_addr: str | None = None
+) -> tuple[int, datetime | None]:
+    """Failures since ``since`` of one account or from one address: (count, the oldest)."""
+    q = select(func.count(), func.min(SignInFailureRow.created_at)).where(
+        SignInFailureRow.created_at >= since
+    )
+    if username is not None:
+        q = q.where(SignInFailureRow.username == username)
+    if remote_addr is not None:
+        q = q.where(SignInFailureRow.remote_addr == remote_addr)
+    n, oldest = s.execute(q).one()
+    return int(n), oldest
+
+
+def forget_account_failures(s: Session, username: str) -> None:
+    """An account's failures stop counting against it (they still count for their address)."""
+    s.execute(
+        update(SignInFailureRow).where(SignInFailureRow.username == username).values(username="")
+    )
+
+
+def purge_sign_in_failures(s: Session, before: datetime) -> None:
+    s.execute(delete(SignInFailureRow).where(SignInFailureRow.created_at < before))
 
 
 # --- tokens -----------------------------------------------------------------------------

@@ -100,8 +100,12 @@ class RadsightProcess:
         self._admin_token: str | None = None
 
     @property
+    def https(self) -> bool:
+        return bool(self.extra_env.get("RADSIGHT_HTTPS_CERT"))
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")}
@@ -139,8 +143,13 @@ class RadsightProcess:
             start_new_session=True,
             preexec_fn=_limit_memory(self.memory_limit_mb) if self.memory_limit_mb else None,
         )
+        # HTTPS (perhaps with client certificates): the test's client checks it; wait for the port
         _wait(
-            lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,
+            lambda: (
+                port_open(self.http_port)
+                if self.https
+                else httpx.get(self.url + "/health", timeout=1).status_code == 200
+            ),
             timeout,
             "radsight serve",
             self.proc,

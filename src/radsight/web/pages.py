@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -15,7 +16,7 @@ from radsight.api.audit import record_read
 from radsight.api.auth import SESSION_COOKIE
 from radsight.api.deps import Id, RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
-from radsight.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound
+from radsight.errors import Forbidden, InvalidInput, NotAuthenticated, TooManyAttempts
 from radsight.review.verdicts import REVIEWER_ROLES, VerdictRequest, give_verdict, visible_study
 from radsight.review.viewer import build_study_view, sees_shadow, status_text
 from radsight.store import people
@@ -77,27 +78,19 @@ def signin(
     if not expected or not secrets.compare_digest(expected, csrf_token):
         raise Forbidden("The sign-in form expired or came from another site: reload it.")
     try:
-        user = auth.authenticate(s, username, password)
-    except NotAuthenticated as exc:
-        try:
-            known: int | None = people.get_user(s, username.strip()).organisation_id
-        except NotFound:
-            known = None
-        people.record_audit(
-            s,
-            None,
-            "signin.failed",
-            organisation_id=known,
-            detail={"username": username[:64]},
-            remote_addr=_client(request),
-        )
+        # not in the request's unit of work: the database is never held while argon2 runs
+        user = auth.authenticate(rt.db, rt.settings, username, password, _client(request))
+    except NotAuthenticated as exc:  # the failure is recorded and audited by authenticate
         token = secrets.token_urlsafe(32)
+        throttled = isinstance(exc, TooManyAttempts)
         response = render(
             request,
             "signin.html",
             {"signin_csrf": token, "next": _safe_next(next), "message": "", "error": exc.message},
-            status_code=401,
+            status_code=429 if throttled else 401,
         )
+        if isinstance(exc, TooManyAttempts) and exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
         _set_cookie(response, rt, SIGNIN_CSRF_COOKIE, token, 600)
         return response
     cookie, _csrf = auth.create_session(s, user, rt.settings.session_lifetime_s)
