@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from radsight.dicom.codestream import check_pixel_data
 from radsight.dicom.instances import ParsedInstance, parse_part10
 from radsight.dicom.study_types import classify_study_type
 from radsight.errors import InstanceRejected, RadsightError, StorageError
@@ -42,12 +43,16 @@ def accept_instance(
 ) -> Accepted:
     """Check, store and index one instance; raise and record an InstanceRejected on bad input."""
     t0 = time.perf_counter()
+    parsed: ParsedInstance | None = None
     try:
         parsed = (
             data
             if isinstance(data, ParsedInstance)
             else parse_part10(data, negotiated_sop_class_uid)
         )
+        # what the compressed frames declare must be what the header says: a decompression
+        # bomb is refused here, before it is stored (radsight.dicom.codestream)
+        check_pixel_data(parsed.dataset, max_frame_pixels=rt.settings.max_frame_pixels)
     except InstanceRejected as exc:
         record_rejection(
             rt,
@@ -56,6 +61,7 @@ def accept_instance(
             organisation_id=organisation_id,
             ae=calling_ae_title,
             dimse_status=status_for(exc.code) if source == "dimse" else None,
+            sop_instance_uid=parsed.sop_instance_uid if parsed is not None else "",
         )
         raise
     with rt.db.session() as s:

@@ -185,7 +185,13 @@ def viewer_frame(
     with rt.db.session() as s:
         scope = auth.scope_of(s, principal)
         key = worklist_store.get_instance(s, instance_id, scope=scope).storage_key
-    frame = read_display_frame(rt.files.get(key), frame_index, key)
+    frame = read_display_frame(
+        rt.files.get(key),
+        frame_index,
+        key,
+        max_frame_pixels=rt.settings.max_frame_pixels,
+        max_render_pixels=rt.settings.max_render_pixels,
+    )
     return Response(
         frame.data,
         media_type="application/octet-stream",
