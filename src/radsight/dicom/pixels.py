@@ -87,6 +87,8 @@ def frames_for_analysis(
     try:
         decoder = get_decoder(transfer_syntax_uid)
         array, properties = decoder.as_array(ds)
+    except MemoryError:  # the worker's memory ceiling: not the data's fault
+        raise
     except Exception as exc:  # the plugins raise anything from ValueError to KeyError
         raise_decompression_bomb(exc, ds)
         raise MalformedDicom(

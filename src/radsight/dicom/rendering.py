@@ -313,7 +313,7 @@ def native_frame(
                 return bytes(data[start : start + size])
         array = pixel_array(ds, index=frame_number - 1)
         return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-    except MalformedDicom:
+    except (MalformedDicom, MemoryError):
         raise
     except Exception as exc:  # the decoders raise anything from ValueError to KeyError
         raise_decompression_bomb(exc, ds)

@@ -117,7 +117,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         analysis = algorithm.analyse(study_input)
     except NotAnalysable as exc:  # an algorithm may decide late that it cannot answer
         return _save_not_analysed(rt, job, study, algorithm, exc.message, revision, mode)
-    except RadsightError:
+    except (RadsightError, MemoryError):  # MemoryError: the runner fails it for good
         raise
     except Exception as exc:
         raise AlgorithmError(f"{algorithm.name} {algorithm.version} failed: {exc!r}") from exc
