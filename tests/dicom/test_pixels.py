@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pydicom
 import pytest
@@ -9,7 +11,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from radsight.dicom.pixels import display_image, frames_for_analysis
-from radsight.errors import MalformedDicom, MissingPixelData
+from radsight.errors import MalformedDicom, MissingPixelData, PixelDataMismatch
 from tests.results._sources import (
     ORTHANC_TESTS,
     REAL_CT_JPEG2000,
@@ -90,17 +92,31 @@ def test_no_pixel_data_is_missing_pixel_data():
         frames_for_analysis(ds)
 
 
-def test_truncated_pixel_data_is_malformed():
+def test_truncated_pixel_data_is_refused_before_decoding():
     ds = make_source("dx16-mono2")
     ds.PixelData = ds.PixelData[:100]
-    with pytest.raises(MalformedDicom, match="cannot decode the pixel data"):
+    with pytest.raises(PixelDataMismatch, match="holds 100 bytes .* it is truncated"):
         frames_for_analysis(ds)
 
 
-def test_corrupt_jpeg2000_is_malformed():
+def test_corrupt_jpeg2000_is_refused_before_decoding():
     ds = make_source("dx16-mono2")
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+    with pytest.raises(PixelDataMismatch, match="JPEG 2000 SIZ"):
+        frames_for_analysis(ds)
+
+
+def test_corrupt_jpeg2000_with_a_good_header_is_malformed():
+    ds = make_source("dx8")
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    siz = (
+        b"\xff\x4f\xff\x51\x00\x29\x00\x00"
+        + struct.pack(">IIIIIIII", columns, rows, 0, 0, columns, rows, 0, 0)
+        + b"\x00\x01\x07\x01\x01"
+    )
+    ds.PixelData = encapsulate([siz + b"\x00" * 64])
     with pytest.raises(MalformedDicom, match="JPEG 2000"):
         frames_for_analysis(ds)
 

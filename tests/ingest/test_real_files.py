@@ -16,7 +16,16 @@ import pytest
 from radsight.dicom.instances import parse_part10
 from radsight.dicom.pixels import frames_for_analysis
 from radsight.dicom.synthetic import make_radiograph
-from radsight.errors import InstanceRejected, MalformedDicom, MissingPixelData
+from radsight.errors import (
+    InstanceRejected,
+    MalformedDicom,
+    MissingPixelData,
+    PixelDataMismatch,
+    TooLarge,
+)
+
+#: what decoding a stored instance may refuse with: undecodable, or refused before decoding
+DECODE_REFUSALS = (MalformedDicom, MissingPixelData, PixelDataMismatch, TooLarge)
 
 
 def real_files() -> list[Path]:
@@ -54,7 +63,7 @@ def test_real_file_is_accepted_or_refused_with_a_reason(path):
     if "PixelData" in parsed.dataset:
         try:
             frames = frames_for_analysis(parsed.dataset)
-        except (MalformedDicom, MissingPixelData) as exc:
+        except DECODE_REFUSALS as exc:
             assert exc.message  # stored as sent; analysis will say "not analysed: ..."
         else:
             assert frames and all(f.ndim == 2 for _, f in frames)
@@ -73,7 +82,7 @@ def decodable_share() -> float:
         try:
             frames_for_analysis(parsed.dataset)
             ok += 1
-        except (MalformedDicom, MissingPixelData):
+        except DECODE_REFUSALS:
             pass
     return ok / total
 
@@ -111,5 +120,5 @@ def test_corrupted_bytes_never_escape_as_another_error(seed):
     # accepted: then it is a checked instance whose pixels decode or say why not
     try:
         frames_for_analysis(parsed.dataset)
-    except (MalformedDicom, MissingPixelData):
+    except DECODE_REFUSALS:
         pass

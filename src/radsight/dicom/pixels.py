@@ -23,9 +23,10 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import ExplicitVRLittleEndian
 
-from radsight.errors import MalformedDicom, MissingPixelData
+from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS, check_pixel_data
+from radsight.errors import MalformedDicom, MissingPixelData, TooLarge
 
-__all__ = ["display_image", "frames_for_analysis"]
+__all__ = ["display_image", "frames_for_analysis", "raise_decompression_bomb"]
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: ITU-R BT.601 luma weights, as used by PS3.3 C.7.6.3.1.2 for YBR_FULL
@@ -34,9 +35,16 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _WINDOW_SAMPLES = 512 * 512
 
 
-def frames_for_analysis(ds: pydicom.Dataset) -> list[tuple[int | None, np.ndarray]]:
+def frames_for_analysis(
+    ds: pydicom.Dataset, *, max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+) -> list[tuple[int | None, np.ndarray]]:
     """Decode every frame of an image and bring it to modality values.
 
+    Nothing is decoded before :func:`radsight.dicom.codestream.check_pixel_data` has
+    compared what the pixel data declares (each compressed frame's own header) with the
+    Image Pixel module and bounded a frame by ``max_frame_pixels``: every decode in
+    Radsight goes through here or through :func:`radsight.dicom.rendering.native_frame`,
+    which checks the same.
     Compressed transfer syntaxes are decoded through pydicom's plugins (pylibjpeg,
     Pillow). Each frame then goes through the Modality LUT or Rescale Slope/Intercept
     (PS3.3 C.11.1, per frame for enhanced multi-frame images, C.7.6.16.2.9);
@@ -48,6 +56,8 @@ def frames_for_analysis(ds: pydicom.Dataset) -> list[tuple[int | None, np.ndarra
     ds : pydicom.Dataset
         A composite image instance with Pixel Data (7FE0,0010), Float Pixel Data or
         Double Float Pixel Data.
+    max_frame_pixels : int
+        The most pixels of one frame that may be decoded (setting ``max_frame_pixels``).
 
     Returns
     -------
@@ -60,17 +70,27 @@ def frames_for_analysis(ds: pydicom.Dataset) -> list[tuple[int | None, np.ndarra
     ------
     radsight.errors.MissingPixelData
         When the data set carries no pixel data.
+    radsight.errors.PixelDataMismatch
+        When the pixel data declares other dimensions or frames than the data set says,
+        or uncompressed data has another length (nothing is decoded).
+    radsight.errors.TooLarge
+        When a frame has more than ``max_frame_pixels`` pixels, or a decoder refuses it
+        as a decompression bomb (Pillow's ``DecompressionBombError``).
     radsight.errors.MalformedDicom
         When the pixel data cannot be decoded (no decoder for the transfer syntax,
-        truncated or corrupt data, inconsistent Image Pixel module).
+        corrupt data, inconsistent Image Pixel module).
     """
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise MissingPixelData(f"instance {_uid(ds)} has no pixel data")
     transfer_syntax_uid = _transfer_syntax_uid(ds)
+    check_pixel_data(ds, max_frame_pixels=max_frame_pixels)
     try:
         decoder = get_decoder(transfer_syntax_uid)
         array, properties = decoder.as_array(ds)
+    except MemoryError:  # the worker's memory ceiling: not the data's fault
+        raise
     except Exception as exc:  # the plugins raise anything from ValueError to KeyError
+        raise_decompression_bomb(exc, ds)
         raise MalformedDicom(
             f"cannot decode the pixel data of instance {_uid(ds)} "
             f"({transfer_syntax_uid.name or transfer_syntax_uid}): {exc}"
@@ -163,6 +183,19 @@ def display_image(pixels: np.ndarray, ds: pydicom.Dataset | None = None) -> np.n
     out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
     np.clip(out, 0.0, 255.0, out=out)
     return np.rint(out).astype(np.uint8)
+
+
+def raise_decompression_bomb(exc: BaseException, ds: pydicom.Dataset) -> None:
+    """Raise :class:`~radsight.errors.TooLarge` where a decoder gave up on an image as a
+    decompression bomb: Pillow's ``DecompressionBombError`` (over twice
+    ``Image.MAX_IMAGE_PIXELS``), possibly wrapped by pydicom's plugin loop."""
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError) or "decompression bomb" in str(exc):
+        raise TooLarge(
+            f"instance {_uid(ds)}: a decoder refused the pixel data as a decompression bomb "
+            f"(it declares more pixels than Pillow's limit): {exc}"
+        ) from exc
 
 
 def _uid(ds: pydicom.Dataset) -> str:

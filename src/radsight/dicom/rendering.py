@@ -21,8 +21,9 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID
 
-from radsight.dicom.pixels import display_image, frames_for_analysis
-from radsight.errors import InvalidInput, MalformedDicom
+from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS, check_pixel_data
+from radsight.dicom.pixels import display_image, frames_for_analysis, raise_decompression_bomb
+from radsight.errors import InvalidInput, MalformedDicom, TooLarge
 
 __all__ = ["RenderOptions", "native_frame", "parse_render_options", "render_frame"]
 
@@ -54,13 +55,25 @@ class RenderOptions:
     quality: int = 90
 
 
+#: the default of the ``max_render_pixels`` setting (radsight.config)
+DEFAULT_MAX_RENDER_PIXELS = 4096 * 4096
+
+
 def parse_render_options(
-    window: str | None, viewport: str | None, quality: str | None
+    window: str | None,
+    viewport: str | None,
+    quality: str | None,
+    *,
+    max_render_pixels: int = DEFAULT_MAX_RENDER_PIXELS,
 ) -> RenderOptions:
     """Read ``window=center,width[,function]``, ``viewport=vw,vh[,sx,sy,sw,sh]``, ``quality``.
 
+    The output size ``vw x vh`` and the source region ``sw x sh`` are each bounded by
+    ``max_render_pixels`` (the setting of that name): Pillow allocates both.
+
     Raises :class:`~radsight.errors.InvalidInput` (a ``ValueError``) with a message for the
-    caller when a value is malformed.
+    caller when a value is malformed, and :class:`~radsight.errors.TooLarge` (413) when
+    the viewport or its region is over ``max_render_pixels``.
     """
     win = None
     if window:
@@ -81,20 +94,21 @@ def parse_render_options(
         win = (center, width, function)
     view = crop = None
     if viewport:
+        shown = viewport if len(viewport) <= 80 else viewport[:80] + "..."
         try:
             numbers = [int(float(p)) for p in viewport.split(",") if p.strip() != ""]
-        except ValueError:
-            raise InvalidInput(f"viewport must be vw,vh[,sx,sy,sw,sh]: {viewport!r}") from None
+        except (ValueError, OverflowError):  # OverflowError: "1e999" is infinite
+            raise InvalidInput(f"viewport must be vw,vh[,sx,sy,sw,sh]: {shown!r}") from None
         if len(numbers) not in (2, 6) or numbers[0] <= 0 or numbers[1] <= 0:
-            raise InvalidInput(
-                f"viewport must be vw,vh[,sx,sy,sw,sh] with vw, vh > 0: {viewport!r}"
-            )
-        if max(numbers[:2]) > 8192:
-            raise InvalidInput("viewport is larger than 8192 pixels")
+            raise InvalidInput(f"viewport must be vw,vh[,sx,sy,sw,sh] with vw, vh > 0: {shown!r}")
+        _check_render_size("viewport vw x vh", numbers[0], numbers[1], max_render_pixels)
         view = (numbers[0], numbers[1])
         if len(numbers) == 6:
             if numbers[4] <= 0 or numbers[5] <= 0:
                 raise InvalidInput("viewport sw and sh must be positive")
+            if max(abs(numbers[2]), abs(numbers[3])) > 2**31:
+                raise InvalidInput(f"viewport sx and sy are out of range: {shown!r}")
+            _check_render_size("viewport region sw x sh", numbers[4], numbers[5], max_render_pixels)
             crop = (numbers[2], numbers[3], numbers[4], numbers[5])
     q = 90
     if quality:
@@ -107,10 +121,26 @@ def parse_render_options(
     return RenderOptions(win, view, crop, q)
 
 
+def _check_render_size(what: str, width: int, height: int, max_render_pixels: int) -> None:
+    if width * height > max_render_pixels:
+        raise TooLarge(
+            f"the {what} of {width} x {height} pixels is over the {max_render_pixels:,} pixels "
+            "an image may be rendered at (setting max_render_pixels)"
+        )
+
+
 def render_frame(
-    ds: Dataset, frame_number: int, options: RenderOptions, media_type: str = "image/jpeg"
+    ds: Dataset,
+    frame_number: int,
+    options: RenderOptions,
+    media_type: str = "image/jpeg",
+    *,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
 ) -> bytes:
     """One frame (1-based) as an 8-bit JPEG or PNG image, windowed and fitted to the viewport.
+
+    The pixel data is checked (:func:`radsight.dicom.codestream.check_pixel_data`) before
+    anything is decoded.
 
     Raises
     ------
@@ -119,15 +149,20 @@ def render_frame(
         caller checks both first: a programming error).
     radsight.errors.MalformedDicom, radsight.errors.MissingPixelData
         When the pixel data cannot be decoded.
+    radsight.errors.PixelDataMismatch, radsight.errors.TooLarge
+        When the pixel data declares other dimensions than the data set, or a frame is
+        over ``max_frame_pixels`` (nothing is decoded).
     """
     if media_type not in RENDERED_MEDIA_TYPES:
         raise ValueError(f"cannot render as {media_type}")
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if not 1 <= frame_number <= count:
         raise ValueError(f"frame {frame_number} is out of range 1-{count}")
+    check_pixel_data(ds, max_frame_pixels=max_frame_pixels)
     display = _display_by_lookup(ds, options.window) if count == 1 else None
     if display is None:
-        frames = frames_for_analysis(_one_frame(ds, frame_number) if count > 1 else ds)
+        single = _one_frame(ds, frame_number, max_frame_pixels) if count > 1 else ds
+        frames = frames_for_analysis(single, max_frame_pixels=max_frame_pixels)
         display = display_image(frames[0][1], _with_window(ds, options.window))
     image = Image.fromarray(display, mode="L")
     if options.crop is not None:
@@ -227,14 +262,14 @@ def _with_window(ds: Dataset, window: tuple[float, float, str] | None) -> Datase
     return override
 
 
-def _one_frame(ds: Dataset, frame_number: int) -> Dataset:
+def _one_frame(ds: Dataset, frame_number: int, max_frame_pixels: int) -> Dataset:
     """A copy of a multi-frame data set holding only one frame (decoding only that one)."""
     single = _copy_without_pixels(ds)
     single.NumberOfFrames = 1
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame and len(per_frame) >= frame_number:
         single.PerFrameFunctionalGroupsSequence = [per_frame[frame_number - 1]]
-    single.PixelData = native_frame(ds, frame_number)
+    single.PixelData = native_frame(ds, frame_number, max_frame_pixels=max_frame_pixels)
     single.file_meta = pydicom.dataset.FileMetaDataset(ds.file_meta)
     single.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1 and UID(_ts(ds)).is_compressed:
@@ -248,16 +283,21 @@ def _ts(ds: Dataset) -> str:
     return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
 
-def native_frame(ds: Dataset, frame_number: int) -> bytes:
+def native_frame(
+    ds: Dataset, frame_number: int, *, max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+) -> bytes:
     """A frame's pixels, uncompressed little-endian (PS3.18 8.7.3.3.2), 1-based.
 
-    Uncompressed data is sliced without decoding; compressed data is decoded.
+    Uncompressed data is sliced without decoding; compressed data is decoded once
+    :func:`radsight.dicom.codestream.check_pixel_data` has passed (it raises
+    :class:`~radsight.errors.PixelDataMismatch` or :class:`~radsight.errors.TooLarge`).
     """
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if not 1 <= frame_number <= count:
         raise ValueError(f"frame {frame_number} is out of range 1-{count}")
     if "PixelData" not in ds:
         raise MalformedDicom("the instance has no Pixel Data")
+    check_pixel_data(ds, max_frame_pixels=max_frame_pixels)
     ts = UID(_ts(ds) or pydicom.uid.ExplicitVRLittleEndian)
     try:
         if not ts.is_compressed and ts.is_little_endian:
@@ -273,9 +313,10 @@ def native_frame(ds: Dataset, frame_number: int) -> bytes:
                 return bytes(data[start : start + size])
         array = pixel_array(ds, index=frame_number - 1)
         return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-    except MalformedDicom:
+    except (MalformedDicom, MemoryError):
         raise
     except Exception as exc:  # the decoders raise anything from ValueError to KeyError
+        raise_decompression_bomb(exc, ds)
         raise MalformedDicom(f"cannot decode frame {frame_number}: {exc}") from exc
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import pydicom
 
-from radsight.errors import MalformedDicom, StoredObjectUnreadable
+from radsight.errors import MalformedDicom, PixelDataMismatch, StoredObjectUnreadable, TooLarge
 
 __all__ = ["decoding_stored", "read_stored"]
 
@@ -51,10 +51,15 @@ def read_stored(data: bytes, what: str) -> pydicom.Dataset:
 def decoding_stored(what: str) -> Iterator[None]:
     """Decode a stored object's pixels inside this block: a decode failure
     (:class:`~radsight.errors.MalformedDicom` from :mod:`radsight.dicom.pixels` or
-    :mod:`radsight.dicom.rendering`) becomes :class:`~radsight.errors.StoredObjectUnreadable`."""
+    :mod:`radsight.dicom.rendering`) becomes :class:`~radsight.errors.StoredObjectUnreadable`.
+
+    So does a refusal to decode (:class:`~radsight.errors.PixelDataMismatch`, a frame over
+    ``max_frame_pixels``): an instance stored before those checks existed, or put into the
+    object store by other means, is not the caller's fault; the message keeps the reason
+    and its code (``pixel_data_mismatch``, ``too_large``).
+    """
     try:
         yield
-    except MalformedDicom as exc:
-        raise StoredObjectUnreadable(
-            f"stored object {what} cannot be decoded: {exc.message}"
-        ) from exc
+    except (MalformedDicom, PixelDataMismatch, TooLarge) as exc:
+        reason = exc.message if isinstance(exc, MalformedDicom) else f"{exc.code}: {exc.message}"
+        raise StoredObjectUnreadable(f"stored object {what} cannot be decoded: {reason}") from exc

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.dataset import Dataset
 
+from radsight.dicom.codestream import check_pixel_data
 from radsight.dicom.instances import ParsedInstance, parse_part10
 from radsight.dicom.study_types import classify_study_type
 from radsight.errors import (
@@ -54,6 +55,7 @@ def accept_instance(
 ) -> Accepted:
     """Check, store and index one instance; raise and record an InstanceRejected on bad input."""
     t0 = time.perf_counter()
+    parsed: ParsedInstance | None = None
     try:
         check_instance_size(rt, len(data.part10 if isinstance(data, ParsedInstance) else data))
         parsed = (
@@ -61,6 +63,9 @@ def accept_instance(
             if isinstance(data, ParsedInstance)
             else parse_part10(data, negotiated_sop_class_uid)
         )
+        # what the compressed frames declare must be what the header says: a decompression
+        # bomb is refused here, before it is stored (radsight.dicom.codestream)
+        check_pixel_data(parsed.dataset, max_frame_pixels=rt.settings.max_frame_pixels)
     except InstanceRejected as exc:
         record_rejection(
             rt,
@@ -69,6 +74,7 @@ def accept_instance(
             organisation_id=organisation_id,
             ae=calling_ae_title,
             dimse_status=status_for(exc.code) if source == "dimse" else None,
+            sop_instance_uid=parsed.sop_instance_uid if parsed is not None else "",
         )
         raise
     with rt.db.session() as s:

@@ -107,7 +107,9 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
                 datasets.append(read_stored(rt.files.get(inst.storage_key), inst.storage_key))
     t0 = time.perf_counter()
     try:
-        study_input = study_input_from(datasets, study.study_type)
+        study_input = study_input_from(
+            datasets, study.study_type, max_frame_pixels=rt.settings.max_frame_pixels
+        )
         algorithm.check(study_input)
     except (NotAnalysable, InstanceRejected) as exc:
         return _save_not_analysed(rt, job, study, algorithm, exc.message, revision, mode)
@@ -115,7 +117,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
         analysis = algorithm.analyse(study_input)
     except NotAnalysable as exc:  # an algorithm may decide late that it cannot answer
         return _save_not_analysed(rt, job, study, algorithm, exc.message, revision, mode)
-    except RadsightError:
+    except (RadsightError, MemoryError):  # MemoryError: the runner fails it for good
         raise
     except Exception as exc:
         raise AlgorithmError(f"{algorithm.name} {algorithm.version} failed: {exc!r}") from exc

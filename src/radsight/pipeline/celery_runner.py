@@ -67,11 +67,12 @@ def make_app(settings: Settings) -> Celery:
 def run_job_by_id(settings: Settings, job_id: int) -> str:
     """The task body: claim the named job if it is still waiting, then run it."""
     from radsight.algorithms.registry import Registry
-    from radsight.pipeline.runner import run_claimed
+    from radsight.pipeline.runner import limit_worker_memory, run_claimed
     from radsight.runtime import Runtime
     from radsight.store import jobs as jobstore
 
     if _state.get("pid") != os.getpid():  # one runtime per worker process
+        limit_worker_memory(settings.worker_memory_limit_mb)
         _state.update(
             pid=os.getpid(),
             rt=Runtime.open(settings, run_migrations=False),

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
+from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS
 from radsight.dicom.pixels import frames_for_analysis
+from radsight.dicom.rendering import DEFAULT_MAX_RENDER_PIXELS
 from radsight.dicom.stored import decoding_stored, read_stored
-from radsight.errors import NotFound
+from radsight.errors import NotFound, TooLarge
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,24 @@ def _default_window(ds: pydicom.Dataset, values: np.ndarray) -> tuple[float, flo
     return float(lo + hi) / 2.0, float(hi - lo)
 
 
-def read_display_frame(dicom_bytes: bytes, frame_index: int, what: str = "") -> DisplayFrame:
+def read_display_frame(
+    dicom_bytes: bytes,
+    frame_index: int,
+    what: str = "",
+    *,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    max_render_pixels: int = DEFAULT_MAX_RENDER_PIXELS,
+) -> DisplayFrame:
     """Decode frame ``frame_index`` (0-based) of a stored instance for the viewer.
 
-    ``what`` names the stored object (its key) in an error.
+    ``what`` names the stored object (its key) in an error. The frame goes to the
+    browser at full size, so it must be at most ``max_render_pixels``; decoding is
+    bounded as everywhere (:func:`radsight.dicom.pixels.frames_for_analysis`).
 
     Raises
     ------
+    radsight.errors.TooLarge
+        When the frame is over ``max_render_pixels`` (nothing is decoded).
     radsight.errors.NotFound
         When the instance has no such frame.
     radsight.errors.StoredObjectUnreadable
@@ -66,9 +79,15 @@ def read_display_frame(dicom_bytes: bytes, frame_index: int, what: str = "") -> 
         When the instance has no pixel data.
     """
     ds = read_stored(dicom_bytes, what or "instance")
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows * columns > max_render_pixels:
+        raise TooLarge(
+            f"the image of {rows} x {columns} pixels is over the {max_render_pixels:,} pixels "
+            "the viewer may be sent (setting max_render_pixels)"
+        )
     with warnings.catch_warnings(), decoding_stored(what or "instance"):
         warnings.simplefilter("ignore")  # odd values were reported at ingest
-        frames = frames_for_analysis(ds)
+        frames = frames_for_analysis(ds, max_frame_pixels=max_frame_pixels)
     if not 0 <= frame_index < len(frames):
         raise NotFound(f"the instance has {len(frames)} frame(s); there is no frame {frame_index}")
     values = np.nan_to_num(frames[frame_index][1].astype(np.float64))

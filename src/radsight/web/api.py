@@ -242,7 +242,13 @@ def viewer_frame(
             detail={"resource": "viewer frames", "via": "viewer"},
             throttle=True,
         )
-    frame = read_display_frame(rt.files.get(key), frame_index, key)
+    frame = read_display_frame(
+        rt.files.get(key),
+        frame_index,
+        key,
+        max_frame_pixels=rt.settings.max_frame_pixels,
+        max_render_pixels=rt.settings.max_render_pixels,
+    )
     return Response(
         frame.data,
         media_type="application/octet-stream",

@@ -380,9 +380,17 @@ def retrieve_frames(
     ds = _read(rt, row)
     if "PixelData" not in ds:
         raise NotFound(f"instance {instance} has no pixel data")
-    take = native_frame if how == "native" else encapsulated_frame
+    limit = rt.settings.max_frame_pixels
     with decoding_stored(row.sop_instance_uid):
-        parts = [(part_type, take(ds, n)) for n in numbers]
+        parts = [
+            (
+                part_type,
+                native_frame(ds, n, max_frame_pixels=limit)
+                if how == "native"
+                else encapsulated_frame(ds, n),
+            )
+            for n in numbers
+        ]
     boundary = new_boundary()
     main = part_type.split(";")[0]
     return Response(
@@ -416,7 +424,11 @@ def retrieve_bulkdata(
         raise NotFound(f"instance {instance} has no bulk data {tag}")
     if element.tag == 0x7FE00010 and UID(row.transfer_syntax_uid).is_compressed:
         with decoding_stored(row.sop_instance_uid):
-            value = b"".join(native_frame(ds, n) for n in range(1, row.number_of_frames + 1))
+            limit = rt.settings.max_frame_pixels
+            value = b"".join(
+                native_frame(ds, n, max_frame_pixels=limit)
+                for n in range(1, row.number_of_frames + 1)
+            )
     else:
         value = bytes(element.value)
     boundary = new_boundary()
@@ -450,12 +462,19 @@ def _rendered(
     )
     if media is None:
         raise NotAcceptable("rendered images are image/jpeg or image/png")
-    options = parse_render_options(window, viewport or default_viewport, quality)
+    options = parse_render_options(
+        window,
+        viewport or default_viewport,
+        quality,
+        max_render_pixels=rt.settings.max_render_pixels,
+    )
     if not 1 <= frame <= row.number_of_frames:
         raise NotFound(f"the instance has frames 1-{row.number_of_frames}; there is no {frame}")
     ds = _read(rt, row)
     with decoding_stored(row.sop_instance_uid):
-        image = render_frame(ds, frame, options, media)
+        image = render_frame(
+            ds, frame, options, media, max_frame_pixels=rt.settings.max_frame_pixels
+        )
     return Response(image, media_type=media)
 
 
