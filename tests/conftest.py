@@ -43,7 +43,7 @@ POSTGRES = os.environ.get("RADSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, _migrated: _MigratedTemplates
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_databases: MigratedDatabases
 ) -> Iterator[str]:
     """An empty database: SQLite in a temporary folder, or a fresh PostgreSQL database.
 
@@ -55,13 +55,13 @@ def database_url(
     if request.param == "sqlite":
         path = tmp_path / "radsight.db"
         if migrated:
-            _migrated.copy_sqlite(path)
+            migrated_databases.copy_sqlite(path)
         yield f"sqlite:///{path}"
         return
     import psycopg
 
     name = f"radsight_test_{uuid.uuid4().hex[:12]}"
-    template = f' TEMPLATE "{_migrated.postgresql()}"' if migrated else ""
+    template = f' TEMPLATE "{migrated_databases.postgresql()}"' if migrated else ""
     with _postgres_admin() as admin:
         admin.execute(f'CREATE DATABASE "{name}"{template}')
     yield _postgres_url(name)
@@ -82,7 +82,7 @@ def _postgres_url(name: str) -> str:
     return f"{POSTGRES.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
 
 
-class _MigratedTemplates:
+class MigratedDatabases:
     """One database per backend migrated to head, made on first use; copied per test."""
 
     def __init__(self, folder: Path) -> None:
@@ -125,8 +125,8 @@ class _MigratedTemplates:
 
 
 @pytest.fixture(scope="session")
-def _migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_MigratedTemplates]:
-    templates = _MigratedTemplates(tmp_path_factory.mktemp("migrated"))
+def migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedDatabases]:
+    templates = MigratedDatabases(tmp_path_factory.mktemp("migrated"))
     yield templates
     templates.drop()
 
