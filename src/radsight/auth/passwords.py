@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -14,8 +16,14 @@ from radsight.store.tables import UserRow
 MIN_PASSWORD_LENGTH = 10
 
 _hasher = PasswordHasher()
-#: verified against when a username is unknown, so that both cases take the same time
-_DUMMY_HASH = _hasher.hash("radsight-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when a username is unknown, so that both cases take the same time.
+    Made at the first sign-in of a process, not at import (every radsight process, CLI
+    commands and workers included, imports this module; an argon2 hash costs ~0.2 s)."""
+    return _hasher.hash("radsight-no-such-user")
 
 
 def hash_password(password: str) -> str:
@@ -58,11 +66,12 @@ def set_password(s: Session, user: UserRow, password: str) -> None:
 
 def authenticate(s: Session, username: str, password: str) -> UserRow:
     """The user with this password, or :class:`NotAuthenticated` (same message either way)."""
+    dummy = _dummy_hash()  # before the look-up: a first sign-in costs the same either way
     user = people.find_user(s, username.strip())
     wrong = NotAuthenticated("wrong username or password")
     if user is None:
         try:
-            _hasher.verify(_DUMMY_HASH, password)
+            _hasher.verify(dummy, password)
         except VerificationError:
             pass
         raise wrong
