@@ -42,23 +42,93 @@ POSTGRES = os.environ.get("RADSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: SQLite in a temporary folder, or a fresh PostgreSQL database."""
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_databases: MigratedDatabases
+) -> Iterator[str]:
+    """An empty database: SQLite in a temporary folder, or a fresh PostgreSQL database.
+
+    A test that also uses ``runtime`` (which migrates its database anyway) gets a copy of
+    a database migrated once per session instead: the same schema, without running every
+    migration again for each test. ``Runtime.open`` still runs ``migrate`` on it (a
+    no-op at head); tests/store/test_migrations.py migrates empty databases itself."""
+    migrated = "runtime" in request.fixturenames
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'radsight.db'}"
+        path = tmp_path / "radsight.db"
+        if migrated:
+            migrated_databases.copy_sqlite(path)
+        yield f"sqlite:///{path}"
         return
     import psycopg
 
     name = f"radsight_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES} is not reachable ({exc}); .ci/run starts it")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{POSTGRES.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    template = f' TEMPLATE "{migrated_databases.postgresql()}"' if migrated else ""
+    with _postgres_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"{template}')
+    yield _postgres_url(name)
     with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _postgres_admin():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    try:
+        return psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES} is not reachable ({exc}); .ci/run starts it")
+
+
+def _postgres_url(name: str) -> str:
+    return f"{POSTGRES.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+
+
+class MigratedDatabases:
+    """One database per backend migrated to head, made on first use; copied per test."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._sqlite: Path | None = None
+        self._postgresql: str | None = None
+
+    def copy_sqlite(self, to: Path) -> None:
+        import sqlite3
+
+        from radsight.store.db import migrate
+
+        if self._sqlite is None:
+            path = self.folder / "template.db"
+            migrate(f"sqlite:///{path}")
+            self._sqlite = path
+        to.parent.mkdir(parents=True, exist_ok=True)
+        src, dst = sqlite3.connect(self._sqlite), sqlite3.connect(to)
+        try:
+            src.backup(dst)  # a consistent copy, whatever the journal mode
+        finally:
+            src.close()
+            dst.close()
+
+    def postgresql(self) -> str:
+        from radsight.store.db import migrate
+
+        if self._postgresql is None:
+            name = f"radsight_template_{uuid.uuid4().hex[:12]}"
+            with _postgres_admin() as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            migrate(_postgres_url(name))  # its connections are closed when it returns
+            self._postgresql = name
+        return self._postgresql
+
+    def drop(self) -> None:
+        if self._postgresql is not None:
+            with _postgres_admin() as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self._postgresql}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedDatabases]:
+    templates = MigratedDatabases(tmp_path_factory.mktemp("migrated"))
+    yield templates
+    templates.drop()
 
 
 @pytest.fixture

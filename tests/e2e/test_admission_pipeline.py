@@ -23,6 +23,11 @@ MMG, VERSION = "radsight-mmg", "1.1.0"
 REASON = "reader study at General Hospital signed off by the screening lead"
 
 
+# SQLite, a fresh install's database: the in-process admission tests
+# (tests/pipeline/test_admission_gate.py, test_admission_safety.py, tests/monitor) run every
+# rule on both databases; a shadow version, then approved, end to end on PostgreSQL is
+# test_celery.py's test_celery_workers_keep_a_shadow_version_from_the_pacs_until_it_is_approved
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_mmg_runs_in_shadow_until_approved_by_override(
     tmp_path, make_server, storescp, shared_data, database_url
 ):

@@ -86,6 +86,11 @@ def register(server, destinations: list[tuple[str, str, int]], ae: str = "MODALI
         )
 
 
+# SQLite, the embedded default. PostgreSQL with serve's own workers, storescu in and
+# storescp out, end to end: test_crash_recovery.py (kill -9 while analysing),
+# test_reanalyse.py (a late instance), test_object_store.py; the ingest, pipeline and
+# delivery code runs on both databases in the in-process tests (tests/pipeline, tests/ingest)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_storescu_study_reaches_storescp_and_orthanc(
     tmp_path, make_server, storescp, orthanc, database_url
 ):

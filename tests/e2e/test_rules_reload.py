@@ -14,8 +14,10 @@ from tests.e2e.test_dicom_flow import register, wait_for, write_study
 
 pytestmark = pytest.mark.slow
 
-#: every wait is bounded: the reload interval is 2 s (the default), a study's quiet period 2 s
+#: every wait is bounded; the file is looked at every 0.5 s (default 2 s) and a study's
+#: quiet period is 0.5 s (default 2 s): each study is one instance
 WAIT_S = 30
+FAST = {"RADSIGHT_RULES_RELOAD_INTERVAL_S": "0.5", "RADSIGHT_QUIET_PERIODS": '{"cxr": 0.5}'}
 
 
 def rules(version: str, *, modality: str = "", algorithm: str = "radsight-bright-region") -> str:
@@ -39,7 +41,7 @@ def test_rules_reload_while_serving(tmp_path, make_server, database_url):
     path.write_text(rules("v1"))
     server = make_server(
         workers=1,
-        env={"RADSIGHT_DATABASE_URL": database_url, "RADSIGHT_ROUTING_RULES": str(path)},
+        env={"RADSIGHT_DATABASE_URL": database_url, "RADSIGHT_ROUTING_RULES": str(path), **FAST},
     )
     register(server, [])
     server.start()

@@ -27,14 +27,16 @@ from radsight.store.clock import utcnow
 from radsight.store.tables import StudyRow
 from radsight.web import create_app
 
-from ..conftest import SHARED_DATA, write_rules
+from ..conftest import SHARED_DATA, MigratedDatabases, write_rules
 
 COVID_QU_EX = SHARED_DATA / "cxr" / "covid-qu-ex-adult"
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    """SQLite only: for the slower end-to-end tests (the store tests use both databases)."""
+def rt(tmp_path: Path, migrated_databases: MigratedDatabases) -> Iterator[Runtime]:
+    """SQLite only: for the slower end-to-end tests (the store tests use both databases).
+    The default database file starts as a copy of one migrated once per session."""
+    migrated_databases.copy_sqlite(tmp_path / "data" / "radsight.db")
     settings = load_settings(None, data_dir=tmp_path / "data", unsafe_no_fsync=True)
     runtime = Runtime.open(settings)
     yield runtime

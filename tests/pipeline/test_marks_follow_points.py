@@ -58,13 +58,14 @@ from radsight.store.tables import StudyRow
 from radsight.web import create_app
 from tests.conftest import admit
 
-from ..conftest import SHARED_DATA
+from ..conftest import SHARED_DATA, MigratedDatabases
 
 Study = list[pydicom.Dataset]
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
+def rt(tmp_path: Path, migrated_databases: MigratedDatabases) -> Iterator[Runtime]:
+    migrated_databases.copy_sqlite(tmp_path / "data" / "radsight.db")  # migrated once
     settings = load_settings(None, data_dir=tmp_path / "data", unsafe_no_fsync=True)
     runtime = Runtime.open(settings)
     yield runtime

@@ -26,14 +26,15 @@ from radsight.store import tenants
 from radsight.store.scope import Scope
 from radsight.store.tables import ResultRow
 from radsight.web import create_app
-from tests.conftest import write_rules
+from tests.conftest import MigratedDatabases, write_rules
 from tests.monitor.conftest import analyse_studies, make_org, token
 
 ALGORITHM = "radsight-bright-region"
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
+def rt(tmp_path: Path, migrated_databases: MigratedDatabases) -> Iterator[Runtime]:
+    migrated_databases.copy_sqlite(tmp_path / "data" / "radsight.db")  # migrated once
     runtime = Runtime.open(load_settings(None, data_dir=tmp_path / "data", unsafe_no_fsync=True))
     yield runtime
     runtime.close()

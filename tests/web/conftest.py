@@ -18,8 +18,10 @@ from playwright import sync_api
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[sync_api.Browser]:
+    """One Chromium per module: each test opens its pages with ``browser.new_page``, in a
+    context (cookies, storage) of its own."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
     with sync_api.sync_playwright() as pw:

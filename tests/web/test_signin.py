@@ -62,7 +62,7 @@ def site(runtime, monkeypatch):  # type: ignore[no-untyped-def]
     real_verify = signin.verify_password
 
     def counting_verify(stored_hash: str, password: str, gate: hashing.HashGate) -> bool:
-        checked.append("dummy" if stored_hash == hashing.DUMMY_HASH else "user")
+        checked.append("dummy" if stored_hash == hashing.dummy_hash() else "user")
         return real_verify(stored_hash, password, gate)
 
     monkeypatch.setattr(signin, "verify_password", counting_verify)

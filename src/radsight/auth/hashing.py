@@ -29,8 +29,14 @@ WAIT_S = 5.0
 BUSY_RETRY_S = 2.0
 
 _hasher = PasswordHasher()
-#: verified against when a username is unknown or locked, so every case takes the same time
-DUMMY_HASH = _hasher.hash("radsight-no-such-user")
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """Verified against when a username is unknown or locked, so every case takes the same
+    time. Made at a process's first sign-in, not at import: every radsight process (CLI
+    commands and workers too) imports this module, and an argon2 hash costs ~0.2 s."""
+    return _hasher.hash("radsight-no-such-user")
 
 
 class HashGate:

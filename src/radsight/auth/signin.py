@@ -26,7 +26,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from radsight.auth.hashing import DUMMY_HASH, gate, hash_password, needs_rehash, verify_password
+from radsight.auth.hashing import dummy_hash, gate, hash_password, needs_rehash, verify_password
 from radsight.config import Settings
 from radsight.errors import NotAuthenticated, TooManyAttempts
 from radsight.store import Session, people
@@ -57,6 +57,7 @@ def authenticate(
     hash_gate = gate(settings.password_hash_concurrency)
     hash_gate.check()
     _ThrottledAddresses.check(remote_addr)
+    dummy = dummy_hash()  # before the look-up: a process's first sign-in costs the same
     throttled: TooManyAttempts | None = None
     user: UserRow | None = None
     with db.session() as s:
@@ -71,7 +72,7 @@ def authenticate(
         raise throttled
     # unknown and locked accounts cost the same argon2 work (a locked account's password
     # is never checked: the answer would tell whether it was right)
-    stored = user.password_hash if user is not None and not user.locked else DUMMY_HASH
+    stored = user.password_hash if user is not None and not user.locked else dummy
     matches = verify_password(stored, password, hash_gate)
     reason = ""
     if user is None:
