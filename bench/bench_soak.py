@@ -185,34 +185,41 @@ class Radiologist:
         headers = {"Authorization": f"Bearer {self.token}"}
         with httpx.Client(base_url=self.url, headers=headers, timeout=60) as http:
             while not stop.is_set():
-                t0 = time.monotonic()
-                r = http.get("/api/worklist")
-                self.note("worklist", r, t0)
-                items = r.json().get("studies", []) if r.status_code == 200 else []
-                if items:
-                    item = rng.choice(items)
-                    t0 = time.monotonic()
-                    d = http.get(f"/api/studies/{item['id']}")
-                    self.note("study", d, t0)
-                    if d.status_code == 200 and d.json()["instances"]:
-                        inst = rng.choice(d.json()["instances"])
-                        t0 = time.monotonic()
-                        f = http.get(
-                            f"/dicomweb/studies/{item['study_instance_uid']}/series/"
-                            f"{inst['series_instance_uid']}/instances/{inst['sop_instance_uid']}"
-                            "/frames/1",
-                            headers={
-                                "Accept": 'multipart/related; type="application/octet-stream"'
-                            },
-                        )
-                        self.note("frame", f, t0)
-                    t0 = time.monotonic()
-                    v = http.post(
-                        f"/api/studies/{item['id']}/verdicts",
-                        json={"kind": "conclusion", "text": "soak: no acute findings"},
-                    )
-                    self.note("verdict", v, t0)
+                try:
+                    self.read_one(http, rng)
+                except httpx.TransportError as exc:
+                    # a keep-alive connection the server closed while the reader "read":
+                    # counted, and the next request opens a new one (as a browser does)
+                    key = f"transport error {type(exc).__name__}"
+                    self.counts[key] = self.counts.get(key, 0) + 1
                 stop.wait(rng.uniform(2, 6))  # reading time
+
+    def read_one(self, http: httpx.Client, rng: random.Random) -> None:
+        t0 = time.monotonic()
+        r = http.get("/api/worklist")
+        self.note("worklist", r, t0)
+        items = r.json().get("studies", []) if r.status_code == 200 else []
+        if items:
+            item = rng.choice(items)
+            t0 = time.monotonic()
+            d = http.get(f"/api/studies/{item['id']}")
+            self.note("study", d, t0)
+            if d.status_code == 200 and d.json()["instances"]:
+                inst = rng.choice(d.json()["instances"])
+                t0 = time.monotonic()
+                f = http.get(
+                    f"/dicomweb/studies/{item['study_instance_uid']}/series/"
+                    f"{inst['series_instance_uid']}/instances/{inst['sop_instance_uid']}"
+                    "/frames/1",
+                    headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+                )
+                self.note("frame", f, t0)
+            t0 = time.monotonic()
+            v = http.post(
+                f"/api/studies/{item['id']}/verdicts",
+                json={"kind": "conclusion", "text": "soak: no acute findings"},
+            )
+            self.note("verdict", v, t0)
 
 
 def percentile(values: list[float], q: float) -> float:
