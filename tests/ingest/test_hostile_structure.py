@@ -256,3 +256,30 @@ def test_a_deflate_bomb_is_refused_fast_in_bounded_memory(runtime, org):
     (row,) = rejections(runtime, org)
     assert row.error_code == "too_large" and "deflate" in row.message
     assert stored_instances(runtime, org) == 0
+
+
+# --- values pydicom reads but cannot encode as DICOM JSON ------------------------------------
+
+
+def test_metadata_leaves_out_a_value_it_cannot_encode(stow, caplog):
+    client, _rt = stow
+    ds = make_radiograph(rows=16, columns=16)
+    ds.PatientName = "\\\\"  # only value separators: pydicom cannot encode it (the fuzz)
+    ds.InstanceNumber = "987654321"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    assert data.count(b"987654321 ") == 1
+    data = data.replace(b"987654321 ", b"1A        ")  # an IS of letters
+    r = client.post("/dicomweb/studies", content=multipart(data), headers=STOW)
+    assert r.status_code == 200, r.text
+    m = client.get(
+        f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/metadata",
+        headers=JSON,
+    )
+    assert m.status_code == 200, m.text  # was 500 internal_error (IndexError, ValueError)
+    (item,) = m.json()
+    assert "00100010" not in item and "00200013" not in item
+    assert item["00080018"]["Value"] == [ds.SOPInstanceUID]
+    assert "(00100010) IndexError" in caplog.text and ds.PatientID not in caplog.text
