@@ -195,7 +195,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--memory-cap-mb", type=int, default=3072, help="prlimit --as per process")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
-    ap.add_argument("--max-depth", type=int, default=250, help="deepest sequence nesting (CI: 120)")
+    ap.add_argument(
+        "--max-depth", type=int, default=1000, help="deepest sequence nesting (CI: 400)"
+    )
     args = ap.parse_args()
     fuzz.SEQUENCE_DEPTH_MAX = args.max_depth
     dcmtk("storescp")

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(4 * 1024**3, ge=1024)
     max_import_total_bytes: int = Field(64 * 1024**3, ge=1024)
     max_import_compression_ratio: float = Field(200.0, gt=1)
+    #: how deep sequences may nest in an incoming data set (real SRs and RT objects: < 10);
+    #: at most 100, what every read route (WADO-RS metadata, jobs) can walk
+    max_sequence_depth: int = Field(32, ge=1, le=100)
+    #: a STOW-RS body past this many bytes is spooled to a file under <data_dir>/spool
+    stow_spool_memory_bytes: int = Field(1024 * 1024, ge=0)
     #: values one QIDO-RS key may list (StudyInstanceUID=a,b,...)
     max_query_values: int = Field(100, ge=1, le=10_000)
     #: pixels of one decoded frame (rows x columns x samples), checked against the

@@ -7,6 +7,7 @@ as DICOM JSON through :func:`to_dicom_json`.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 
 from radsight.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LEVEL_ATTRIBUTES",
@@ -323,6 +326,25 @@ def to_dicom_json(values: Mapping[str, Any], keywords: Iterable[str]) -> dict[st
     return out
 
 
+def _encodable_elements(
+    ds: pydicom.Dataset, threshold: int, handler: Callable[[DataElement], str]
+) -> dict[str, Any]:
+    """DICOM JSON of the elements pydicom can encode; the others are left out and logged
+    by tag (an empty Person Name component group, an IS of letters, bytes no character
+    set decodes): the rest of the metadata still reaches the viewer."""
+    body: dict[str, Any] = {}
+    left_out = []
+    for tag in ds.keys():
+        try:
+            body[f"{tag:08X}"] = ds[tag].to_json_dict(
+                bulk_data_element_handler=handler, bulk_data_threshold=threshold
+            )
+        except Exception as exc:  # pydicom raises many kinds on odd values
+            left_out.append(f"({tag:08X}) {type(exc).__name__}")
+    log.warning("DICOM JSON left out elements it cannot encode: %s", ", ".join(left_out))
+    return body
+
+
 def dataset_to_json(
     ds: pydicom.Dataset, bulk_data_uri: Callable[[str], str], threshold: int = 1024
 ) -> dict[str, Any]:
@@ -335,7 +357,10 @@ def dataset_to_json(
     def handler(elem: DataElement) -> str:
         return bulk_data_uri(f"{elem.tag:08X}")
 
-    body = ds.to_json_dict(bulk_data_threshold=threshold, bulk_data_element_handler=handler)
+    try:
+        body = ds.to_json_dict(bulk_data_threshold=threshold, bulk_data_element_handler=handler)
+    except Exception:  # a value ingest let through that pydicom cannot encode (issue 16)
+        body = _encodable_elements(ds, threshold, handler)
     for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
         if keyword in ds:
             key = tag_hex(keyword)

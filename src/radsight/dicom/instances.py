@@ -11,6 +11,7 @@ import dataclasses
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,6 +35,7 @@ from radsight.errors import (
     MissingPixelData,
     NotDicom,
     SopClassMismatch,
+    TooLarge,
     UnsupportedSopClass,
 )
 from radsight.redact import redact_values
@@ -100,26 +102,45 @@ class ParsedInstance:
     attributes: dict[str, object]
 
 
-def parse_part10(data: bytes, negotiated_sop_class_uid: str | None = None) -> ParsedInstance:
+#: the default of ``max_sequence_depth`` (config.py): see docs/security.md
+DEFAULT_MAX_SEQUENCE_DEPTH = 32
+
+
+def parse_part10(
+    data: bytes,
+    negotiated_sop_class_uid: str | None = None,
+    *,
+    max_sequence_depth: int = DEFAULT_MAX_SEQUENCE_DEPTH,
+    max_inflated_bytes: int | None = None,
+) -> ParsedInstance:
     """Parse and check a Part 10 file, or a bare data set (which gets a file meta).
 
+    ``max_sequence_depth`` bounds how deep sequences nest; ``max_inflated_bytes`` how
+    large a deflated data set (1.2.840.10008.1.2.1.99) may inflate (None: no bound).
     Raises an :class:`~radsight.errors.InstanceRejected` subclass naming what is wrong.
     """
     if len(data) < 8:
         raise NotDicom(f"{len(data)} bytes is too short to be DICOM")
     has_preamble = data[128:132] == b"DICM"
+    if has_preamble and max_inflated_bytes is not None:
+        _check_inflated_size(data, max_inflated_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = _read_until_end_of_data_set(data, force=not has_preamble)
             if not _looks_like_dicom(ds):
                 raise NotDicom("the data set does not decode to DICOM data elements")
+            check_sequence_depth(ds, max_sequence_depth)
             _check_declared_lengths(ds)
             _force_full_parse(ds)
     except InstanceRejected:
         raise
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM file: {_reason(exc)}") from exc
+    except RecursionError as exc:
+        raise MalformedDicom(
+            "sequences nest too deep to read (more than max_sequence_depth): refused"
+        ) from exc
     except (EOFError, struct.error, OSError, OverflowError, MemoryError) as exc:
         raise MalformedDicom(f"truncated or malformed DICOM ({_reason(exc)})") from exc
     except Exception as exc:  # pydicom raises many kinds on garbage input
@@ -143,16 +164,73 @@ _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 
 def _data_set_offset(data: bytes) -> int:
     """Where the data set starts: after the preamble and the file meta group (0002)."""
+    return _file_meta(data)[0]
+
+
+def _file_meta(data: bytes) -> tuple[int, bytes]:
+    """Where the data set starts, and the raw Transfer Syntax UID (0002,0010) of the meta."""
     pos = 132 if data[128:132] == b"DICM" else 0
+    syntax = b""
     while pos + 8 <= len(data) and struct.unpack_from("<H", data, pos)[0] == 0x0002:
         vr = data[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
             if pos + 12 > len(data):
                 break
-            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
+            start, length = pos + 12, struct.unpack_from("<I", data, pos + 8)[0]
         else:
-            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
-    return pos
+            start, length = pos + 8, struct.unpack_from("<H", data, pos + 6)[0]
+        if struct.unpack_from("<H", data, pos + 2)[0] == 0x0010:
+            syntax = data[start : start + length].rstrip(b"\0 ")
+        pos = start + length
+    return pos, syntax
+
+
+#: what the inflater hands back at a time: memory stays bounded by this, not the output
+_INFLATE_STEP = 1024 * 1024
+
+
+def _check_inflated_size(data: bytes, limit: int) -> None:
+    """A deflated data set inflating past ``limit`` bytes is refused before pydicom, which
+    inflates it whole, sees it (a few kilobytes of zeros deflate 1000:1: a bomb)."""
+    start, syntax = _file_meta(data)
+    if syntax != DeflatedExplicitVRLittleEndian.encode():
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    pending = data[start:]
+    try:
+        while pending and not inflater.eof:
+            total += len(inflater.decompress(pending, _INFLATE_STEP))
+            pending = inflater.unconsumed_tail
+            if total > limit:
+                raise TooLarge(
+                    f"the deflated data set inflates to more than max_instance_bytes "
+                    f"({limit} bytes): a deflate bomb is refused"
+                )
+    except zlib.error as exc:
+        raise MalformedDicom(f"the deflated data set does not inflate ({exc})") from exc
+
+
+def sequence_depth(ds: Dataset) -> int:
+    """How deep sequences nest in ``ds`` (0: none), walked with a list, not recursion."""
+    deepest = 0
+    stack: list[tuple[Dataset, int]] = [(ds, 0)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for elem in current:
+            if elem.VR == "SQ" and elem.value:
+                stack.extend((item, depth + 1) for item in elem.value)
+    return deepest
+
+
+def check_sequence_depth(ds: Dataset, limit: int) -> None:
+    """Refuse a data set whose sequences nest deeper than ``max_sequence_depth``."""
+    depth = sequence_depth(ds)
+    if depth > limit:
+        raise MalformedDicom(
+            f"sequences nest {depth} deep, more than max_sequence_depth ({limit}): refused"
+        )
 
 
 def _reason(exc: BaseException) -> str:

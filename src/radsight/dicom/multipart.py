@@ -6,14 +6,25 @@ answers leave as one; :func:`parse_accept` reads the media ranges a client accep
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from radsight.errors import InvalidInput
 
-__all__ = ["MediaRange", "boundary_of", "iter_parts", "parse_accept", "split_parts"]
+__all__ = [
+    "MediaRange",
+    "PartSpan",
+    "boundary_of",
+    "index_parts",
+    "iter_parts",
+    "parse_accept",
+    "read_part",
+    "split_parts",
+]
 
 _PARAM = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,]*)')
 
@@ -86,32 +97,91 @@ def boundary_of(content_type: str) -> str:
     return boundary
 
 
-def split_parts(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
-    """The parts of a multipart/related body: (headers with lower-case names, content)."""
+@dataclass(frozen=True)
+class PartSpan:
+    """One part of a multipart body held in a file: its headers and where its content is."""
+
+    headers: dict[str, str]
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+#: bytes read from the body at a time, and the most a part's header block may take
+_CHUNK = 1024 * 1024
+_MAX_HEAD = 64 * 1024
+
+
+def _find(fp: BinaryIO, needle: bytes, pos: int) -> int:
+    """The offset of ``needle`` at or after ``pos`` in ``fp``, or -1 (one chunk in memory)."""
+    while True:
+        fp.seek(pos)
+        chunk = fp.read(_CHUNK + len(needle) - 1)
+        if len(chunk) < len(needle):
+            return -1
+        at = chunk.find(needle)
+        if at >= 0:
+            return pos + at
+        if len(chunk) < _CHUNK + len(needle) - 1:
+            return -1
+        pos += _CHUNK
+
+
+def index_parts(fp: BinaryIO, content_type: str) -> list[PartSpan]:
+    """The parts of a multipart/related body in a file, without reading their content.
+
+    A body is split on its delimiter (PS3.18 8.6.1.2, RFC 2046 5.1.1); each part's headers
+    (names lower-case) come before its first blank line. ``InvalidInput`` when the body has
+    no parts, or a part has no header/body separator.
+    """
     delimiter = b"--" + boundary_of(content_type).encode()
-    chunks = body.split(delimiter)
-    if len(chunks) < 3:
+    cuts = []
+    pos = _find(fp, delimiter, 0)
+    while pos >= 0:
+        cuts.append(pos)
+        pos = _find(fp, delimiter, pos + len(delimiter))
+    if len(cuts) < 2:
         raise InvalidInput("the multipart body has no parts (or a wrong boundary)")
+    fp.seek(0, 2)
+    cuts.append(fp.tell())
     parts = []
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):  # the close delimiter
+    for here, following in zip(cuts, cuts[1:], strict=False):
+        begin = here + len(delimiter)
+        fp.seek(begin)
+        head = fp.read(min(following - begin, _MAX_HEAD))
+        if head.startswith(b"--"):  # the close delimiter
             break
-        if chunk.startswith(b"\r\n"):
-            chunk = chunk[2:]
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            if not head.strip():
+        skip = 2 if head.startswith(b"\r\n") else 0
+        sep = head.find(b"\r\n\r\n", skip)
+        if sep < 0:
+            if not head[skip:].strip():
                 continue
             raise InvalidInput("a multipart part has no header/body separator")
         headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
+        for line in head[skip:sep].decode("latin-1").split("\r\n"):
             name, colon, value = line.partition(":")
             if colon:
                 headers[name.strip().lower()] = value.strip()
-        if content.endswith(b"\r\n"):
-            content = content[:-2]
-        parts.append((headers, content))
+        content_start, content_end = begin + sep + 4, following
+        fp.seek(max(content_start, content_end - 2))
+        if content_end - content_start >= 2 and fp.read(2) == b"\r\n":
+            content_end -= 2
+        parts.append(PartSpan(headers, content_start, content_end))
     return parts
+
+
+def read_part(fp: BinaryIO, part: PartSpan) -> bytes:
+    fp.seek(part.start)
+    return fp.read(part.size)
+
+
+def split_parts(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart/related body: (headers with lower-case names, content)."""
+    fp = io.BytesIO(body)
+    return [(p.headers, read_part(fp, p)) for p in index_parts(fp, content_type)]
 
 
 def new_boundary() -> str:

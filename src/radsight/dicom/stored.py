@@ -17,9 +17,15 @@ from contextlib import contextmanager
 
 import pydicom
 
+from radsight.dicom.instances import sequence_depth
 from radsight.errors import MalformedDicom, PixelDataMismatch, StoredObjectUnreadable, TooLarge
 
-__all__ = ["decoding_stored", "read_stored"]
+__all__ = ["READABLE_SEQUENCE_DEPTH", "decoding_stored", "read_stored"]
+
+#: the deepest nesting read back (and the upper bound of ``max_sequence_depth``):
+#: encoding a data set (DICOM JSON, pydicom) recurses a few frames per level, and ~190
+#: levels exhaust Python's recursion limit
+READABLE_SEQUENCE_DEPTH = 100
 
 
 def read_stored(data: bytes, what: str) -> pydicom.Dataset:
@@ -40,11 +46,24 @@ def read_stored(data: bytes, what: str) -> pydicom.Dataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # odd values were reported at ingest
-            return pydicom.dcmread(io.BytesIO(data))
+            ds = pydicom.dcmread(io.BytesIO(data))
+            depth = sequence_depth(ds)
+    except RecursionError as exc:
+        raise StoredObjectUnreadable(
+            f"stored object {what} cannot be read: its sequences nest too deep"
+        ) from exc
     except Exception as exc:  # pydicom raises many kinds on damaged bytes
         raise StoredObjectUnreadable(
             f"stored object {what} cannot be read ({type(exc).__name__}: {exc})"
         ) from exc
+    if depth > READABLE_SEQUENCE_DEPTH:
+        # stored before max_sequence_depth refused it: encoding it (JSON, a job) would
+        # exhaust the interpreter's recursion limit
+        raise StoredObjectUnreadable(
+            f"stored object {what} cannot be read: its sequences nest {depth} deep, "
+            f"more than the {READABLE_SEQUENCE_DEPTH} Radsight reads back"
+        )
+    return ds
 
 
 @contextmanager

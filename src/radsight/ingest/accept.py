@@ -61,7 +61,12 @@ def accept_instance(
         parsed = (
             data
             if isinstance(data, ParsedInstance)
-            else parse_part10(data, negotiated_sop_class_uid)
+            else parse_part10(
+                data,
+                negotiated_sop_class_uid,
+                max_sequence_depth=rt.settings.max_sequence_depth,
+                max_inflated_bytes=rt.settings.max_instance_bytes,
+            )
         )
         # what the compressed frames declare must be what the header says: a decompression
         # bomb is refused here, before it is stored (radsight.dicom.codestream)

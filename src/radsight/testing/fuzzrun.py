@@ -4,7 +4,8 @@ Three channels, each returning one :class:`Outcome` per attempt: C-STORE
 (:class:`DimseSender`, pynetdicom with short timeouts, the data set's bytes sent as they
 are), STOW-RS (:func:`stow`) and raw bytes on the DICOM port (:func:`send_pdu`). Then the
 checks a user would make: does a registered modality's C-ECHO still succeed
-(:func:`echo`), is every acknowledged instance retrievable (:func:`lost_instances`), how
+(:func:`echo`), is every acknowledged instance and its metadata retrievable
+(:func:`lost_instances`), how
 much memory does every process of the server use (:class:`MemoryWatch`).
 """
 
@@ -203,7 +204,8 @@ def wait_for_echo(port: int, calling: str, within_s: float, called: str = "RADSI
 
 
 def lost_instances(client: httpx.Client, uids: set[str], page: int = 1000) -> list[str]:
-    """Acknowledged SOP Instance UIDs that QIDO-RS does not list or WADO-RS cannot return."""
+    """Acknowledged SOP Instance UIDs that QIDO-RS does not list or WADO-RS cannot return
+    (the instance, or its metadata)."""
     where: dict[str, tuple[str, str]] = {}
     offset = 0
     while True:
@@ -219,11 +221,13 @@ def lost_instances(client: httpx.Client, uids: set[str], page: int = 1000) -> li
 
     def retrievable(uid: str) -> bool:
         study, series = where[uid]
-        w = client.get(
-            f"/dicomweb/studies/{study}/series/{series}/instances/{uid}",
-            headers={"Accept": 'multipart/related; type="application/dicom"'},
-        )
-        return w.status_code == 200 and len(w.content) > 132
+        url = f"/dicomweb/studies/{study}/series/{series}/instances/{uid}"
+        w = client.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
+        if w.status_code != 200 or len(w.content) <= 132:
+            return False
+        # its metadata too: a viewer opens a study with it (a deep sequence once failed here)
+        m = client.get(url + "/metadata", headers={"Accept": DICOM_JSON})
+        return m.status_code == 200 and bool(m.json())
 
     listed = sorted(u for u in uids if u in where)
     with ThreadPoolExecutor(4) as pool:

@@ -9,7 +9,8 @@ into the caller's organisation. See docs/dicomweb.md.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import tempfile
+from typing import Any, BinaryIO, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +25,7 @@ from radsight.api.routes.dicomweb_wado import DICOM_JSON, base_url, negotiate_js
 from radsight.auth import Principal
 from radsight.dicom.dicomweb_json import QidoQuery, parse_qido, to_dicom_json
 from radsight.dicom.instances import parse_part10
-from radsight.dicom.multipart import parse_media_type, split_parts
+from radsight.dicom.multipart import PartSpan, index_parts, parse_media_type, read_part
 from radsight.errors import (
     Forbidden,
     InstanceRejected,
@@ -274,32 +275,40 @@ async def _stow(request: Request, rt: Runtime, principal: Principal, study: str 
             'STOW-RS takes multipart/related; type="application/dicom" '
             f"(got {content_type or 'no Content-Type'})"
         )
-    body = await read_body(request, rt.settings.max_request_bytes)
-    try:
-        parts = split_parts(body, content_type)
-    except InvalidInput as exc:
-        raise UnsupportedMediaType(f"cannot read the multipart body: {exc}") from exc
-    outcome = await run_in_threadpool(
-        _store_parts, rt, principal.organisation_id, parts, study, base_url(request)
-    )
+    spool_dir = rt.settings.data_dir / "spool"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    # the body past a small threshold goes to an unnamed file in <data_dir>/spool, closed
+    # (and so removed) however the request ends: a disconnect, a 413, a crash
+    with tempfile.SpooledTemporaryFile(
+        max_size=rt.settings.stow_spool_memory_bytes, dir=str(spool_dir)
+    ) as spool:
+        body = cast(BinaryIO, spool)
+        await read_body_into(request, rt.settings.max_request_bytes, body)
+        try:
+            parts = await run_in_threadpool(index_parts, body, content_type)
+        except InvalidInput as exc:
+            raise UnsupportedMediaType(f"cannot read the multipart body: {exc}") from exc
+        outcome = await run_in_threadpool(
+            _store_parts, rt, principal.organisation_id, body, parts, study, base_url(request)
+        )
     return JSONResponse(outcome.body, status_code=outcome.status, media_type=DICOM_JSON)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``max_request_bytes``.
+async def read_body_into(request: Request, limit: int, out: BinaryIO) -> None:
+    """Write the request body to ``out``, refused with 413 past ``max_request_bytes``.
 
     A declared Content-Length over the limit was refused before a byte was read (by the
     app's middleware, for every route); a chunked body is counted as it arrives and cut
     at the limit.
     """
-    body = bytearray()
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             raise TooLarge(
                 f"the request body is more than max_request_bytes ({limit} bytes): it was cut there"
             )
-    return bytes(body)
+        out.write(chunk)
 
 
 class _StowOutcome:
@@ -333,21 +342,28 @@ class _StowOutcome:
 def _store_parts(
     rt: Runtime,
     organisation_id: int,
-    parts: list[tuple[dict[str, str], bytes]],
+    body: BinaryIO,
+    parts: list[PartSpan],
     study: str | None,
     base: str,
 ) -> _StowOutcome:
-    """Each part through accept_instance; a failure is recorded and answered per instance."""
+    """Each part through accept_instance, one part in memory at a time; a failure is
+    recorded and answered per instance."""
     outcome = _StowOutcome()
-    for headers, content in parts:
+    for part in parts:
+        headers = part.headers
         part_type = parse_media_type(headers.get("content-type", "application/dicom"))
         sop_class = sop_instance = ""
         try:
             if part_type.media_type != "application/dicom":
                 raise NotDicom(f"a part of type {part_type.media_type} is not application/dicom")
             try:
-                check_instance_size(rt, len(content))
-                parsed = parse_part10(content)
+                check_instance_size(rt, part.size)
+                parsed = parse_part10(
+                    read_part(body, part),
+                    max_sequence_depth=rt.settings.max_sequence_depth,
+                    max_inflated_bytes=rt.settings.max_instance_bytes,
+                )
             except InstanceRejected as exc:
                 record_rejection(rt, exc, source="stow", organisation_id=organisation_id)
                 raise
