@@ -4,16 +4,18 @@ Radsight presents its own certificate. The PACS is dcmtk's storescp built with O
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 
+from radsight import tls
 from radsight.algorithms.registry import Registry
 from radsight.config import load_settings
 from radsight.delivery.cstore import ClientTls, Target, send_files
-from radsight.errors import DeliveryError
+from radsight.errors import ConfigError, DeliveryError
 from radsight.pipeline.runner import run_one
 from radsight.runtime import Runtime
 from radsight.store import results as resultstore
@@ -165,3 +167,15 @@ def test_a_tls_destination_never_falls_back_to_plain_tcp(
     assert job.state == "queued" and job.error.startswith("TLS with destination 'pacs'")
     assert "TLS handshake failed" in job.error
     assert storescp.files() == []
+
+
+def test_deliveries_and_the_listener_share_one_tls_policy(pki):
+    cert, key = pki.clients["radsight"]
+    server = tls.server_context(pki.server_cert, pki.server_key, pki.ca)
+    client = tls.client_context(cert, key, pki.ca)
+    assert client.minimum_version == server.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert [c["name"] for c in client.get_ciphers()] == [c["name"] for c in server.get_ciphers()]
+    assert all(c["aead"] for c in client.get_ciphers())
+    assert (client.verify_mode, client.check_hostname) == (ssl.CERT_REQUIRED, True)
+    with pytest.raises(ConfigError, match="cannot load"):
+        tls.client_context(None, None, pki.ca.parent / "missing.pem")
