@@ -100,7 +100,7 @@ def test_edge_libraries_live_in_their_package(library):
 #: the HTTP API over those, the web app over the API, the server and the CLI on top.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "page_system", "redact"),  # the error tree; the page system; values out of text
-    ("config",),  # settings (pydantic-settings)
+    ("config", "tls"),  # settings (pydantic-settings); the DICOM TLS policy (ssl contexts)
     ("logs", "dicom"),  # logging set-up; DICOM helpers, study types (pure)
     ("algorithms",),  # the algorithm contract and the built-in algorithms (pure)
     ("operating_points", "admission"),  # thresholds in force; lifecycle states (pure)

@@ -266,6 +266,8 @@ def test_tenancy_changes_through_the_api_are_recorded(world: World) -> None:
         "ae_title": "PACS9",
         "host": "10.0.0.9",
         "port": 104,
+        "tls": False,
+        "tls_server_name": "",
     }  # noqa: E501
     assert events[3].detail == {"name": "pacs", "enabled": False}
     assert verify["ok"] is True and verify["last_id"] == events[-1].id

@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 from pydicom.uid import generate_uid
+from sqlalchemy import select
 
 from radsight import auth
 from radsight.algorithms.registry import Registry
@@ -530,6 +531,52 @@ def test_who_may_manage_an_organisation(world: World, runtime) -> None:  # type:
     assert len(client.get("/api/organisations", headers=admin_h).json()) == 3
     r = client.post(f"/api/jobs/{world.b['job_id']}/retry", headers=admin_h)
     assert r.status_code == 200 and r.json()["state"] == "queued"
+
+
+def test_an_org_admin_sends_results_over_dicom_tls(world: World, runtime) -> None:  # type: ignore[no-untyped-def]
+    """A destination is created for TLS, its certificate name changed, TLS switched off:
+    each change is listed and in the audit trail with what changed."""
+    client, h = world.client, world.credentials["org_admin token"]
+    path = "/api/organisations/Alpha Clinic/destinations"
+    dest = {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.9", "port": 2762, "tls": True}
+    r = client.post(path, json=dest, headers=h)
+    assert r.status_code == 201
+    assert (r.json()["tls"], r.json()["tls_server_name"]) == (True, "")
+    r = client.patch(f"{path}/pacs", json={"tls_server_name": "pacs.alpha.example"}, headers=h)
+    assert r.status_code == 200
+    assert (r.json()["tls"], r.json()["tls_server_name"], r.json()["enabled"]) == (
+        True,
+        "pacs.alpha.example",
+        True,
+    )
+    r = client.patch(f"{path}/pacs", json={"tls_server_name": "two words"}, headers=h)
+    assert r.status_code == 422 and "TLS server name" in r.json()["detail"]
+    r = client.patch(f"{path}/pacs", json={"tls": False}, headers=h)
+    assert r.status_code == 200 and r.json()["tls"] is False
+    (listed,) = client.get(path, headers=h).json()
+    assert (listed["tls"], listed["tls_server_name"]) == (False, "pacs.alpha.example")
+    with runtime.db.session() as s:
+        events = s.scalars(
+            select(AuditEventRow)
+            .where(AuditEventRow.action.like("destination.%"))
+            .order_by(AuditEventRow.id)
+        ).all()
+        details = [(e.action, e.detail) for e in events]
+    assert details[-3:] == [
+        (
+            "destination.create",
+            {
+                "name": "pacs",
+                "ae_title": "PACS",
+                "host": "10.0.0.9",
+                "port": 2762,
+                "tls": True,
+                "tls_server_name": "",
+            },
+        ),
+        ("destination.update", {"name": "pacs", "tls_server_name": "pacs.alpha.example"}),
+        ("destination.update", {"name": "pacs", "tls": False}),
+    ]
 
 
 @pytest.mark.parametrize("who", PRINCIPALS_OF_A)

@@ -49,6 +49,26 @@ def test_tenancy_commands(tmp_path):
     assert "10.0.0.5" in radsight(tmp_path, "destination", "list").stdout
 
 
+def test_a_destination_over_dicom_tls(tmp_path):
+    assert radsight(tmp_path, "org", "add", "City Hospital", "--region", "North").returncode == 0
+    add = ["destination", "add", "City Hospital", "pacs", "--ae-title", "PACS"]
+    res = radsight(tmp_path, *add, "--host", "10.0.0.5", "--port", "2762", "--tls")
+    assert res.returncode == 0, res.stderr
+    assert "over TLS, certificate checked for '10.0.0.5'" in res.stdout
+    res = radsight(
+        tmp_path, "destination", "update", "City Hospital", "pacs", "--tls-server-name", "pacs.city"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "PACS@10.0.0.5:2762 over TLS, certificate checked for 'pacs.city'" in res.stdout
+    header, _rule, row = radsight(tmp_path, "destination", "list").stdout.splitlines()
+    assert header.split()[-1] == "TLS" and row.split()[-1] == "pacs.city"
+    res = radsight(tmp_path, "destination", "update", "City Hospital", "pacs", "--no-tls")
+    assert res.returncode == 0 and "over plain DICOM (no TLS)" in res.stdout
+    assert radsight(tmp_path, "destination", "list").stdout.splitlines()[2].split()[-1] == "no"
+    audit = radsight(tmp_path, "audit", "list").stdout
+    assert "destination.update" in audit
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

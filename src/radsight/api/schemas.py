@@ -57,10 +57,18 @@ class DestinationCreate(BaseModel):
     ae_title: str = Field(min_length=1, max_length=16)
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(ge=1, le=65535)
+    #: deliver over DICOM TLS only, the PACS's certificate verified
+    tls: bool = False
+    #: the name the PACS's certificate must carry (empty: ``host``)
+    tls_server_name: str = Field("", max_length=255)
 
 
 class DestinationUpdate(BaseModel):
-    enabled: bool
+    """What to change; a field left out stays as it is."""
+
+    enabled: bool | None = None
+    tls: bool | None = None
+    tls_server_name: str | None = Field(None, max_length=255)
 
 
 class DestinationRead(_Read):
@@ -71,6 +79,8 @@ class DestinationRead(_Read):
     host: str
     port: int
     enabled: bool
+    tls: bool
+    tls_server_name: str
 
 
 class StudyRead(_Read):

@@ -289,83 +289,6 @@ def ae_list(c: _Ctx) -> None:
         )
 
 
-@cli.group()
-def destination() -> None:
-    """Where an organisation's results are sent (C-STORE)."""
-
-
-@destination.command("add")
-@click.argument("organisation")
-@click.argument("name")
-@click.option("--ae-title", required=True)
-@click.option("--host", required=True)
-@click.option("--port", required=True, type=int)
-@pass_ctx
-@fail_cleanly
-def destination_add(
-    c: _Ctx, organisation: str, name: str, ae_title: str, host: str, port: int
-) -> None:
-    from radsight.store import tenants
-
-    rt = c.runtime()
-    with rt.db.session() as s:
-        o = tenants.get_organisation(s, organisation)
-        tenants.create_destination(s, o.id, name, ae_title, host, port)
-        detail = {"name": name, "ae_title": ae_title, "host": host, "port": port}
-        _audit(s, "destination.create", o.id, detail)
-    click.echo(f"results of {o.name!r} go to {ae_title}@{host}:{port} ({name})")
-
-
-@destination.command("disable")
-@click.argument("organisation")
-@click.argument("name")
-@pass_ctx
-@fail_cleanly
-def destination_disable(c: _Ctx, organisation: str, name: str) -> None:
-    """Stop sending results there (pending deliveries fail until re-enabled and retried)."""
-    _set_destination(c, organisation, name, False)
-
-
-@destination.command("enable")
-@click.argument("organisation")
-@click.argument("name")
-@pass_ctx
-@fail_cleanly
-def destination_enable(c: _Ctx, organisation: str, name: str) -> None:
-    """Send results there again."""
-    _set_destination(c, organisation, name, True)
-
-
-def _set_destination(c: _Ctx, organisation: str, name: str, enabled: bool) -> None:
-    from radsight.store import tenants
-
-    rt = c.runtime()
-    with rt.db.session() as s:
-        o = tenants.get_organisation(s, organisation)
-        tenants.set_destination_enabled(s, o.id, name, enabled)
-        _audit(s, "destination.update", o.id, {"name": name, "enabled": enabled})
-    click.echo(f"destination {name!r} of {o.name!r} {'enabled' if enabled else 'disabled'}")
-
-
-@destination.command("list")
-@pass_ctx
-@fail_cleanly
-def destination_list(c: _Ctx) -> None:
-    from radsight.store import tenants
-    from radsight.store.scope import Scope
-
-    rt = c.runtime()
-    with rt.db.session() as s:
-        rows = tenants.list_destinations(s, scope=Scope.ALL)
-        table(
-            ["id", "organisation", "name", "ae_title", "host", "port", "enabled"],
-            [
-                (d.id, d.organisation_id, d.name, d.ae_title, d.host, d.port, d.enabled)
-                for d in rows
-            ],
-        )
-
-
 @cli.command("import")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--org", "organisation", required=True, help="organisation name or id")
@@ -602,9 +525,11 @@ _register_algorithm_commands()
 
 
 def _register_reanalysis_command() -> None:
+    from radsight.cli.destinations import destination
     from radsight.cli.reanalyse import reanalyse
 
     cli.add_command(reanalyse)
+    cli.add_command(destination)
 
 
 _register_reanalysis_command()

@@ -25,6 +25,7 @@ from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from radsight import tls
 from radsight.dicom.instances import storage_sop_classes
 from radsight.errors import (
     RadsightError,
@@ -37,7 +38,7 @@ from radsight.ingest.accept import accept_instance, check_instance_size, record_
 from radsight.ingest.callers import CallerDirectory
 from radsight.ingest.refusals import RefusalLog
 from radsight.ingest.statuses import PROCESSING_FAILURE, SUCCESS, status_for
-from radsight.ingest.transport import RadsightServer, build_tls_context, check_pynetdicom_version
+from radsight.ingest.transport import RadsightServer, check_pynetdicom_version
 from radsight.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def start_listener(
         (evt.EVT_ABORTED, handle_closed),
     ]
     ssl_context = (
-        build_tls_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
+        tls.server_context(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_ca)
         if settings.dicom_tls_cert is not None and settings.dicom_tls_key is not None
         else None
     )

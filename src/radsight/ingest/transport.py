@@ -36,7 +36,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pynetdicom
@@ -47,7 +46,6 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from radsight.config import Settings
 from radsight.errors import (
-    ConfigError,
     PduTooLarge,
     ProtocolError,
     RadsightError,
@@ -81,23 +79,6 @@ def a_abort(source: int, reason: int) -> bytes:
     """An A-ABORT PDU (PS3.8 9.3.8): source 2 is the service provider; reason 1
     unrecognised PDU, 2 unexpected PDU, 6 invalid PDU parameter value."""
     return struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, source, reason)
-
-
-def build_tls_context(cert: Path, key: Path, ca: Path | None) -> ssl.SSLContext:
-    """A server context after PS3.15 B.9/B.11 (BCP 195): TLS 1.2 or later, forward-secret
-    AEAD cipher suites only; with ``ca`` a client certificate it signed is required."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL")
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    try:
-        ctx.load_cert_chain(cert, key)
-        if ca is not None:
-            ctx.load_verify_locations(cafile=ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"DICOM TLS: cannot load {cert}, {key} or {ca}: {exc}") from exc
-    ctx.verify_mode = ssl.CERT_REQUIRED if ca is not None else ssl.CERT_NONE
-    return ctx
 
 
 def peer_subject(sock: socket.socket) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from radsight.delivery.cstore import Target, send_files
+from radsight.delivery.cstore import ClientTls, Target, send_files
 from radsight.errors import DestinationDisabled, NotAdmitted, NotFound
 from radsight.runtime import Runtime
 from radsight.store import Session
@@ -80,7 +80,13 @@ def run_delivery(rt: Runtime, job: JobRow) -> int:
             raise DestinationDisabled(
                 f"destination {dest.name!r} is disabled; enable it and retry job {job.id}"
             )
-        target = Target(dest.ae_title, dest.host, dest.port)
+        target = Target(
+            dest.ae_title,
+            dest.host,
+            dest.port,
+            tls_server_name=(dest.tls_server_name or dest.host) if dest.tls else None,
+            name=dest.name,
+        )
         keys = [o.storage_key for o in objects_for(dest, result.objects)]
     files = [rt.files.get(k) for k in keys]
     return send_files(
@@ -88,4 +94,7 @@ def run_delivery(rt: Runtime, job: JobRow) -> int:
         files,
         calling_ae_title=rt.settings.ae_title,
         timeout_s=rt.settings.dimse_timeout_s,
+        client_tls=ClientTls(
+            rt.settings.dicom_tls_cert, rt.settings.dicom_tls_key, rt.settings.dicom_tls_ca
+        ),
     )

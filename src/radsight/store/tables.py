@@ -72,6 +72,10 @@ class DestinationRow(Base):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(default=True)
+    #: deliver over DICOM TLS (the PACS's certificate verified; never plain TCP)
+    tls: Mapped[bool] = mapped_column(default=False)
+    #: the name the PACS's certificate must carry; empty: ``host``
+    tls_server_name: Mapped[str] = mapped_column(String(255), default="")
 
 
 class StudyRow(Base):

@@ -169,7 +169,15 @@ def list_application_entities(s: Session, *, scope: Scope) -> list[ApplicationEn
 
 
 def create_destination(
-    s: Session, organisation_id: int, name: str, ae_title: str, host: str, port: int
+    s: Session,
+    organisation_id: int,
+    name: str,
+    ae_title: str,
+    host: str,
+    port: int,
+    *,
+    tls: bool = False,
+    tls_server_name: str = "",
 ) -> DestinationRow:
     ae_title = validate_ae_title(ae_title)
     if not 0 < port < 65536:
@@ -184,7 +192,13 @@ def create_destination(
     if exists:
         raise Conflict(f"destination {name!r} already exists for this organisation")
     row = DestinationRow(
-        organisation_id=organisation_id, name=name, ae_title=ae_title, host=host, port=port
+        organisation_id=organisation_id,
+        name=name,
+        ae_title=ae_title,
+        host=host,
+        port=port,
+        tls=tls,
+        tls_server_name=_server_name(tls_server_name),
     )
     s.add(row)
     s.flush()
@@ -204,6 +218,19 @@ def list_destinations(
 def set_destination_enabled(
     s: Session, organisation_id: int, name: str, enabled: bool
 ) -> DestinationRow:
+    return update_destination(s, organisation_id, name, enabled=enabled)
+
+
+def update_destination(
+    s: Session,
+    organisation_id: int,
+    name: str,
+    *,
+    enabled: bool | None = None,
+    tls: bool | None = None,
+    tls_server_name: str | None = None,
+) -> DestinationRow:
+    """Change what is given (None: unchanged)."""
     row = s.scalar(
         select(DestinationRow).where(
             DestinationRow.organisation_id == organisation_id, DestinationRow.name == name
@@ -211,9 +238,22 @@ def set_destination_enabled(
     )
     if row is None:
         raise NotFound(f"destination {name!r} does not exist for this organisation")
-    row.enabled = enabled
+    if enabled is not None:
+        row.enabled = enabled
+    if tls is not None:
+        row.tls = tls
+    if tls_server_name is not None:
+        row.tls_server_name = _server_name(tls_server_name)
     s.flush()
     return row
+
+
+def _server_name(name: str) -> str:
+    """A host name (or address) a certificate can name: no spaces or control characters."""
+    value = name.strip()
+    if len(value) > 255 or any(c.isspace() or ord(c) < 32 for c in value):
+        raise InvalidInput(f"TLS server name must be a host name, got {name!r}")
+    return value
 
 
 def validate_ae_title(ae_title: str) -> str:

@@ -137,8 +137,24 @@ def add_destination(
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    row = tenants.create_destination(s, o.id, body.name, body.ae_title, body.host, body.port)
-    detail = {"name": row.name, "ae_title": row.ae_title, "host": row.host, "port": row.port}
+    row = tenants.create_destination(
+        s,
+        o.id,
+        body.name,
+        body.ae_title,
+        body.host,
+        body.port,
+        tls=body.tls,
+        tls_server_name=body.tls_server_name,
+    )
+    detail = {
+        "name": row.name,
+        "ae_title": row.ae_title,
+        "host": row.host,
+        "port": row.port,
+        "tls": row.tls,
+        "tls_server_name": row.tls_server_name,
+    }
     record_change(s, principal, request, "destination.create", o.id, detail)
     return row
 
@@ -155,7 +171,14 @@ def update_destination(
 ) -> object:
     o = _visible_org(s, scope, org)
     ensure_org_admin(principal, o.id)
-    row = tenants.set_destination_enabled(s, o.id, name, body.enabled)
-    detail = {"name": row.name, "enabled": row.enabled}
+    row = tenants.update_destination(
+        s,
+        o.id,
+        name,
+        enabled=body.enabled,
+        tls=body.tls,
+        tls_server_name=body.tls_server_name,
+    )
+    detail = {"name": row.name, **body.model_dump(exclude_none=True)}
     record_change(s, principal, request, "destination.update", o.id, detail)
     return row

@@ -16,6 +16,8 @@ Create Date: 2026-12-07
 - ``audit_events.prev_hash`` and ``hash``: the tamper-evident chain. Rows written before
   this revision keep empty hashes; ``radsight audit verify`` chains from the first hashed
   row and reports how many came before.
+- ``destinations.tls`` and ``tls_server_name``: deliveries over DICOM TLS, the PACS's
+  certificate checked against that name (empty: the host).
 """
 
 import sqlalchemy as sa
@@ -51,6 +53,9 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_events") as t:
         t.add_column(sa.Column("prev_hash", sa.String(64), nullable=False, server_default=""))
         t.add_column(sa.Column("hash", sa.String(64), nullable=False, server_default=""))
+    with op.batch_alter_table("destinations") as t:
+        t.add_column(sa.Column("tls", sa.Boolean(), nullable=False, server_default=sa.false()))
+        t.add_column(sa.Column("tls_server_name", sa.String(255), nullable=False, server_default=""))
     op.create_table(
         "sign_in_failures",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -65,6 +70,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_sign_in_failures_addr", table_name="sign_in_failures")
     op.drop_table("sign_in_failures")
+    with op.batch_alter_table("destinations") as t:
+        t.drop_column("tls_server_name")
+        t.drop_column("tls")
     with op.batch_alter_table("audit_events") as t:
         t.drop_column("hash")
         t.drop_column("prev_hash")
