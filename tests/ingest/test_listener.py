@@ -6,7 +6,9 @@ echoscu, pynetdicom and raw sockets; every loop is bounded in count and time.
 
 from __future__ import annotations
 
+import random
 import socket
+import string
 import time
 
 import pynetdicom
@@ -16,15 +18,18 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radsight.cli.main import cli
-from radsight.ingest.transport import PYNETDICOM_TESTED
+from radsight.ingest.transport import PYNETDICOM_TESTED, lobby_places_per_address
 from radsight.store import tenants
+from radsight.store.studies import MAX_REFUSAL_ROWS_PER_ADDRESS
 from tests.conftest import require_tool
 from tests.ingest.listener_helpers import (
+    echo_seconds,
     echoscu,
     read_answer,
     recorded_request,
     running_listener,
     thread_count,
+    with_calling_ae_title,
 )
 
 
@@ -46,6 +51,7 @@ def test_idle_and_half_open_connections_do_not_keep_a_modality_out(tmp_path):
     with running_listener(tmp_path, dicom_handshake_timeout_s=30) as lst:
         lst.register("MODALITY")
         rq = recorded_request("ATTACKER")
+        assert echo_seconds(lst.port, "MODALITY") < 30  # warm-up: caches, imports
         threads_before = thread_count()
         held = []
         try:
@@ -56,9 +62,8 @@ def test_idle_and_half_open_connections_do_not_keep_a_modality_out(tmp_path):
                 s.sendall(rq[: len(rq) // 2])
                 held.append(s)
             time.sleep(0.5)
-            t0 = time.monotonic()
-            res = echoscu(lst.port, "MODALITY")
-            took = time.monotonic() - t0
+            took = echo_seconds(lst.port, "MODALITY")  # the requirement: within 5 s
+            res = echoscu(lst.port, "MODALITY")  # and a real modality's echoscu gets in
             threads_held = thread_count()
         finally:
             for s in held:
@@ -72,12 +77,14 @@ def test_idle_and_half_open_connections_do_not_keep_a_modality_out(tmp_path):
 def test_a_truncated_association_request_is_closed_after_the_handshake_timeout(tmp_path):
     with running_listener(tmp_path, dicom_handshake_timeout_s=1.0) as lst:
         rq = recorded_request("MODALITY")
+        t0 = time.monotonic()  # before connecting: the timeout runs from the accept
         with socket.create_connection(("127.0.0.1", lst.port), timeout=5) as s:
             s.sendall(rq[:20])
-            t0 = time.monotonic()
-            assert read_answer(s, timeout=6) == b""  # closed, nothing said
+            assert read_answer(s, timeout=20) == b""  # closed, nothing said
             took = time.monotonic() - t0
-        assert 0.8 < took < 3.0
+        # not before the timeout; the upper bound is only "closed at all", with room for
+        # a loaded 2-core CI machine
+        assert 0.95 < took < 15
 
 
 def test_an_oversized_pdu_before_association_is_aborted_unread(tmp_path):
@@ -206,3 +213,100 @@ def test_garbage_is_aborted_and_closed_at_once(tmp_path):
             s.close()
         assert all(a[:1] == b"\x07" for a in answers), answers  # A-ABORT, then closed
         assert sum(r.count for r in lst.rejections()) == 30
+
+
+def test_rotating_calling_ae_titles_make_a_handful_of_rows(tmp_path):
+    # issue 16 review: keyed by title, 200 random titles gave 200 rows
+    with running_listener(tmp_path, rejection_record_interval_s=60) as lst:
+        rq = recorded_request("INTRUDER")
+        rng = random.Random(16)
+        titles = {"".join(rng.choices(string.ascii_uppercase, k=12)) for _ in range(200)}
+        assert len(titles) == 200
+        answers = set()
+        deadline = time.monotonic() + 30
+        for title in titles:
+            assert time.monotonic() < deadline
+            with socket.create_connection(("127.0.0.1", lst.port), timeout=5) as s:
+                s.sendall(with_calling_ae_title(rq, title))
+                answers.add(read_answer(s, timeout=5)[:10])
+        assert answers == {bytes.fromhex("03000000000400010103")}
+        rows = lst.rejections()
+        assert 1 <= len(rows) <= 3, [(r.calling_ae_title, r.count) for r in rows]
+        assert sum(r.count for r in rows) == 200
+        assert {r.error_code for r in rows} == {"unknown_calling_ae_title"}
+        (row,) = rows  # one address, one reason: one row
+        assert row.calling_ae_title == "(various)"
+        assert "200 attempts with 200 distinct calling AE titles" in row.message
+        assert sum(t in row.message for t in titles) == 5  # a few samples
+        out = (
+            CliRunner()
+            .invoke(cli, ["--data-dir", str(lst.rt.settings.data_dir), "rejections"])
+            .output
+        )
+        assert "(various)" in out and "200" in out and "127.0.0.1" in out
+
+
+def test_one_address_gets_a_bounded_number_of_refusal_rows(tmp_path):
+    # registered titles keep their own rows (their admin needs them), but one address
+    # cannot start more than MAX_REFUSAL_ROWS_PER_ADDRESS rows per interval
+    with running_listener(tmp_path, rejection_record_interval_s=60) as lst:
+        for i in range(20):
+            lst.register(f"CT{i}", allowed_hosts=["10.9.9.9"])
+        deadline = time.monotonic() + 30
+        for i in range(20):
+            assert time.monotonic() < deadline
+            assert echoscu(lst.port, f"CT{i}").returncode != 0
+        rows = lst.rejections()
+        assert len(rows) == MAX_REFUSAL_ROWS_PER_ADDRESS
+        assert sum(r.count for r in rows) == 20
+
+
+def test_a_flood_from_one_address_cannot_evict_another_addresses_request(tmp_path):
+    # issue 16 review: the lobby dropped its oldest connection, whoever's it was
+    with running_listener(tmp_path, dicom_handshake_timeout_s=30) as lst:
+        lst.register("MODALITY")
+        rq = recorded_request("MODALITY")
+        flood: list[socket.socket] = []
+        try:
+            # a modality (127.0.0.1) has sent half its request when the flood starts
+            with socket.create_connection(("127.0.0.1", lst.port), timeout=10) as modality:
+                modality.sendall(rq[: len(rq) // 2])
+                time.sleep(0.2)
+                deadline = time.monotonic() + 20
+                for _ in range(300):  # half-open connections from 127.0.0.2
+                    assert time.monotonic() < deadline
+                    s = socket.create_connection(
+                        ("127.0.0.1", lst.port), timeout=5, source_address=("127.0.0.2", 0)
+                    )
+                    s.sendall(rq[:10])
+                    flood.append(s)
+                time.sleep(0.5)  # the lobby has taken them all
+                modality.sendall(rq[len(rq) // 2 :])
+                modality.settimeout(10)
+                assert modality.recv(1)[:1] == b"\x02"  # A-ASSOCIATE-AC
+            t0 = time.monotonic()
+            res = echoscu(lst.port, "MODALITY")
+            assert res.returncode == 0, res.stderr
+            assert time.monotonic() - t0 < 10
+            assert len(lst.server.lobby) <= lobby_places_per_address(lst.rt.settings) + 1
+        finally:
+            for s in flood:
+                s.close()
+
+
+def test_the_lobby_is_the_only_admission_policy(tmp_path):
+    # pynetdicom's own checks are off (its default maximum_associations is 10): twelve
+    # associations within the lobby's limits are all accepted
+    with running_listener(
+        tmp_path, dicom_max_associations=16, dicom_max_associations_per_peer=16
+    ) as lst:
+        lst.register("MODALITY")
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        held = [ae.associate("127.0.0.1", lst.port, ae_title="ANY-SCP") for _ in range(12)]
+        try:
+            assert all(a.is_established for a in held)
+        finally:
+            for a in held:
+                a.release()
+        assert lst.rejections() == []

@@ -63,27 +63,9 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.5",  # RLE Lossless
 ]
 
-_NOBODY = "\x01"  # matches no real AE title: with nobody registered, nobody gets in
-
-
-class RadsightAE(AE):
-    """An AE whose accepted calling AE titles are the ones registered in the database."""
-
-    def __init__(self, ae_title: str, callers: CallerDirectory) -> None:
-        super().__init__(ae_title=ae_title)
-        self._callers = callers
-
-    @property  # type: ignore[override]
-    def require_calling_aet(self) -> list[str]:
-        try:
-            return list(self._callers.mapping()) or [_NOBODY]
-        except Exception:  # database unreachable: refuse rather than accept unknown callers
-            log.exception("could not load registered AE titles")
-            return [_NOBODY]
-
-    @require_calling_aet.setter
-    def require_calling_aet(self, ae_titles: list[str]) -> None:
-        pass  # the database decides
+#: pynetdicom's own association limit (its default is 10), set out of reach: the lobby
+#: counts associations (:func:`radsight.ingest.callers.check_association`)
+PYNETDICOM_NO_LIMIT = 1_000_000
 
 
 class CappedBuffer(io.BytesIO):
@@ -236,16 +218,16 @@ def _stats(event: Event) -> dict:
     return stats
 
 
-def build_ae(rt: Runtime, callers: CallerDirectory | None = None) -> RadsightAE:
+def build_ae(rt: Runtime) -> AE:
+    """pynetdicom's AE, with no admission policy of its own: who may associate (titles,
+    hosts, certificates, the called title, limits) is the lobby's one check, made before
+    pynetdicom sees the request (``require_calling_aet`` stays empty,
+    ``require_called_aet`` off, ``maximum_associations`` out of reach)."""
     settings = rt.settings
-    callers = callers or CallerDirectory(rt)
-    ae = RadsightAE(settings.ae_title, callers)
-    # the lobby enforces the limits (and answers "local limit exceeded" itself); this is
-    # pynetdicom's own count, kept above ours so that it never refuses first
-    ae.maximum_associations = settings.dicom_max_associations + 1
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_associations = PYNETDICOM_NO_LIMIT
     # advertised in the A-ASSOCIATE-AC; a PDU declaring more is aborted unread
     ae.maximum_pdu_size = settings.dicom_max_pdu_bytes
-    ae.require_called_aet = settings.dicom_strict_called_ae
     ae.acse_timeout = settings.dicom_handshake_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.dicom_idle_timeout_s
@@ -262,7 +244,7 @@ def start_listener(
     check_pynetdicom_version()
     settings = rt.settings
     callers = callers or CallerDirectory(rt)
-    ae = build_ae(rt, callers)
+    ae = build_ae(rt)
     handlers: list[tuple[object, Callable, list] | tuple[object, Callable]] = [
         (evt.EVT_C_STORE, handle_store, [rt, callers]),
         (evt.EVT_C_ECHO, handle_echo),

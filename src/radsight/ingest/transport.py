@@ -11,9 +11,12 @@ connection slot, a truncated A-ASSOCIATE-RQ holds them forever, and a PDU declar
   of its own, and does the TLS handshake there too. It checks the request against
   :func:`radsight.ingest.callers.check_association` and answers an A-ASSOCIATE-RJ (or
   an A-ABORT for anything that is not a request) itself; only an admitted request is
-  handed to pynetdicom, which then reads it again from :class:`GuardedSocket`. When the
-  lobby is full, the oldest waiting connection is dropped: a real modality sends its
-  request within a round trip, so a flood of idle connections cannot keep it out.
+  handed to pynetdicom, which then reads it again from :class:`GuardedSocket`. One
+  address may have at most :func:`lobby_places_per_address` connections waiting (a new
+  one beyond it drops that address's oldest), and when the lobby is full the oldest
+  connection of the address with the most waiting is dropped: a real modality sends its
+  request within a round trip, so a flood of idle connections cannot keep it out, and
+  one address's flood cannot evict another address's pending request.
 * :class:`GuardedSocket` (pynetdicom's socket, subclassed) refuses a PDU whose declared
   length is over ``dicom_max_pdu_bytes`` before reading its body, and gives up on a peer
   silent for ``dicom_idle_timeout_s`` in the middle of a PDU.
@@ -64,8 +67,18 @@ PDU_SLACK = 64
 #: an A-ASSOCIATE-RQ is sent before the peer knows our maximum PDU; a real one with 128
 #: presentation contexts is ~20 KB
 MAX_ASSOCIATE_RQ = 64 * 1024
-#: connections waiting to complete their request; beyond it the oldest is dropped
+#: connections waiting to complete their request; beyond it the oldest of the address
+#: with the most waiting is dropped
 LOBBY_CAPACITY = 256
+
+
+def lobby_places_per_address(settings: Settings) -> int:
+    """Connections one address may have waiting in the lobby: twice the associations it
+    may hold (a modality opening its allowance at once, with room to spare), at least 8
+    and at most a quarter of the lobby (so a flood from one address leaves 3/4 of it)."""
+    return max(8, min(2 * settings.dicom_max_associations_per_peer, LOBBY_CAPACITY // 4))
+
+
 #: how long a refused peer has to read our A-ASSOCIATE-RJ / A-ABORT before we close
 LINGER_S = 2.0
 
@@ -314,6 +327,8 @@ class Lobby:
         self._wake_r.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._waiting: dict[int, _Waiting] = {}
+        self._per_address: dict[str, int] = {}
+        self._places_per_address = lobby_places_per_address(self.settings)
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="radsight-dicom-lobby", daemon=True)
         self._thread.start()
@@ -373,10 +388,6 @@ class Lobby:
         with self._lock:
             new, self._new = self._new, []
         for sock, address in new:
-            while len(self._waiting) >= LOBBY_CAPACITY:
-                oldest = min(self._waiting.values(), key=lambda w: w.since)
-                log.debug("lobby full: dropping the oldest waiting connection")
-                self._close(oldest)
             now = time.monotonic()
             w = _Waiting(
                 sock,
@@ -385,14 +396,31 @@ class Lobby:
                 now + self.settings.dicom_handshake_timeout_s,
                 tls_done=not isinstance(sock, ssl.SSLSocket),
             )
-            self._waiting[sock.fileno()] = w
+            self._hold(w)
             self._sel.register(sock, selectors.EVENT_READ, w)
-            if not w.tls_done:
-                try:
-                    self._service(w)  # start the handshake
-                except Exception:
-                    log.exception("DICOM connection from %s failed", address)
-                    self._close(w)
+            self._try(w)  # what it has sent already (or the TLS handshake's first step)
+            while self._per_address.get(address, 0) > self._places_per_address:
+                log.debug("%s has too many connections waiting: dropping its oldest", address)
+                self._evict(self._oldest(address))
+            while len(self._waiting) > LOBBY_CAPACITY:
+                busiest = max(self._per_address, key=lambda a: self._per_address[a])
+                log.debug("lobby full: dropping the oldest waiting connection of %s", busiest)
+                self._evict(self._oldest(busiest))
+
+    def _try(self, w: _Waiting) -> None:
+        try:
+            self._service(w)
+        except Exception:  # the loop's catch-all: one connection, never the lobby
+            log.exception("DICOM connection from %s failed", w.address)
+            self._close(w)
+
+    def _evict(self, w: _Waiting) -> None:
+        """Drop ``w`` for room, after reading what it has sent: a request complete by now
+        is still answered."""
+        if not w.closing:
+            self._try(w)
+        if self._waiting.get(w.sock.fileno()) is w:  # not admitted, refused or gone
+            self._close(w)
 
     def _expire(self, now: float) -> None:
         for w in [w for w in self._waiting.values() if w.deadline <= now]:
@@ -405,9 +433,28 @@ class Lobby:
                 )
             self._close(w)
 
+    def _oldest(self, address: str) -> _Waiting:
+        return min(
+            (w for w in self._waiting.values() if w.address == address), key=lambda w: w.since
+        )
+
+    def _hold(self, w: _Waiting) -> None:
+        self._waiting[w.sock.fileno()] = w
+        self._per_address[w.address] = self._per_address.get(w.address, 0) + 1
+
+    def _release(self, w: _Waiting) -> bool:
+        """Take ``w`` out of the waiting connections (False: it was not there)."""
+        if self._waiting.pop(w.sock.fileno(), None) is None:
+            return False
+        left = self._per_address[w.address] - 1
+        if left:
+            self._per_address[w.address] = left
+        else:
+            del self._per_address[w.address]
+        return True
+
     def _close(self, w: _Waiting) -> None:
-        fd = w.sock.fileno()
-        if self._waiting.pop(fd, None) is not None:
+        if self._release(w):
             try:
                 self._sel.unregister(w.sock)
             except (KeyError, ValueError):
@@ -461,7 +508,7 @@ class Lobby:
             if len(w.buf) < 6 + length:
                 return  # wait for the rest (until the handshake deadline)
             self._sel.unregister(w.sock)
-            del self._waiting[w.sock.fileno()]
+            self._release(w)
             self.server.admit(w.sock, w.address, bytes(w.buf))
         except _Refuse as refusal:
             self.server.on_refused(
@@ -502,7 +549,7 @@ class Lobby:
             self._close(w)
             return
         if w.sock.fileno() not in self._waiting:  # taken out of the lobby for admission
-            self._waiting[w.sock.fileno()] = w
+            self._hold(w)
             self._sel.register(w.sock, selectors.EVENT_READ, w)
         try:
             if not isinstance(w.sock, ssl.SSLSocket):

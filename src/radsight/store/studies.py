@@ -216,6 +216,10 @@ def create_rejection(s: Session, **fields: object) -> RejectionRow:
     return row
 
 
+#: refused-association rows one address may start per ``rejection_record_interval_s``
+MAX_REFUSAL_ROWS_PER_ADDRESS = 8
+
+
 def record_refused_association(
     s: Session,
     *,
@@ -226,9 +230,13 @@ def record_refused_association(
     message: str,
     interval_s: float,
     attempts: int = 1,
+    match_title: bool = True,
 ) -> tuple[RejectionRow, bool]:
-    """One row per (reason, AE title, address, organisation) per ``interval_s``: a repeat
+    """One row per (reason, AE title, address, organisation) per ``interval_s`` (without
+    ``match_title``: per (reason, address, organisation), whatever the title): a repeat
     within the interval counts on the row (``count``, ``last_at``) instead of adding one.
+    An address that already has ``MAX_REFUSAL_ROWS_PER_ADDRESS`` rows in the interval
+    gets no more: the attempts count on its newest row.
 
     Returns the row and whether it is new (the caller logs only new rows).
     """
@@ -240,15 +248,20 @@ def record_refused_association(
             if organisation_id is None
             else RejectionRow.organisation_id == organisation_id
         )
-        q = select(RejectionRow).where(
+        recent = (
             RejectionRow.source == "association",
-            RejectionRow.error_code == error_code,
-            RejectionRow.calling_ae_title == calling_ae_title,
             RejectionRow.remote_addr == remote_addr,
-            org,
             RejectionRow.created_at >= now - timedelta(seconds=interval_s),
         )
+        q = select(RejectionRow).where(*recent, RejectionRow.error_code == error_code, org)
+        if match_title:
+            q = q.where(RejectionRow.calling_ae_title == calling_ae_title)
         row = s.scalar(q.order_by(RejectionRow.id.desc()).limit(1))
+        if row is None:
+            rows_here = s.scalar(select(func.count()).select_from(RejectionRow).where(*recent))
+            if (rows_here or 0) >= MAX_REFUSAL_ROWS_PER_ADDRESS:
+                q = select(RejectionRow).where(*recent)
+                row = s.scalar(q.order_by(RejectionRow.id.desc()).limit(1))
     if row is not None:
         row.count += attempts
         row.last_at = now
