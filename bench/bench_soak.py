@@ -141,11 +141,20 @@ def send(port: int, study: Study, called: str = "RADSIGHT") -> tuple[float, int]
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
     ok = 0
     if assoc.is_established:
-        for data in study.datasets:
-            status = assoc.send_c_store(pydicom.dcmread(io.BytesIO(data)))
-            ok += getattr(status, "Status", None) == 0x0000
-        assoc.release()
+        try:
+            for data in study.datasets:
+                status = assoc.send_c_store(pydicom.dcmread(io.BytesIO(data)))
+                ok += getattr(status, "Status", None) == 0x0000
+            assoc.release()
+        except RuntimeError as exc:  # the peer aborted the association mid-study
+            ABORTED.append(f"{ae_title(study.org)} study {study.index}: {exc}")
+    else:
+        ABORTED.append(f"{ae_title(study.org)} study {study.index}: association not established")
     return time.monotonic() - t0, ok
+
+
+#: associations that ended without every instance sent (the senders would try again)
+ABORTED: list[str] = []
 
 
 def poll_destination(scp: Storescp, studies: dict[str, Study], stop: threading.Event) -> None:
@@ -490,6 +499,14 @@ def main() -> int:
         print(f"picture: {args.svg}")
         lost = sum(len(s.datasets) - s.acknowledged for s in studies)
         undelivered = sum(s.delivered_at is None for s in studies)
+        if ABORTED:
+            print(f"associations cut short: {len(ABORTED)}")
+            for line in ABORTED[:10]:
+                print(f"  {line}")
+        if lost or undelivered or ABORTED:
+            kept = Path(tempfile.gettempdir()) / "bench-soak-serve.log"
+            shutil.copyfile(server.log_path, kept)
+            print(f"server log kept: {kept}")
         return 1 if lost or undelivered else 0
     finally:
         stop.set()
