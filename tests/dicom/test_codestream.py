@@ -15,7 +15,7 @@ from radsight.dicom.codestream import check_pixel_data, read_frame_geometry
 from radsight.dicom.pixels import frames_for_analysis, raise_decompression_bomb
 from radsight.dicom.rendering import RenderOptions, native_frame, parse_render_options, render_frame
 from radsight.dicom.synthetic import make_radiograph
-from radsight.errors import InvalidInput, PixelDataMismatch, TooLarge
+from radsight.errors import InvalidInput, MissingPixelData, PixelDataMismatch, TooLarge
 from tests.dicom import _bombs
 
 LIMIT = 200_000_000
@@ -226,6 +226,15 @@ def test_frames_must_match_number_of_frames():
         check_pixel_data(ds, max_frame_pixels=LIMIT)
     ds.NumberOfFrames = 1
     with pytest.raises(PixelDataMismatch, match="more than 1"):
+        check_pixel_data(ds, max_frame_pixels=LIMIT)
+
+
+@pytest.mark.parametrize("empty", [None, b""])
+def test_empty_pixel_data_is_refused_as_missing(empty):
+    """Found by the fuzzer: an empty encapsulated Pixel Data was a TypeError (a 500)."""
+    ds = _bombs.jpeg2000()
+    ds.PixelData = empty
+    with pytest.raises(MissingPixelData, match="PixelData is present but empty"):
         check_pixel_data(ds, max_frame_pixels=LIMIT)
 
 

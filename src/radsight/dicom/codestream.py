@@ -171,6 +171,8 @@ def check_pixel_data(ds: pydicom.Dataset, *, max_frame_pixels: int) -> None:
         str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or ExplicitVRLittleEndian
     )
     value = ds[keyword].value
+    if not value:
+        raise MissingPixelData(f"{keyword} is present but empty")
     if keyword != "PixelData" or not tsyntax.is_encapsulated:
         _check_native_length(ds, keyword, len(value or b""), rows, columns, samples, frames, bits)
         return
