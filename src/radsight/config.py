@@ -6,15 +6,16 @@ or ``--config``) > defaults. Invalid values fail fast with a message naming the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from radsight.errors import ConfigError
 
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     #: the URL clients reach the HTTP server at (behind a proxy: "https://pacs.example.org");
     #: DICOMweb RetrieveURL and BulkDataURI values start with it. Empty: from each request
     public_url: str = Field("", pattern=r"^(https?://[^\s]+)?$")
+    #: reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto are
+    #: believed; empty: none, the client address is the connection's peer
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: worker processes started by ``radsight serve`` (0: none, e.g. for gateways)
     workers: int = Field(2, ge=0, le=64)
     #: embedded: serve's own worker processes poll the database; celery: gateways send
@@ -150,6 +154,8 @@ class Settings(BaseSettings):
     #: member and the whole of an imported archive, the archive's compression ratio
     max_instance_bytes: int = Field(1024**3, ge=1024)
     max_request_bytes: int = Field(4 * 1024**3, ge=1024)
+    #: one HTTP request body of any other route (a form, a JSON body), chunked or not
+    max_form_bytes: int = Field(1024**2, ge=1024)
     max_import_total_bytes: int = Field(64 * 1024**3, ge=1024)
     max_import_compression_ratio: float = Field(200.0, gt=1)
     #: how deep sequences may nest in an incoming data set (real SRs and RT objects: < 10);
@@ -200,6 +206,18 @@ class Settings(BaseSettings):
         if not v or not all(32 <= ord(c) < 127 and c != "\\" for c in v):
             raise ValueError("AE title must be 1-16 printable ASCII characters, no backslash")
         return v
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, v: Any) -> Any:
+        items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
+        items = [p for p in items if p]
+        for p in items:
+            try:
+                ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                raise ValueError(f"{p!r} is not an IP address or network") from None
+        return items
 
     @field_validator("oidc_role_map")
     @classmethod

@@ -101,6 +101,7 @@ class Server:
             port=self.settings.http_port,
             log_config=None,
             access_log=False,
+            **_proxy_options(self.settings),
             **_https_options(self.settings),
         )
         self._uvicorn = uvicorn.Server(config)
@@ -288,6 +289,15 @@ def _check_port_free(host: str, port: int, setting: str) -> None:
             raise ConfigError(
                 f"cannot listen for HTTP on {host}:{port}: {exc.strerror} (set {setting})"
             ) from exc
+
+
+def _proxy_options(settings: Settings) -> dict[str, Any]:
+    """X-Forwarded-For/-Proto believed only from ``trusted_proxies`` (none by default): any
+    other client could name any address, escape the per-address sign-in throttle and
+    write a forged address into the audit trail."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
 def _https_options(settings: Settings) -> dict[str, Any]:

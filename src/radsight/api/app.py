@@ -15,10 +15,11 @@ from starlette.responses import Response
 import radsight
 from radsight.algorithms.registry import Registry
 from radsight.api.auth import SESSION_COOKIE, get_principal
+from radsight.api.body_limit import BodyLimit
 from radsight.api.problems import error_response
 from radsight.api.routes import people, studies, tenants
 from radsight.api.schemas import Health
-from radsight.errors import RadsightError, TooLarge
+from radsight.errors import RadsightError
 from radsight.pipeline.routing import RuleSet
 from radsight.runtime import Runtime
 from radsight.store import jobs as jobstore
@@ -43,18 +44,13 @@ def create_app(rt: Runtime, registry: Registry, rules: RuleSet) -> FastAPI:
     async def _error(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)
 
+    # every body bounded (declared or chunked) before any route reads it: docs/security.md
+    app.add_middleware(BodyLimit, settings=rt.settings)
+
     @app.middleware("http")
     async def _summary(request: Request, call_next):  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
-        declared = request.headers.get("content-length", "")
-        limit = rt.settings.max_request_bytes
         try:
-            if declared.isdigit() and int(declared) > limit:
-                # refused before a byte of the body is read; STOW counts chunked bodies
-                raise TooLarge(
-                    f"the request body is {int(declared)} bytes, more than "
-                    f"max_request_bytes ({limit} bytes)"
-                )
             response = await call_next(request)
         except RadsightError as exc:
             response = error_response(request, exc)

@@ -18,6 +18,9 @@ from radsight.store.audit import record_access, record_audit
 
 
 def client_address(request: Request) -> str:
+    """The client's address, the one meaning everywhere (the sign-in throttle, the audit
+    trail): the connection's peer, or what a ``trusted_proxies`` proxy forwarded for it
+    (uvicorn puts that in ``request.client``; from anyone else the header is ignored)."""
     return request.client.host if request.client else ""
 
 

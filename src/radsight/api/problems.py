@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from radsight.dicom.multipart import parse_accept
 from radsight.errors import RadsightError
+from radsight.redact import redact_values
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,12 @@ def error_response(request: Request, exc: BaseException) -> Response:
     if p.status >= 500 and isinstance(exc, RadsightError):
         # a server-side fault of ours with a code (the bugs are logged by the middleware)
         log.error(
-            "%s %s -> %d %s: %s", request.method, request.url.path, p.status, p.code, p.detail
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.url.path,
+            p.status,
+            p.code,
+            redact_values(p.detail),  # e.g. a stored object's read error may quote a value
         )
     page: ErrorPage | None = getattr(request.app.state, "error_page", None)
     if page is not None and wants_html(request):

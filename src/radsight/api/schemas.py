@@ -317,7 +317,8 @@ class UserRead(_Read):
     id: int
     username: str
     display_name: str
-    organisation_id: int
+    #: None: a platform admin signed in through single sign-on, of no organisation
+    organisation_id: int | None
     role: str
     disabled: bool
     #: failed sign-ins counting towards a lock; '' (not locked), 'until <UTC time>Z' or

@@ -109,7 +109,8 @@ def user_list(c: Any, organisation: str | None) -> None:
                 (
                     u.id,
                     u.username,
-                    u.organisation_id,
+                    # a platform admin of single sign-on belongs to no organisation
+                    "platform" if u.organisation_id is None else u.organisation_id,
                     u.role,
                     u.disabled,
                     auth.lock_state(u),

@@ -27,6 +27,7 @@ from radsight.errors import (
     TooLarge,
 )
 from radsight.ingest.statuses import status_for
+from radsight.redact import redact_values
 from radsight.runtime import Runtime
 from radsight.store import studies
 from radsight.store.files import safe_component
@@ -186,7 +187,13 @@ def ensure_same_content(rt: Runtime, earlier: InstanceRow, parsed: ParsedInstanc
     except StorageError:
         raise
     except Exception as exc:  # what we stored no longer reads: the re-send is not the same
-        log.error("stored instance %s does not read back: %s", earlier.sop_instance_uid, exc)
+        # pydicom's message may quote an element value (a patient's name): redacted
+        log.error(
+            "stored instance %s does not read back: %s: %s",
+            earlier.sop_instance_uid,
+            type(exc).__name__,
+            redact_values(str(exc)),
+        )
         stored = None
     if stored is not None:
         if earlier.transfer_syntax_uid == parsed.transfer_syntax_uid:
@@ -216,7 +223,10 @@ def record_rejection(
     sop_instance_uid: str = "",
 ) -> None:
     """Keep a record of refused input; never let the record itself take a handler down."""
-    log.warning("rejected %s input from %r: %s: %s", source, ae, exc.code, exc.message)
+    # the message may carry a parser's words about an element value: redacted in the log
+    log.warning(
+        "rejected %s input from %r: %s: %s", source, ae, exc.code, redact_values(exc.message)
+    )
     try:
         with rt.db.session() as s:
             studies.create_rejection(

@@ -17,12 +17,12 @@ from starlette.responses import RedirectResponse, Response
 
 from radsight import auth
 from radsight.admission import STATES
+from radsight.api.audit import client_address
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
 from radsight.api.routes.algorithms import (
     LIFECYCLE_ROLES,
     change_state,
-    client_addr,
     switch,
 )
 from radsight.api.schemas import AlgorithmStateChange, AlgorithmSwitch
@@ -153,7 +153,9 @@ def state_form(
             evidence_id=int(evidence_id) if evidence_id else None,
             override=bool(override),
         )
-        row = change_state(rt, registry, principal, algorithm, version, body, client_addr(request))
+        row = change_state(
+            rt, registry, principal, algorithm, version, body, client_address(request)
+        )
     except (AdmissionRefused, InvalidInput, Forbidden) as exc:
         return _back(algorithm, version, error=exc.message)
     where = name if kind != "platform" else "the platform"
@@ -187,7 +189,7 @@ def switch_form(
             organisation,
             algorithm,
             AlgorithmSwitch(enabled=on, reason=reason),
-            client_addr(request),
+            client_address(request),
         )
     except (InvalidInput, Forbidden) as exc:
         return _back(algorithm, version, error=exc.message)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from radsight import auth
-from radsight.api.audit import record_read
+from radsight.api.audit import client_address, record_read
 from radsight.api.auth import AdminDep, PrincipalDep, SupervisorDep
 from radsight.api.deps import Id, IdQuery, Offset, RuntimeDep, SessionDep
 from radsight.review.frames import read_display_frame
@@ -118,7 +118,7 @@ def create_study_verdict(
         principal,
         study_id,
         VerdictRequest(body.kind, body.value, body.text, body.finding_key, body.result_id),
-        request.client.host if request.client else "",
+        client_address(request),
     )
     # the user who gave it, as the history shows (a token acting for a user has its own name)
     user = people.get_user_by_id(s, row.user_id)

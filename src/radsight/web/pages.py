@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from radsight import auth
-from radsight.api.audit import record_read
+from radsight.api.audit import client_address, record_read
 from radsight.api.auth import SESSION_COOKIE
 from radsight.api.deps import Id, RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
@@ -35,10 +35,6 @@ def _safe_next(url: str) -> str:
     if not url.startswith("/") or url.startswith("//") or "\\" in url:
         return "/worklist"
     return url
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 @router.get("/")
@@ -79,7 +75,7 @@ def signin(
         raise Forbidden("The sign-in form expired or came from another site: reload it.")
     try:
         # not in the request's unit of work: the database is never held while argon2 runs
-        user = auth.authenticate(rt.db, rt.settings, username, password, _client(request))
+        user = auth.authenticate(rt.db, rt.settings, username, password, client_address(request))
     except NotAuthenticated as exc:  # the failure is recorded and audited by authenticate
         token = secrets.token_urlsafe(32)
         throttled = isinstance(exc, TooManyAttempts)
@@ -94,7 +90,9 @@ def signin(
         _set_cookie(response, rt, SIGNIN_CSRF_COOKIE, token, 600)
         return response
     cookie, _csrf = auth.create_session(s, user, rt.settings.session_lifetime_s)
-    people.record_audit(s, auth.principal_for_user(user), "signin", remote_addr=_client(request))
+    people.record_audit(
+        s, auth.principal_for_user(user), "signin", remote_addr=client_address(request)
+    )
     response = RedirectResponse(_safe_next(next), status_code=303)
     _set_cookie(response, rt, SESSION_COOKIE, cookie, int(rt.settings.session_lifetime_s))
     response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/")
@@ -105,7 +103,7 @@ def signin(
 def signout(request: Request, rt: RuntimeDep, s: SessionDep, principal: PagePrincipal) -> Response:
     if cookie := request.cookies.get(SESSION_COOKIE):
         auth.end_session(s, cookie)
-    people.record_audit(s, principal, "signout", remote_addr=_client(request))
+    people.record_audit(s, principal, "signout", remote_addr=client_address(request))
     user = people.get_user_by_id(s, principal.user_id) if principal.user_id else None
     # a single sign-on user is also signed out at the provider (radsight.web.sso)
     sso = user is not None and user.auth_provider == "oidc" and rt.settings.oidc_issuer
@@ -246,7 +244,7 @@ def verdict_form(
 ) -> Response:
     req = VerdictRequest(kind, value, text, finding_key, result_id)
     try:
-        give_verdict(s, principal, study_id, req, _client(request))
+        give_verdict(s, principal, study_id, req, client_address(request))
     except InvalidInput as exc:  # shown on the form; other errors are the error page
         s.rollback()
         return RedirectResponse(

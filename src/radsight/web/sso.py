@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from radsight import auth
+from radsight.api.audit import client_address
 from radsight.api.auth import SESSION_COOKIE
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.problems import mark_html_errors
@@ -25,7 +26,7 @@ from radsight.errors import IdentityProviderUnavailable, NotFound, SignInRefused
 from radsight.runtime import Runtime
 from radsight.store import Session, people, tenants
 from radsight.web.common import render
-from radsight.web.pages import _client, _safe_next, _set_cookie
+from radsight.web.pages import _safe_next, _set_cookie
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_html_errors)])
 
@@ -78,7 +79,7 @@ def _refused(
         "signin.failed",
         organisation_id=organisation_id,
         detail=detail,
-        remote_addr=_client(request),
+        remote_addr=client_address(request),
     )
     response = render(
         request,
@@ -132,7 +133,7 @@ def oidc_callback(request: Request, rt: RuntimeDep, s: SessionDep) -> Response:
         auth.principal_for_user(user),
         "signin",
         detail={"method": "oidc", "subject": identity.subject[:255], **changed},
-        remote_addr=_client(request),
+        remote_addr=client_address(request),
     )
     # a page, not a redirect: this request came from the provider's site, so a browser
     # would not send the (SameSite=Strict) session cookie along a redirect from here

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 
 from radsight import auth
 from radsight.algorithms.registry import Registry
+from radsight.api.audit import client_address
 from radsight.api.auth import PrincipalDep, ScopeDep
 from radsight.api.deps import RegistryDep, RuntimeDep, SessionDep
 from radsight.api.schemas import (
@@ -47,10 +48,6 @@ router = APIRouter(tags=["algorithms"])
 LIFECYCLE_ROLES = ("supervisor", "admin")
 #: who may switch an algorithm on or off for an organisation (their own scope)
 SWITCH_ROLES = ("org_admin", "supervisor", "admin")
-
-
-def client_addr(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 def ensure_may_change(
@@ -220,7 +217,7 @@ def post_state(
 ) -> AlgorithmStateRow:
     """Move a version to a state at a scope (409 with the reason when the lifecycle
     refuses: no passing evidence, no such move, no written reason)."""
-    return change_state(rt, registry, principal, algorithm, version, body, client_addr(request))
+    return change_state(rt, registry, principal, algorithm, version, body, client_address(request))
 
 
 @router.post("/api/organisations/{org}/algorithms/{algorithm}", response_model=AlgorithmSwitchRead)
@@ -234,4 +231,4 @@ def post_switch(
     principal: PrincipalDep,
 ) -> AlgorithmSwitchRow:
     """Switch an algorithm (every version) on or off for one organisation."""
-    return switch(rt, registry, principal, org, algorithm, body, client_addr(request))
+    return switch(rt, registry, principal, org, algorithm, body, client_address(request))

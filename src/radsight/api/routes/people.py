@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from radsight import auth
+from radsight.api.audit import client_address
 from radsight.api.auth import OrgAdminDep, ScopeDep, ensure_org_admin
 from radsight.api.deps import SessionDep
 from radsight.api.schemas import UserRead
@@ -48,6 +49,5 @@ def unlock_user(
     if user is None or user.organisation_id is None or not scope.includes(user.organisation_id):
         raise NotFound(f"user {username!r} does not exist")
     ensure_org_admin(principal, user.organisation_id)
-    remote = request.client.host if request.client else ""
-    auth.unlock_user(s, user, principal, remote_addr=remote)
+    auth.unlock_user(s, user, principal, remote_addr=client_address(request))
     return _read(user)

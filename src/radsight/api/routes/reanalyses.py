@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from radsight import auth
+from radsight.api.audit import client_address
 from radsight.api.auth import SupervisorDep
 from radsight.api.deps import RegistryDep, RuntimeDep
 from radsight.pipeline.reanalysis import Selection, reanalyse
@@ -90,7 +91,7 @@ def create_reanalysis(
         scope=scope,
         actor=principal,
         dry_run=body.dry_run,
-        remote_addr=request.client.host if request.client else "",
+        remote_addr=client_address(request),
     )
     return ReanalysisRead(
         dry_run=summary.dry_run,
