@@ -229,6 +229,14 @@ def test_frames_must_match_number_of_frames():
         check_pixel_data(ds, max_frame_pixels=LIMIT)
 
 
+def test_empty_encapsulated_pixel_data_is_a_mismatch_not_a_crash():
+    """Found by the C-STORE fuzz (garbage_pixels, 0 bytes): it was a 0x0110 and a 500."""
+    ds = _bombs.jpeg2000()
+    ds.PixelData = None
+    with pytest.raises(PixelDataMismatch, match="cannot be split into frames"):
+        check_pixel_data(ds, max_frame_pixels=LIMIT)
+
+
 def test_uncompressed_length_must_match():
     ds = make_radiograph(rows=64, columns=64)
     check_pixel_data(ds, max_frame_pixels=LIMIT)
