@@ -54,6 +54,9 @@ TREE = {
     errors.SignInRefused: ("signin_refused", 403, False),
     errors.IdentityProviderUnavailable: ("identity_provider_unavailable", 502, False),
     errors.ResourceLimitExceeded: ("memory_limit_exceeded", 500, False),
+    errors.ArchiveTooLarge: ("archive_too_large", 413, False),
+    errors.WorkerLost: ("worker_lost", 500, True),
+    errors.AuditChainBroken: ("audit_chain_broken", 500, False),
 }
 
 

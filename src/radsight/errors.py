@@ -32,6 +32,8 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     │   ├── PixelDataMismatch        the compressed pixel data declares other dimensions than
     │   │                            Rows/Columns/frames (a decompression bomb)
     │   ├── TooLarge                 over a size limit (an instance, a body, an import) (413)
+    │   │   └── ArchiveTooLarge      an import archive unpacks to more than
+    │   │                            max_import_total_bytes: the import stops there
     │   └── DuplicateInstance        a different instance under an accepted SOP Instance UID (409)
     ├── UnknownCaller                calling AE title not registered to any organisation (400)
     │   └── CallerNotAllowed         a registered AE title from another address or certificate
@@ -58,6 +60,8 @@ are what a caller sent (4xx, a job that raised them fails for good), while
     ├── AlgorithmError               an algorithm failed while analysing (500, retried)
     │   └── AlgorithmTimeout         it ran past its time limit (500, retried)
     ├── ResourceLimitExceeded        a job ran past the worker's memory ceiling (500, permanent)
+    ├── WorkerLost                   the worker died in a job (killed, lease expired) (500, retried)
+    ├── AuditChainBroken             the audit trail's hash chain does not verify (500)
     ├── EncodingError                a result could not be encoded (500, permanent)
     ├── DeliveryError                a C-STORE to a destination failed (500, retried)
     ├── DestinationDisabled          the destination was disabled (400, not retried)
@@ -147,6 +151,13 @@ class TooLarge(InstanceRejected):
 
     code = "too_large"
     http_status = 413
+
+
+class ArchiveTooLarge(TooLarge):
+    """The archive's members add up to more than ``max_import_total_bytes``: the import
+    stops here (the members before it stay imported)."""
+
+    code = "archive_too_large"
 
 
 class DuplicateInstance(InstanceRejected):
@@ -302,6 +313,23 @@ class ResourceLimitExceeded(RadsightError):
     input would do it again, so it fails for good instead of retrying."""
 
     code = "memory_limit_exceeded"
+
+
+class WorkerLost(RadsightError):
+    """The worker process running a job died before finishing it (killed by a signal, past
+    its memory ceiling, or its lease expired): the attempt fails and the job is retried
+    up to its ``max_attempts``."""
+
+    code = "worker_lost"
+    retryable = True
+
+
+class AuditChainBroken(RadsightError):
+    """The audit trail's hash chain does not verify: an event was edited, deleted,
+    inserted, moved or written around the writer, or an anchored head is gone. The
+    message names the first event that does not verify (``radsight audit verify``)."""
+
+    code = "audit_chain_broken"
 
 
 class EncodingError(RadsightError):

@@ -33,7 +33,14 @@ from radsight.runtime import Runtime
 from radsight.store import tenants
 from radsight.store.audit import verify_chain
 from radsight.store.clock import utcnow
-from radsight.store.tables import AuditEventRow, InstanceRow, ResultObjectRow, ResultRow
+from radsight.store.tables import (
+    AlertRow,
+    AuditEventRow,
+    InstanceRow,
+    JobRow,
+    ResultObjectRow,
+    ResultRow,
+)
 from radsight.web import create_app
 
 #: paths that return patient data (images, metadata, names, results)
@@ -288,3 +295,92 @@ def test_every_tenancy_change_route_records_the_change(sqlite_world: World) -> N
     assert len(changes) >= 4, changes
     forgot = [p for p, fn in changes if "record_change(" not in inspect.getsource(fn)]
     assert not forgot, f"these routes change tenancy and record nothing: {forgot}"
+
+
+def _failed_job_and_open_alert(w: World) -> tuple[int, int, int]:
+    """A dead-lettered job and an open alert of City Hospital: (organisation, job, alert)."""
+    with w.rt.db.session() as s:
+        org = tenants.get_organisation(s, "City Hospital").id
+        job = JobRow(
+            organisation_id=org, kind="analyse", dedup_key=f"dead-{generate_uid()}",
+            study_id=w.values["study_id"], state="dead", attempts=5, run_after=utcnow(),
+            error_code="algorithm_error", created_at=utcnow(),
+        )  # fmt: skip
+        alert = AlertRow(
+            kind="turnaround", key=f"turnaround:{generate_uid()}", organisation_id=org,
+            message="slow", detail={}, created_at=utcnow(),
+        )  # fmt: skip
+        s.add_all([job, alert])
+        s.flush()
+        return org, job.id, alert.id
+
+
+def test_thresholds_job_retries_and_alert_resolutions_through_the_api_are_recorded(
+    sqlite_world: World,
+) -> None:
+    w = sqlite_world
+    org, job_id, alert_id = _failed_job_and_open_alert(w)
+    last = _last_id(w.rt)
+    h = {"Authorization": f"Bearer {w.admin_token}"}
+    with TestClient(w.app, headers=h, client=("198.51.100.7", 40000)) as c:
+        body = {
+            "algorithm": "radsight-bright-region@1.0.0",
+            "organisation": "City Hospital",
+            "value": 0.42,
+            "reason": "fewer false positives",
+        }
+        assert c.post("/api/thresholds", json=body).status_code == 201
+        assert c.post(f"/api/jobs/{job_id}/retry").status_code == 200
+        assert c.post(f"/api/alerts/{alert_id}/resolve").status_code == 200
+        # refused changes record nothing
+        assert c.post(f"/api/jobs/{job_id}/retry").status_code == 409
+        verify = c.get("/api/audit/verify").json()
+    events = _events_after(w.rt, last)
+    got = [(e.action, e.actor, e.remote_addr, e.organisation_id) for e in events]
+    assert got == [
+        ("threshold.set", "ops", "198.51.100.7", org),
+        ("job.retry", "ops", "198.51.100.7", org),
+        ("alert.resolve", "ops", "198.51.100.7", org),
+    ]
+    detail = events[0].detail
+    assert (detail["algorithm"], detail["finding"], detail["value"], detail["method"]) == (
+        "radsight-bright-region@1.0.0", "study", 0.42, "manual",
+    )  # fmt: skip
+    assert detail["reason"] == "fewer false positives"
+    assert events[1].detail == {"job_id": job_id, "kind": "analyse", "was": "dead"}
+    assert events[2].detail["alert_id"] == alert_id
+    assert verify["ok"] is True
+
+
+def test_thresholds_and_job_retries_from_the_command_line_are_recorded(
+    sqlite_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from radsight.cli.main import cli
+
+    w = sqlite_world
+    org, job_id, _alert = _failed_job_and_open_alert(w)
+    last = _last_id(w.rt)
+    for key in [k for k in __import__("os").environ if k.startswith("RADSIGHT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RADSIGHT_DATA_DIR", str(w.rt.settings.data_dir))
+    runner = CliRunner()
+    res = runner.invoke(
+        cli,
+        ["threshold", "set", "radsight-bright-region@1.0.0", "0.37", "--organisation",
+         "City Hospital", "--reason", "calibrated on site"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["retry", str(job_id)])
+    assert res.exit_code == 0, res.output
+    events = _events_after(w.rt, last)
+    assert [(e.action, e.organisation_id) for e in events] == [
+        ("threshold.set", org),
+        ("job.retry", org),
+    ]
+    assert all(e.actor.startswith("cli:") for e in events)
+    assert events[0].detail["value"] == 0.37 and events[0].detail["reason"] == "calibrated on site"
+    assert events[1].detail == {"job_id": job_id, "kind": "analyse", "was": "dead"}
+    with w.rt.db.session() as s:
+        assert verify_chain(s).ok

@@ -126,3 +126,28 @@ def test_import_goes_on_past_corrupt_members_and_lists_them(tmp_path):
         "malformed_dicom",
         "malformed_dicom",
     ]
+
+
+def test_an_archive_over_the_total_is_listed_as_archive_too_large(tmp_path):
+    """Its own code (not the per-file ``too_large``): the whole import stopped there."""
+    from radsight.ingest.importer import import_path
+
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n in range(3):
+            zf.writestr(f"{n}.dcm", part10(make_radiograph(rows=64, columns=64, seed=n)))
+    settings = load_settings(None, data_dir=tmp_path / "data", max_import_total_bytes=10_000)
+    rt = Runtime.open(settings)
+    try:
+        with rt.db.session() as s:
+            org = tenants.create_organisation(s, "City Hospital", "North").id
+        report = import_path(rt, archive, org)
+        with rt.db.session() as s:
+            codes = [r.error_code for r in studystore.list_rejections(s, scope=Scope.ALL)]
+    finally:
+        rt.close()
+    assert report.stored == 0
+    assert [(name, code) for name, code, _msg in report.rejected] == [
+        ("big.zip", "archive_too_large")
+    ]
+    assert codes == ["archive_too_large"]

@@ -171,23 +171,93 @@ def test_anchoring_the_head_catches_a_truncated_trail(run, sql):
     assert res.exit_code == 1 and "the anchored head" in res.output
 
 
-def test_events_from_before_the_chain_are_counted_not_checked(runtime):
-    with runtime.db.session() as s:  # as migration 0006 leaves them: no hashes
+def _rehash_from(sql, first: int, prev_hash: str) -> None:  # type: ignore[no-untyped-def]
+    """What a forger who knows the algorithm does: recompute every hash from ``first`` on."""
+    cols = "id, created_at, actor, user_id, organisation_id, action, study_id, detail, remote_addr"
+    for r in sql(f"SELECT {cols} FROM audit_events WHERE id >= :f ORDER BY id", f=first):
+        detail = r[7] if not isinstance(r[7], str) else __import__("json").loads(r[7])
+        at = r[1] if isinstance(r[1], datetime) else datetime.fromisoformat(r[1])
+        row = AuditEventRow(
+            created_at=at, actor=r[2], user_id=r[3], organisation_id=r[4], action=r[5],
+            study_id=r[6], detail=detail, remote_addr=r[8],
+        )  # fmt: skip
+        digest = event_digest(prev_hash, row)
+        sql("UPDATE audit_events SET prev_hash = :p, hash = :h WHERE id = :i", p=prev_hash,
+            h=digest, i=r[0])  # fmt: skip
+        prev_hash = digest
+
+
+def test_blanked_and_edited_leading_events_are_not_taken_for_pre_chain_ones(run, sql):
+    """Blank the first events' hashes, edit them, restart the chain after them: before the
+    start of the chain was fixed, verify took them for events older than the chain."""
+    sql("UPDATE audit_events SET hash = '', prev_hash = '' WHERE id <= 2")
+    sql("UPDATE audit_events SET detail = :d WHERE id = 2", d='{"ae_title": "EVIL"}')
+    _rehash_from(sql, 3, "")
+    res = run("audit", "verify")
+    assert res.exit_code == 1, res.output
+    assert "error[audit_chain_broken]: event #1 is not chained" in res.output
+    # linking the restarted chain to the start's digest does not help: #1 and #2 still show
+    from radsight.store.audit import chain_genesis
+
+    _rehash_from(sql, 3, chain_genesis(0))
+    res = run("audit", "verify")
+    assert res.exit_code == 1 and "event #1 is not chained" in res.output
+
+
+def test_moving_the_start_of_the_chain_is_found(run, sql):
+    sql("UPDATE audit_events SET hash = '', prev_hash = '' WHERE id <= 2")
+    sql("UPDATE audit_chain_start SET unchained_through_id = 2")
+    res = run("audit", "verify")
+    assert res.exit_code == 1
+    assert "event #3 links to an earlier event that is missing" in res.output
+    sql("DELETE FROM audit_chain_start")  # no start: the chain starts at the first event
+    res = run("audit", "verify")
+    assert res.exit_code == 1 and "event #1 is not chained" in res.output
+
+
+def test_a_database_migrated_with_older_events_verifies(database_url, tmp_path):
+    """Events written before migration 0006 carry no hash: counted, not checked; the start
+    of the chain is where the migration found the trail."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from radsight.store.db import alembic_config
+
+    command.upgrade(alembic_config(database_url), "0005")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
         for n in range(2):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO audit_events (actor, action, detail, remote_addr, created_at)"
+                    " VALUES ('old', 'signin', :d, '', :at)"
+                ),
+                {"d": f'{{"n": {n}}}', "at": datetime(2026, 1, 1)},
+            )
+    engine.dispose()
+    settings = load_settings(None, data_dir=tmp_path / "data", database_url=database_url)
+    rt = Runtime.open(settings)  # migrates to head
+    try:
+        with rt.db.session() as s:
+            record_audit(s, None, "routing_rules.reload", detail={"version": "2"})
+        with rt.db.session() as s:
+            report = verify_chain(s)
+        assert report.ok, report.problems
+        assert report.summary() == (
+            "3 events, chain intact from #3 to #3 (2 earlier events were written before the chain)"
+        )
+        with rt.db.session() as s:  # an event written around the writer now is refused
             s.add(
                 AuditEventRow(
-                    actor="old", action="signin", detail={"n": n}, remote_addr="",
-                    created_at=datetime(2026, 1, 1), prev_hash="", hash="",
+                    actor="x", action="study.open", detail={}, remote_addr="",
+                    created_at=datetime(2026, 12, 7), prev_hash="", hash="",
                 )
             )  # fmt: skip
-    with runtime.db.session() as s:
-        record_audit(s, None, "routing_rules.reload", detail={"version": "2"})
-    with runtime.db.session() as s:
-        report = verify_chain(s)
-    assert report.ok, report.problems
-    assert report.summary() == (
-        "3 events, chain intact from #3 to #3 (2 earlier events were written before the chain)"
-    )
+        with rt.db.session() as s:
+            report = verify_chain(s)
+        assert not report.ok and "event #4 is not chained" in report.problems[0]
+    finally:
+        rt.close()
 
 
 def test_concurrent_writers_keep_one_chain(runtime):

@@ -57,10 +57,11 @@ def record_change(
     principal: Principal,
     request: Request,
     action: str,
-    organisation_id: int,
+    organisation_id: int | None,
     detail: dict[str, Any],
 ) -> None:
-    """A change made through the API, in the same transaction as the change."""
+    """A change made through the API, in the same transaction as the change (the last
+    write of its unit of work: the audit chain's lock is held to the commit)."""
     record_audit(
         s,
         principal,

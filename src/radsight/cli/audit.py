@@ -8,7 +8,6 @@ newest event's hash, to be copied out to write-once storage (see docs/security.m
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +15,7 @@ import click
 
 from radsight.cli.errors import fail_cleanly
 from radsight.cli.tables import table
-from radsight.errors import InvalidInput
+from radsight.errors import AuditChainBroken, InvalidInput
 from radsight.store.scope import Scope
 
 
@@ -36,14 +35,9 @@ def audit_verify(c: Any, anchor: str | None) -> None:
     rt = c.runtime()
     with rt.db.session() as s:
         report = verify_chain(s, anchor=anchor)
-    if report.ok:
-        click.echo(report.summary())
-        return
-    for problem in report.problems[:20]:
-        click.echo(f"error[audit_chain_broken]: {problem}", err=True)
-    if len(report.problems) > 20:
-        click.echo(f"... and {len(report.problems) - 20} more", err=True)
-    sys.exit(1)
+    if not report.ok:
+        raise AuditChainBroken(report.describe_problems())
+    click.echo(report.summary())
 
 
 @audit.command("head")

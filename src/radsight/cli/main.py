@@ -112,7 +112,7 @@ def migrate(c: _Ctx) -> None:
     click.echo("database is at the newest schema")
 
 
-def _audit(s: Any, action: str, organisation_id: int, detail: dict[str, Any]) -> None:
+def _audit(s: Any, action: str, organisation_id: int | None, detail: dict[str, Any]) -> None:
     """A change made from the command line, in the audit trail as ``cli:<login>``."""
     from radsight.cli.people import _operator
     from radsight.store.audit import record_audit
@@ -368,7 +368,10 @@ def retry(c: _Ctx, job_id: int) -> None:
 
     rt = c.runtime()
     with rt.db.session() as s:
+        was = jobstore.get_job(s, job_id, scope=Scope.ALL).state
         job = jobstore.retry_job(s, job_id, scope=Scope.ALL)
+        kind = job.kind
+        _audit(s, "job.retry", job.organisation_id, {"job_id": job_id, "kind": kind, "was": was})
     click.echo(f"job {job_id} ({job.kind}) queued again")
 
 

@@ -25,6 +25,13 @@ def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def _audit(s: Session, action: str, organisation_id: int | None, detail: dict[str, Any]) -> None:
+    """The command line's one audit write path (:func:`radsight.cli.main._audit`)."""
+    from radsight.cli.main import _audit as audit
+
+    audit(s, action, organisation_id, detail)
+
+
 def _org_id(s: Session, organisation: str | None) -> int | None:
     from radsight.store import tenants
 
@@ -191,6 +198,8 @@ def threshold_set(
                 reason=reason,
                 created_by=_actor(),
             )
+            s.flush()
+            _audit(s, "threshold.set", org_id, quality.threshold_audit_detail(row))
             click.echo(
                 f"threshold {row.id}: {a.name} {a.version} {key or 'study'} = {value} "
                 f"({organisation or 'all organisations'})"
@@ -247,6 +256,11 @@ def threshold_pick(
             finding_keys=finding_keys(a, findings),
         )
         ids = [r.id for r in rows]
+        if not dry_run:
+            from radsight.store.quality import threshold_audit_detail
+
+            for r in rows:
+                _audit(s, "threshold.set", r.organisation_id, threshold_audit_detail(r))
     rt.close()
     click.echo(f"{a.name} {a.version}: {method_text} on evaluation {evaluation_id} -> {value:.4f}")
     for k in ("sensitivity", "specificity", "ppv", "npv"):

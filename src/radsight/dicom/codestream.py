@@ -177,7 +177,7 @@ def check_pixel_data(ds: pydicom.Dataset, *, max_frame_pixels: int) -> None:
         _check_native_length(ds, keyword, len(value or b""), rows, columns, samples, frames, bits)
         return
     count = 0
-    for count, frame in enumerate(_frames(bytes(value), frames), 1):
+    for count, frame in enumerate(_frames(bytes(value or b""), frames), 1):
         if count > frames:
             break
         geometry = read_frame_geometry(

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radsight.config import Settings
-from radsight.errors import InstanceRejected, MalformedDicom, RadsightError, TooLarge
+from radsight.errors import (
+    ArchiveTooLarge,
+    InstanceRejected,
+    MalformedDicom,
+    RadsightError,
+    TooLarge,
+)
 from radsight.ingest.accept import accept_instance, record_rejection
 from radsight.runtime import Runtime
 
@@ -38,11 +44,6 @@ class ImportReport:
     duplicates: int = 0
     rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (name, code, msg)
     study_uids: set[str] = field(default_factory=set)
-
-
-class ArchiveTooLarge(TooLarge):
-    """The archive's members add up to more than ``max_import_total_bytes``: the import
-    stops here (the members before it stay imported)."""
 
 
 @dataclass

@@ -36,7 +36,7 @@ from multiprocessing.sharedctypes import Synchronized
 
 from radsight.algorithms.registry import Registry
 from radsight.config import Settings
-from radsight.errors import AlgorithmTimeout, RadsightError, ResourceLimitExceeded
+from radsight.errors import AlgorithmTimeout, RadsightError, ResourceLimitExceeded, WorkerLost
 from radsight.pipeline.analyse import close_study_if_done, run_analysis
 from radsight.pipeline.deliver import run_delivery
 from radsight.pipeline.jobs import after_failure
@@ -252,14 +252,9 @@ def reap_expired(rt: Runtime) -> int:
     with rt.db.session() as s:
         expired = jobstore.expired_jobs(s)
     for job in expired:
-        fail(rt, job, _WorkerLost(f"worker {job.lease_owner} stopped before finishing"))
+        fail(rt, job, WorkerLost(f"worker {job.lease_owner} stopped before finishing"))
         n += 1
     return n
-
-
-class _WorkerLost(RadsightError):
-    code = "worker_lost"
-    retryable = True
 
 
 class WorkerPool:
@@ -320,7 +315,7 @@ class WorkerPool:
             job = s.get(JobRow, job_id)
         owner = f"{os.uname().nodename}:{proc.pid}:w{index}"
         if job is not None and job.state == "running" and job.lease_owner == owner:
-            fail(self.rt, job, _WorkerLost(f"worker {owner} died in the job: {how}"), owner)
+            fail(self.rt, job, WorkerLost(f"worker {owner} died in the job: {how}"), owner)
 
     def stop(self) -> None:
         for slot in self.slots:

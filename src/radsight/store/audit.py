@@ -9,11 +9,15 @@ held to the end of the writer's transaction: ``pg_advisory_xact_lock`` on Postgr
 database write lock on SQLite (every Radsight transaction there begins ``IMMEDIATE``).
 
 :func:`verify_chain` recomputes the chain. An edited event no longer matches its hash; a
-deleted, inserted or reordered event breaks the link of the event after it. Events written
-before migration 0006 have no hash: verification starts at the first hashed event and
-counts the earlier ones as unchained. A chain alone cannot stop someone who can rewrite the
-whole table (they can recompute every hash): :func:`chain_head` is the value to copy out to
-write-once storage, and ``verify --anchor`` checks that an anchored head is still there.
+deleted, inserted or reordered event breaks the link of the event after it. Where the
+chain starts is fixed, not inferred: migration 0006 writes one ``audit_chain_start`` row
+whose ``unchained_through_id`` is the newest event id at that time. Events up to it were
+written before the chain and carry no hash (they are counted, not checked); any later
+event without a hash is refused, and the first chained event links to
+:func:`chain_genesis` of that id, so a changed start breaks its link. A chain alone
+cannot stop someone who can rewrite the whole table (they can recompute every hash):
+:func:`chain_head` is the value to copy out to write-once storage, and ``verify
+--anchor`` checks that an anchored head is still there.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
-from radsight.store.tables import AuditEventRow
+from radsight.store.tables import AuditChainStartRow, AuditEventRow
 
 #: the advisory lock key that serialises audit writers on PostgreSQL ("audit" in ASCII)
 _PG_LOCK_KEY = 0x6175646974
@@ -74,13 +78,32 @@ def event_digest(prev_hash: str, row: AuditEventRow) -> str:
     return hashlib.sha256((prev_hash + "\n" + canonical).encode("ascii")).hexdigest()
 
 
+def chain_genesis(unchained_through_id: int) -> str:
+    """What the first chained event's ``prev_hash`` is: a digest of where the chain starts."""
+    start = f"radsight audit chain start: events up to #{unchained_through_id} are unchained"
+    return hashlib.sha256(start.encode("ascii")).hexdigest()
+
+
+def chain_start(s: Session) -> list[int]:
+    """The ``unchained_through_id`` of each ``audit_chain_start`` row (one, after 0006).
+
+    A database built from the models without migrations has none: its chain starts at
+    the first event (0), as a freshly migrated one does."""
+    return list(
+        s.scalars(select(AuditChainStartRow.unchained_through_id).order_by(AuditChainStartRow.id))
+    )
+
+
 def _lock_head(s: Session) -> str:
     """Serialise chain writers to the end of this transaction; the current head hash."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
     # SQLite: this transaction already holds the database's write lock (BEGIN IMMEDIATE)
     head = s.scalar(select(AuditEventRow.hash).order_by(AuditEventRow.id.desc()).limit(1))
-    return head or ""
+    if head:
+        return head
+    starts = chain_start(s)
+    return chain_genesis(starts[0] if starts else 0)
 
 
 def record_audit(
@@ -215,6 +238,13 @@ class ChainReport:
             text_ += f" ({self.unchained} earlier events were written before the chain)"
         return text_
 
+    def describe_problems(self, most: int = 20) -> str:
+        """The first ``most`` problems, one a line (the first is the first break)."""
+        lines = self.problems[:most]
+        if len(self.problems) > most:
+            lines.append(f"... and {len(self.problems) - most} more")
+        return "\n".join(lines)
+
 
 def _rows(s: Session, batch: int = 2000) -> Iterator[AuditEventRow]:
     last = 0
@@ -250,22 +280,32 @@ def verify_chain(s: Session, anchor: str | None = None) -> ChainReport:
             report.broken_at = row_id
         report.problems.append(message)
 
+    starts = chain_start(s)
+    boundary = starts[0] if starts else 0
+    if len(starts) > 1:
+        fail(0, f"the start of the chain is recorded {len(starts)} times (audit_chain_start)")
     for row in _rows(s):
         report.events += 1
-        if prev is None and not row.hash:
+        if row.id <= boundary:  # written before migration 0006: counted, not checked
             report.unchained += 1
+            if row.hash or row.prev_hash:
+                fail(
+                    row.id,
+                    f"event #{row.id} carries a hash but comes before the start of the chain "
+                    f"(#{boundary}): the start was changed",
+                )
             continue
         if prev is None:
             report.first_id = row.id
-            if row.prev_hash:
-                fail(
-                    row.id,
-                    f"event #{row.id} links to an earlier event that is missing "
-                    "(the start of the chain was deleted)",
-                )
-        elif not row.hash:
+        if not row.hash:
             fail(row.id, f"event #{row.id} is not chained (written around the audit writer)")
-        elif row.prev_hash != prev.hash:
+        elif prev is None and row.prev_hash != chain_genesis(boundary):
+            fail(
+                row.id,
+                f"event #{row.id} links to an earlier event that is missing "
+                "(the start of the chain was deleted or changed)",
+            )
+        elif prev is not None and row.prev_hash != prev.hash:
             fail(
                 row.id,
                 f"chain broken at event #{row.id}: it does not follow event #{prev.id} "

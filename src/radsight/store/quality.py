@@ -284,6 +284,19 @@ def amend_alert(
     return row
 
 
+def threshold_audit_detail(row: ThresholdRow) -> dict[str, object]:
+    """What the audit trail keeps of a threshold change (``threshold.set``)."""
+    return {
+        "threshold_id": row.id,
+        "algorithm": f"{row.algorithm_name}@{row.algorithm_version}",
+        "finding": row.finding_key or "study",
+        "value": row.value,
+        "method": row.method,
+        "evaluation_id": row.evaluation_id,
+        "reason": row.reason,
+    }
+
+
 def resolve_alert(s: Session, alert_id: int, *, scope: Scope) -> AlertRow:
     """Resolve one alert. Every tenant sees a platform alert (one with no organisation, such
     as a version's failed calibration), but only a platform-wide scope may resolve it."""

@@ -399,6 +399,17 @@ class AuditEventRow(Base):
     hash: Mapped[str] = mapped_column(String(64), default="")
 
 
+class AuditChainStartRow(Base):
+    """Where the audit chain starts (one row, written by migration 0006): events with an id
+    up to ``unchained_through_id`` were written before the chain and carry no hash; every
+    later event must be chained, the first linking to the start's own hash
+    (:func:`radsight.store.audit.chain_genesis`)."""
+
+    __tablename__ = "audit_chain_start"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unchained_through_id: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class SignInFailureRow(Base):
     """A failed sign-in, kept for the throttle window (per account and per address)."""
 

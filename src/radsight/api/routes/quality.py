@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from radsight.api.audit import record_change
 from radsight.api.auth import OrgAdminDep, ScopeDep
 from radsight.api.deps import Id, RegistryDep, RuntimeDep, SessionDep
 from radsight.errors import Forbidden, InvalidInput, NotFound
@@ -167,7 +168,11 @@ def get_points_in_force(
 
 @router.post("/thresholds", response_model=ThresholdRead, status_code=201)
 def set_threshold(
-    body: ThresholdCreate, s: SessionDep, registry: RegistryDep, principal: OrgAdminDep
+    body: ThresholdCreate,
+    request: Request,
+    s: SessionDep,
+    registry: RegistryDep,
+    principal: OrgAdminDep,
 ) -> object:
     a = registry.resolve(body.algorithm)
     if body.finding_key and body.finding_key not in {f.key for f in a.findings}:
@@ -189,10 +194,13 @@ def set_threshold(
             principal.name,
             finding_keys=(body.finding_key,),
         )
+        for row in rows:
+            detail = quality.threshold_audit_detail(row)
+            record_change(s, principal, request, "threshold.set", org_id, detail)
         return rows[0]
     if body.value is None:
         raise InvalidInput("give a value, or a method and an evaluation_id")
-    return quality.set_threshold(
+    row = quality.set_threshold(
         s,
         algorithm_name=a.name,
         algorithm_version=a.version,
@@ -203,6 +211,11 @@ def set_threshold(
         reason=body.reason,
         created_by=principal.name,
     )
+    s.flush()
+    record_change(
+        s, principal, request, "threshold.set", org_id, quality.threshold_audit_detail(row)
+    )
+    return row
 
 
 @router.get("/alerts", response_model=list[AlertRead])
@@ -213,5 +226,10 @@ def list_alerts(
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertRead)
-def resolve_alert(alert_id: Id, s: SessionDep, _: OrgAdminDep, scope: ScopeDep) -> object:
-    return quality.resolve_alert(s, alert_id, scope=scope)
+def resolve_alert(
+    alert_id: Id, request: Request, s: SessionDep, principal: OrgAdminDep, scope: ScopeDep
+) -> object:
+    row = quality.resolve_alert(s, alert_id, scope=scope)
+    detail = {"alert_id": row.id, "kind": row.kind, "key": row.key}
+    record_change(s, principal, request, "alert.resolve", row.organisation_id, detail)
+    return row

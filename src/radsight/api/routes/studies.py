@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from radsight.api.audit import record_read
+from radsight.api.audit import record_change, record_read
 from radsight.api.auth import PrincipalDep, ScopeDep, require_role, scope_for
 from radsight.api.deps import Id, Offset, RuntimeDep, SessionDep
 from radsight.api.schemas import (
@@ -205,8 +205,14 @@ def get_job(job_id: Id, s: SessionDep, scope: ScopeDep) -> object:
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobRead)
-def retry_job(job_id: Id, s: SessionDep, _: OperatorDep, scope: ScopeDep) -> object:
-    return jobstore.retry_job(s, job_id, scope=scope)
+def retry_job(
+    job_id: Id, request: Request, s: SessionDep, principal: OperatorDep, scope: ScopeDep
+) -> object:
+    was = jobstore.get_job(s, job_id, scope=scope).state
+    job = jobstore.retry_job(s, job_id, scope=scope)
+    detail = {"job_id": job.id, "kind": job.kind, "was": was}
+    record_change(s, principal, request, "job.retry", job.organisation_id, detail)
+    return job
 
 
 @router.get("/rejections", response_model=list[RejectionRead])

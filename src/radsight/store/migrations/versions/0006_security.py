@@ -14,8 +14,10 @@ Create Date: 2026-12-07
   OpenID Connect has no organisation).
 - ``sign_in_failures``: failed sign-ins within the throttle window (per address).
 - ``audit_events.prev_hash`` and ``hash``: the tamper-evident chain. Rows written before
-  this revision keep empty hashes; ``radsight audit verify`` chains from the first hashed
-  row and reports how many came before.
+  this revision keep empty hashes. ``audit_chain_start`` (one row) fixes where the chain
+  starts: ``unchained_through_id`` is the newest event id at this migration (0 on an
+  empty trail). ``radsight audit verify`` accepts unhashed events up to it and no later,
+  and the first chained event must link to the start (a changed start breaks that link).
 - ``destinations.tls`` and ``tls_server_name``: deliveries over DICOM TLS, the PACS's
   certificate checked against that name (empty: the host).
 """
@@ -57,6 +59,16 @@ def upgrade() -> None:
         t.add_column(sa.Column("tls", sa.Boolean(), nullable=False, server_default=sa.false()))
         t.add_column(sa.Column("tls_server_name", sa.String(255), nullable=False, server_default=""))
     op.create_table(
+        "audit_chain_start",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("unchained_through_id", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.execute(
+        "INSERT INTO audit_chain_start (id, unchained_through_id) "
+        "SELECT 1, COALESCE(MAX(id), 0) FROM audit_events"
+    )
+    op.create_table(
         "sign_in_failures",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("username", sa.String(64), nullable=False),
@@ -73,6 +85,7 @@ def downgrade() -> None:
     with op.batch_alter_table("destinations") as t:
         t.drop_column("tls_server_name")
         t.drop_column("tls")
+    op.drop_table("audit_chain_start")
     with op.batch_alter_table("audit_events") as t:
         t.drop_column("hash")
         t.drop_column("prev_hash")
