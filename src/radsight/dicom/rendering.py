@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -300,12 +301,41 @@ def native_frame(
     :func:`radsight.dicom.codestream.check_pixel_data` has passed (it raises
     :class:`~radsight.errors.PixelDataMismatch` or :class:`~radsight.errors.TooLarge`).
     """
+    (data,) = native_frames(
+        ds,
+        [frame_number],
+        max_frame_pixels=max_frame_pixels,
+        max_instance_pixels=max_instance_pixels,
+    )
+    return data
+
+
+def native_frames(
+    ds: Dataset, frame_numbers: Sequence[int], *, max_frame_pixels: int, max_instance_pixels: int
+) -> Iterator[bytes]:
+    """:func:`native_frame` of each of ``frame_numbers`` in turn, the pixel data checked
+    once, before the first: one decoded frame at a time, for a streamed answer.
+
+    Raises
+    ------
+    ValueError
+        When a frame number is out of range (the caller checks first).
+    radsight.errors.PixelDataMismatch, radsight.errors.TooLarge
+        From :func:`radsight.dicom.codestream.check_pixel_data`, raised at once (before
+        the first frame), not when the first frame is asked for.
+    """
     count = int(ds.get("NumberOfFrames", 1) or 1)
-    if not 1 <= frame_number <= count:
-        raise ValueError(f"frame {frame_number} is out of range 1-{count}")
+    bad = [n for n in frame_numbers if not 1 <= n <= count]
+    if bad:
+        raise ValueError(f"frame {bad[0]} is out of range 1-{count}")
     if "PixelData" not in ds:
         raise MalformedDicom("the instance has no Pixel Data")
     check_pixel_data(ds, max_frame_pixels=max_frame_pixels, max_instance_pixels=max_instance_pixels)
+    return (_decode_frame(ds, n) for n in frame_numbers)
+
+
+def _decode_frame(ds: Dataset, frame_number: int) -> bytes:
+    """One checked frame (:func:`native_frames`), uncompressed little-endian."""
     ts = UID(_ts(ds) or pydicom.uid.ExplicitVRLittleEndian)
     try:
         if not ts.is_compressed and ts.is_little_endian:

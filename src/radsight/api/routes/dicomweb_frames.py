@@ -23,11 +23,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from radsight.api.auth import PrincipalDep
 from radsight.api.deps import RuntimeDep, SessionDep
 from radsight.api.routes.dicomweb_access import Rows, audit, find, image_of, read
-from radsight.dicom.codestream import check_pixel_data
 from radsight.dicom.multipart import MediaRange, iter_parts, new_boundary, parse_accept
 from radsight.dicom.rendering import (
     encapsulated_frame,
-    native_frame,
+    native_frames,
     parse_render_options,
     render_frame,
 )
@@ -122,17 +121,21 @@ def retrieve_frames(
     ds = read(rt, row)
     if "PixelData" not in ds:
         raise NotFound(f"instance {instance} has no pixel data")
-    limits = _limits(rt)
-    with decoding_stored(row.sop_instance_uid):
-        check_pixel_data(ds, **limits)  # a refusal is the answer, before the first byte
+    what = row.sop_instance_uid
+    with decoding_stored(what):  # checked here: a refusal is the answer, not a cut stream
+        pending = (
+            native_frames(ds, numbers, **_limits(rt))
+            if how == "native"
+            else (encapsulated_frame(ds, n) for n in numbers)
+        )
 
     def frame_parts() -> Iterator[tuple[str, bytes]]:
         # one frame decoded at a time: a long list never holds more than one decoded frame
-        for n in numbers:
-            with decoding_stored(row.sop_instance_uid):
-                data = (
-                    native_frame(ds, n, **limits) if how == "native" else encapsulated_frame(ds, n)
-                )
+        while True:
+            with decoding_stored(what):
+                data = next(pending, None)
+            if data is None:
+                return
             yield part_type, data
 
     boundary = new_boundary()
@@ -189,17 +192,19 @@ def retrieve_bulkdata(
     boundary = new_boundary()
     media = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
     if element.tag == 0x7FE00010 and UID(row.transfer_syntax_uid).is_compressed:
-        limits = _limits(rt)
-        with decoding_stored(row.sop_instance_uid):
-            check_pixel_data(ds, **limits)
-        count = row.number_of_frames
+        what = row.sop_instance_uid
+        with decoding_stored(what):
+            pending = native_frames(ds, range(1, row.number_of_frames + 1), **_limits(rt))
 
         def chunks() -> Iterator[bytes]:
             # one part, its value decoded and sent frame by frame (never all frames at once)
             yield f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
-            for n in range(1, count + 1):
-                with decoding_stored(row.sop_instance_uid):
-                    yield native_frame(ds, n, **limits)
+            while True:
+                with decoding_stored(what):
+                    data = next(pending, None)
+                if data is None:
+                    break
+                yield data
             yield f"\r\n--{boundary}--\r\n".encode()
 
         stream = chunks()
