@@ -33,6 +33,13 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
+from radsight.config import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_INSTANCE_PIXELS
+
+LIMITS = {
+    "max_frame_pixels": DEFAULT_MAX_FRAME_PIXELS,
+    "max_instance_pixels": DEFAULT_MAX_INSTANCE_PIXELS,
+}
+
 
 def write_study(folder: Path, slices: int, size: int) -> list[Path]:
     from radsight.algorithms.ct_chest.phantom import chest_phantom
@@ -70,7 +77,7 @@ def run_once(paths: list[Path]) -> dict[str, tuple[float, float]]:
     times: dict[str, tuple[float, float]] = {}
     t0, c0 = time.perf_counter(), _cpu()
     datasets = [pydicom.dcmread(io.BytesIO(p.read_bytes())) for p in paths]
-    study = study_input_from(datasets, "ct-chest")
+    study = study_input_from(datasets, "ct-chest", **LIMITS)
     t1, c1 = time.perf_counter(), _cpu()
     times["read + decode (pydicom, Modality LUT)"] = (t1 - t0, c1 - c0)
     algorithm.check(study)
@@ -88,6 +95,7 @@ def run_once(paths: list[Path]) -> dict[str, tuple[float, float]]:
         report,
         series_instance_uid=generate_uid(),
         sop_instance_uids=[generate_uid() for _ in datasets],
+        **LIMITS,
     )
     for ds in [sr, *scs]:
         ds.save_as(io.BytesIO(), enforce_file_format=True)

@@ -33,6 +33,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 
+from radsight.config import DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_INSTANCE_PIXELS
+
+LIMITS = {
+    "max_frame_pixels": DEFAULT_MAX_FRAME_PIXELS,
+    "max_instance_pixels": DEFAULT_MAX_INSTANCE_PIXELS,
+}
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or REPO / ".." / "shared" / "data").resolve()
@@ -78,7 +85,7 @@ def analyse_once(paths: list[Path], algorithm) -> dict[str, float]:  # type: ign
     datasets = [pydicom.dcmread(p) for p in paths]
     times["read"] = time.perf_counter() - t
     t = time.perf_counter()
-    study = study_input_from(datasets, "mmg")
+    study = study_input_from(datasets, "mmg", **LIMITS)
     times["decode"] = time.perf_counter() - t
     t = time.perf_counter()
     algorithm.check(study)
@@ -94,6 +101,7 @@ def analyse_once(paths: list[Path], algorithm) -> dict[str, float]:  # type: ign
         report,
         series_instance_uid=generate_uid(),
         sop_instance_uids=[generate_uid() for _ in datasets],
+        **LIMITS,
     )
     for ds in [sr, *scs]:
         ds.save_as(io.BytesIO(), enforce_file_format=True)

@@ -21,6 +21,14 @@ from radsight.errors import ConfigError
 
 #: RADSIGHT_* variables that are not settings: the config file path, and tools' own
 NOT_SETTINGS = {"config", "dcmtk_bin", "shared_data", "xrv_model_dir"}
+#: decode limits (settings max_frame_pixels, max_instance_pixels, max_render_pixels); the
+#: decoders in radsight.dicom take them as required arguments, so these are their one home
+DEFAULT_MAX_FRAME_PIXELS = 200_000_000
+#: 1.5 x 10^9 pixels admits the largest real objects: a high-resolution breast
+#: tomosynthesis (about 100 slices of 4096 x 3328, 1.4 x 10^9) and a 1000-slice enhanced
+#: CT (1000 x 512 x 512, 0.26 x 10^9); a decoded instance is at most 3 GB of 16-bit pixels
+DEFAULT_MAX_INSTANCE_PIXELS = 1_500_000_000
+DEFAULT_MAX_RENDER_PIXELS = 4096 * 4096
 DEFAULT_QUIET_PERIODS = {"cxr": 2.0, "flg": 2.0, "mmg": 3.0, "ct-chest": 5.0, "ct-brain": 5.0}
 #: S3 bucket names (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
@@ -166,9 +174,11 @@ class Settings(BaseSettings):
     #: values one QIDO-RS key may list (StudyInstanceUID=a,b,...)
     max_query_values: int = Field(100, ge=1, le=10_000)
     #: pixels of one decoded frame (rows x columns x samples), checked against the
-    #: codestream before decoding; and the largest image the viewer may ask to render
-    max_frame_pixels: int = Field(200_000_000, ge=1024)
-    max_render_pixels: int = Field(4096 * 4096, ge=1024)
+    #: codestream before decoding; of a whole instance (x frames); and the largest image
+    #: the viewer may ask to render
+    max_frame_pixels: int = Field(DEFAULT_MAX_FRAME_PIXELS, ge=1024)
+    max_instance_pixels: int = Field(DEFAULT_MAX_INSTANCE_PIXELS, ge=1024)
+    max_render_pixels: int = Field(DEFAULT_MAX_RENDER_PIXELS, ge=1024)
     #: a worker process's memory ceiling (MiB, 0: none); a job past it fails, recorded
     worker_memory_limit_mb: int = Field(8192, ge=0)
     #: sign-in: failures per account within the window lock it for lockout_s (0: until an

@@ -33,6 +33,7 @@ from radsight.algorithms.contract import Algorithm
 from radsight.monitor import calibration
 from radsight.monitor.reference import read_reference
 from radsight.operating_points import points_in_force
+from radsight_train import OFFLINE_LIMITS
 
 #: per-case fields kept in shipped evidence
 CASE_FIELDS = ("id", "label", "score", "verdict")
@@ -55,7 +56,13 @@ def evidence_for(
     rule = AcceptanceRule()
     points = points_in_force(algorithm)
     results = calibration.run_cases(
-        algorithm, ref.cases, points, study_type=study_type, total=len(ref.cases)
+        algorithm,
+        ref.cases,
+        points,
+        study_type=study_type,
+        total=len(ref.cases),
+        max_frame_pixels=OFFLINE_LIMITS["max_frame_pixels"],
+        max_instance_pixels=OFFLINE_LIMITS["max_instance_pixels"],
     )
     summary = calibration.summarise(
         algorithm.name,

@@ -23,6 +23,7 @@ from radsight.algorithms.ct_brain import CONFIG, HAEMORRHAGE, BrainCTAlgorithm
 from radsight.monitor.metrics import auroc
 from radsight.pipeline.inputs import study_input_from
 from radsight.results.report import AnalysisReport
+from tests._limits import LIMITS
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()
@@ -38,7 +39,7 @@ def algorithm() -> BrainCTAlgorithm:
 
 
 def _study(paths: list[Path]) -> StudyInput:
-    return study_input_from([pydicom.dcmread(p) for p in paths], "ct-brain")
+    return study_input_from([pydicom.dcmread(p) for p in paths], "ct-brain", **LIMITS)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from radsight.algorithms.ct_chest import (
 from radsight.algorithms.ct_chest.lungs import lung_mask
 from radsight.algorithms.ct_chest.phantom import chest_phantom
 from radsight.dicom.pixels import frames_for_analysis
+from tests._limits import LIMITS
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()
@@ -136,7 +137,7 @@ def test_lung_mask_on_a_real_chest_ct_slice() -> None:
     ds = pydicom.dcmread(
         SAMPLES / "orthanc-tests" / "CT1_J2KI_JPEG2000Lossy_1.2.840.10008.1.2.4.91.dcm"
     )
-    ((_, hu),) = frames_for_analysis(ds)
+    ((_, hu),) = frames_for_analysis(ds, **LIMITS)
     hu = np.maximum(hu, -1024)[None]
     spacing = [float(v) for v in ds.PixelSpacing]
     lungs = lung_mask(hu, (5.0, spacing[0], spacing[1]))
@@ -158,7 +159,7 @@ def test_a_normal_real_chest_slice_gets_ct0() -> None:
     ds = pydicom.dcmread(
         SAMPLES / "orthanc-tests" / "CT1_J2KI_JPEG2000Lossy_1.2.840.10008.1.2.4.91.dcm"
     )
-    ((_, hu),) = frames_for_analysis(ds)
+    ((_, hu),) = frames_for_analysis(ds, **LIMITS)
     hu = np.repeat(hu[None], 16, 0)
     result = assess(_study(_series(hu, spacing=float(ds.PixelSpacing[0]), step_mm=5.0)))
     assert result.grade == 0 and not result.regions
@@ -173,7 +174,7 @@ def test_an_abdominal_ct_series_is_refused_for_lack_of_lungs() -> None:
     slices = []
     for f in files:
         ds = pydicom.dcmread(f)
-        ((_, hu),) = frames_for_analysis(ds)
+        ((_, hu),) = frames_for_analysis(ds, **LIMITS)
         slices.append((float(ds.ImagePositionPatient[2]), hu, [float(v) for v in ds.PixelSpacing]))
     slices.sort(key=lambda s: -s[0])
     hu = np.stack([s[1] for s in slices])

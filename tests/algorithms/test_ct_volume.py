@@ -29,6 +29,7 @@ from radsight.algorithms.ct_volume import (
 )
 from radsight.errors import NotAnalysable
 from radsight.pipeline.inputs import study_input_from
+from tests._limits import LIMITS
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()
@@ -43,7 +44,7 @@ def _needs(path: Path) -> pytest.MarkDecorator:
 
 
 def _read(paths: list[Path]) -> tuple[ImageInput, ...]:
-    return study_input_from([pydicom.dcmread(p) for p in paths], "ct-brain").images
+    return study_input_from([pydicom.dcmread(p) for p in paths], "ct-brain", **LIMITS).images
 
 
 def _slice(

@@ -26,6 +26,7 @@ from radsight.algorithms.mmg.preprocess import prepare
 from radsight.algorithms.mmg.views import laterality, view
 from radsight.dicom.study_types import classify_study_type
 from radsight.pipeline.inputs import study_input_from
+from tests._limits import LIMITS
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA") or (REPO / ".." / "shared" / "data")).resolve()
@@ -221,7 +222,7 @@ def test_view_sources(view_position, codes, expected) -> None:
 @needs_headers
 def test_four_view_study_is_reported_per_breast(algorithm) -> None:
     datasets = four_view_study()
-    study = study_input_from(datasets, "mmg")
+    study = study_input_from(datasets, "mmg", **LIMITS)
     assert [im.image_laterality for im in study.images] == ["R", "L", "R", "L"]
     analysis = algorithm.analyse(study)
     by_key = {f.key: f for f in analysis.findings}
@@ -253,7 +254,7 @@ def test_four_view_study_is_reported_per_breast(algorithm) -> None:
 def test_breast_with_a_mass_is_marked_there() -> None:
     # the right breast's two views carry a bright round mass; the marks must find it
     datasets = four_view_study(mass_side="R")
-    study = study_input_from(datasets, "mmg")
+    study = study_input_from(datasets, "mmg", **LIMITS)
     # the mass is where the right breast is: laterality first, or the check below is vacuous
     assert [image.image_laterality for image in study.images] == ["R", "L", "R", "L"]
     for image in study.images:
@@ -268,8 +269,10 @@ def test_breast_with_a_mass_is_marked_there() -> None:
 
 @needs_headers
 def test_monochrome1_reads_like_monochrome2(algorithm) -> None:
-    a = algorithm.analyse(study_input_from(four_view_study(), "mmg"))
-    b = algorithm.analyse(study_input_from(four_view_study(photometric="MONOCHROME1"), "mmg"))
+    a = algorithm.analyse(study_input_from(four_view_study(), "mmg", **LIMITS))
+    b = algorithm.analyse(
+        study_input_from(four_view_study(photometric="MONOCHROME1"), "mmg", **LIMITS)
+    )
     assert b.study_score == pytest.approx(a.study_score, abs=1e-3)
     for fa, fb in zip(a.findings, b.findings, strict=True):
         assert fb.probability == pytest.approx(fa.probability, abs=1e-3)
@@ -286,7 +289,7 @@ def test_large_16_bit_matrix_is_analysed_with_marks_in_its_own_pixels(algorithm)
         view_name="MLO",
         bits_stored=16,
     )
-    study = study_input_from([ds], "mmg")
+    study = study_input_from([ds], "mmg", **LIMITS)
     (image,) = study.images
     assert image.pixels.shape == (4096, 3328)
     _, frame = prepare(image.pixels, CONFIG["input"]["size"])
@@ -320,13 +323,13 @@ def test_for_processing_images_are_refused_with_the_reason(algorithm) -> None:
         bits_stored=11,
     )
     assert ds.PresentationIntentType == "FOR PROCESSING"
-    study = study_input_from([ds], "mmg")
+    study = study_input_from([ds], "mmg", **LIMITS)
     with pytest.raises(NotAnalysable, match="FOR PROCESSING"):
         algorithm.check(study)
     # with the for-presentation views of the same study, only the raw image is skipped
     views = four_view_study()
     ds.StudyInstanceUID = views[0].StudyInstanceUID
-    mixed = study_input_from([*views, ds], "mmg")
+    mixed = study_input_from([*views, ds], "mmg", **LIMITS)
     analysis = algorithm.analyse(mixed)
     marked = {r.sop_instance_uid for f in analysis.findings for r in f.regions}
     assert str(ds.SOPInstanceUID) not in marked
@@ -337,7 +340,7 @@ def test_hologic_projection_header_is_refused() -> None:
     ds = pydicom.dcmread(HEADERS / "MG-Im-Hologic-PropProj.dcm", force=True)
     assert "PixelData" not in ds
     with pytest.raises(Exception, match="no pixel data"):
-        study_input_from([ds], "mmg")
+        study_input_from([ds], "mmg", **LIMITS)
     # with pixels, its FLATFIELD view (a detector calibration image) is still refused
     image = _image(
         synthetic_breast(425, 266) * 1000, view_position="FLATFIELD", image_laterality="R"
@@ -432,7 +435,7 @@ def test_real_cbis_ddsm_film_studies_are_read_per_breast() -> None:
     for name, paths in _cbis_cases():
         datasets = [pydicom.dcmread(p) for p in paths]
         assert all(ds.Modality == "MG" and "ViewPosition" not in ds for ds in datasets)
-        study = study_input_from(datasets, "mmg")
+        study = study_input_from(datasets, "mmg", **LIMITS)
         assert [check_image(im) for im in study.images] == [None] * 4, name
         assert sorted(im.attributes["Laterality"] for im in study.images) == ["L", "L", "R", "R"]
         analysis = algorithm.analyse(study)
@@ -523,7 +526,7 @@ def test_marks_are_ranked_candidates_compared_with_the_other_breast() -> None:
     from radsight.algorithms.mmg.features import CANDIDATE_FEATURES, analyse_breast, candidates
 
     assert "ranker" in CONFIG["heads"]
-    study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    study = study_input_from(four_view_study(mass_side="R"), "mmg", **LIMITS)
     assert [image.image_laterality for image in study.images] == ["R", "L", "R", "L"]
     ranked = [p for _, p in predict_images(list(study.images))]
     without = {k: v for k, v in CONFIG["heads"].items() if k != "ranker"}
@@ -558,7 +561,7 @@ def test_candidate_generators_of_the_experiment_leave_the_shipped_candidates_alo
         with_candidates,
     )
 
-    study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    study = study_input_from(four_view_study(mass_side="R"), "mmg", **LIMITS)
     breast = analyse_breast(study.images[0].pixels)
     assert with_candidates(breast, CANDIDATE_VARIANTS[DEFAULT_CANDIDATES]) is breast
     assert 1 <= len(breast.candidates) <= 14
@@ -611,7 +614,7 @@ def test_mlo_position_terms_of_the_ranker_do_not_apply_to_cc_views() -> None:
     from radsight.algorithms.mmg import MLO_POSITION_COLUMNS, image_features, ranked_marks
     from radsight.algorithms.mmg.features import CANDIDATE_FEATURES, candidates
 
-    study = study_input_from(four_view_study(mass_side="R"), "mmg")
+    study = study_input_from(four_view_study(mass_side="R"), "mmg", **LIMITS)
     by_view = {im.view_position: image_features(im) for im in study.images[::2]}
     assert sorted(by_view) == ["CC", "MLO"]  # both branches below run
     n = len(CANDIDATE_FEATURES)

@@ -39,6 +39,7 @@ from radsight.dicom.synthetic import make_radiograph
 from radsight.errors import ConfigError
 from radsight.pipeline.inputs import study_input_from
 from radsight.results.report import AnalysisReport
+from tests._limits import LIMITS
 
 try:  # the export needs torch (the train extra); the runtime tests do not
     import torch
@@ -444,7 +445,7 @@ def test_pipeline_runs_it_and_encodes_the_results(model_dir, tmp_path, monkeypat
     assert len(report["findings"]) == 18
     assert {f["code"]["scheme"] for f in report["findings"]} == {"SCT", "99RADSIGHT"}
     # the same numbers as the algorithm gives on the same decoded study
-    direct = TorchXRayVisionAlgorithm(model_dir).analyse(study_input_from([ds], "cxr"))
+    direct = TorchXRayVisionAlgorithm(model_dir).analyse(study_input_from([ds], "cxr", **LIMITS))
     assert report["study_score"] == pytest.approx(direct.study_score, abs=1e-6)
     outputs = [pydicom.dcmread(io.BytesIO(rt.files.get(k))) for k in keys]
     sr = next(o for o in outputs if o.Modality == "SR")

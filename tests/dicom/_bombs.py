@@ -79,3 +79,26 @@ def rle(rows: int = SIZE, columns: int = SIZE) -> pydicom.Dataset:
     ds.compress(RLELossless)
     ds.Rows, ds.Columns = rows, columns
     return ds
+
+
+def rle_zero_frame(size: int) -> bytes:
+    """One RLE Lossless frame of size x size 16-bit zeros, honest about its size: two
+    segments (high and low bytes, PS3.5 G.2), each runs of 128 zeros (header byte -127)."""
+    segment = b"\x81\x00" * (size * size // 128)
+    header = struct.pack("<16I", 2, 64, 64 + len(segment), *([0] * 13))
+    return header + segment + segment
+
+
+def multiframe_rle(frames: int, size: int = 2048, **kw: object) -> pydicom.Dataset:
+    """A multi-frame RLE instance of ``frames`` frames of size x size zeros: every frame's
+    header is true (it passes a per-frame check), yet decoding all of it takes frames x
+    size x size x 2 bytes (48 frames of 2048 x 2048: 6.3 MB stored, 400 MB decoded)."""
+    ds = make_radiograph(rows=SIZE, columns=SIZE, **kw)  # type: ignore[arg-type]
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel = 1
+    ds.NumberOfFrames = frames
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([rle_zero_frame(size)] * frames)
+    ds["PixelData"].VR = "OB"
+    return ds

@@ -16,6 +16,7 @@ from radsight.dicom.pixels import frames_for_analysis, raise_decompression_bomb
 from radsight.dicom.rendering import RenderOptions, native_frame, parse_render_options, render_frame
 from radsight.dicom.synthetic import make_radiograph
 from radsight.errors import InvalidInput, MissingPixelData, PixelDataMismatch, TooLarge
+from tests._limits import LIMITS
 from tests.dicom import _bombs
 
 LIMIT = 200_000_000
@@ -66,7 +67,7 @@ def test_no_real_compressed_file_is_refused():
     for name, ds in files:
         syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
         try:
-            check_pixel_data(ds, max_frame_pixels=LIMIT)
+            check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
         except (PixelDataMismatch, TooLarge) as exc:
             if name not in KNOWN_BAD:
                 refused.append(f"{name}: {exc.message}")
@@ -133,15 +134,15 @@ def test_a_bomb_is_refused_before_any_decode(name, build, error, message):
     ds = build()
     assert len(_bombs.part10(ds)) < 100_000  # a small file
     with pytest.raises(error) as caught:
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
     assert message in caught.value.message
     # every decode path refuses it the same way, before decoding
     with pytest.raises(error):
-        frames_for_analysis(ds)
+        frames_for_analysis(ds, **LIMITS)
     with pytest.raises(error):
-        native_frame(ds, 1)
+        native_frame(ds, 1, **LIMITS)
     with pytest.raises(error):
-        render_frame(ds, 1, RenderOptions(viewport=(128, 128)))
+        render_frame(ds, 1, RenderOptions(viewport=(128, 128)), **LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -149,16 +150,16 @@ def test_a_bomb_is_refused_before_any_decode(name, build, error, message):
 )
 def test_the_unpatched_instances_pass_and_decode(build):
     ds = build()
-    check_pixel_data(ds, max_frame_pixels=LIMIT)
-    ((_, pixels),) = frames_for_analysis(ds)
+    check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
+    ((_, pixels),) = frames_for_analysis(ds, **LIMITS)
     assert pixels.shape == (256, 256)
 
 
 def test_the_frame_limit_is_the_setting():
     ds = _bombs.jpeg2000()
-    check_pixel_data(ds, max_frame_pixels=256 * 256)
+    check_pixel_data(ds, max_frame_pixels=256 * 256, max_instance_pixels=LIMIT)
     with pytest.raises(TooLarge, match="setting max_frame_pixels"):
-        check_pixel_data(ds, max_frame_pixels=256 * 256 - 1)
+        check_pixel_data(ds, max_frame_pixels=256 * 256 - 1, max_instance_pixels=LIMIT)
 
 
 def test_a_jp2_wrapped_codestream_is_read_and_checked():
@@ -200,7 +201,7 @@ def test_htj2k_siz_and_cap_are_read():
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"
     ds.PixelData = encapsulate([_htj2k(60000, 65535)])
     with pytest.raises(PixelDataMismatch, match="HTJ2K SIZ header .* 60000 x 65535"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
 
 
 def test_rle_header_must_fit_the_samples():
@@ -209,12 +210,12 @@ def test_rle_header_must_fit_the_samples():
     struct.pack_into("<I", frame, 0, 3)  # three segments for one 16-bit sample
     ds.PixelData = encapsulate([bytes(frame)])
     with pytest.raises(PixelDataMismatch, match="declares 3 segments, but 1 sample"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
     frame = bytearray(next(generate_frames(_bombs.rle().PixelData, number_of_frames=1)))
     struct.pack_into("<I", frame, 8, 10**9)  # second segment far past the fragment
     ds.PixelData = encapsulate([bytes(frame)])
     with pytest.raises(PixelDataMismatch, match="offsets"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
 
 
 def test_frames_must_match_number_of_frames():
@@ -223,10 +224,10 @@ def test_frames_must_match_number_of_frames():
     ds.NumberOfFrames = 3
     ds.PixelData = encapsulate([frame, frame], has_bot=True)
     with pytest.raises(PixelDataMismatch, match="Number of Frames says 3 but .* holds 2"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
     ds.NumberOfFrames = 1
     with pytest.raises(PixelDataMismatch, match="more than 1"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
 
 
 @pytest.mark.parametrize("empty", [None, b""])
@@ -235,20 +236,20 @@ def test_empty_pixel_data_is_refused_as_missing(empty):
     ds = _bombs.jpeg2000()
     ds.PixelData = empty
     with pytest.raises(MissingPixelData, match="PixelData is present but empty"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
 
 
 def test_uncompressed_length_must_match():
     ds = make_radiograph(rows=64, columns=64)
-    check_pixel_data(ds, max_frame_pixels=LIMIT)
+    check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
     ds.PixelData = bytes(ds.PixelData) + b"\0" * 100  # slack shorter than a frame: fine
-    check_pixel_data(ds, max_frame_pixels=LIMIT)
+    check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
     ds.PixelData = bytes(ds.PixelData) * 3  # more frames than Number of Frames says
     with pytest.raises(PixelDataMismatch, match="holds more than its frames"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
     ds.PixelData = bytes(ds.PixelData)[:1000]
     with pytest.raises(PixelDataMismatch, match="truncated"):
-        check_pixel_data(ds, max_frame_pixels=LIMIT)
+        check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from pydicom.uid import JPEG2000Lossless
 
 from radsight.dicom.pixels import display_image, frames_for_analysis
 from radsight.errors import MalformedDicom, MissingPixelData, PixelDataMismatch
+from tests._limits import LIMITS
 from tests.results._sources import (
     ORTHANC_TESTS,
     REAL_CT_JPEG2000,
@@ -26,7 +27,7 @@ from tests.results._sources import (
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_frames_are_2d_float32_with_frame_numbers(name):
     variant = VARIANTS[name]
-    frames = frames_for_analysis(make_source(variant))
+    frames = frames_for_analysis(make_source(variant), **LIMITS)
 
     assert len(frames) == variant.frames
     expected_numbers = list(range(1, variant.frames + 1)) if variant.frames > 1 else [None]
@@ -41,7 +42,7 @@ def test_the_block_is_brighter_than_the_background(name):
     """Larger is brighter for every photometric interpretation, MONOCHROME1 included."""
     variant = VARIANTS[name]
     x0, y0, x1, y1 = block_box(variant)
-    for _, pixels in frames_for_analysis(make_source(variant)):
+    for _, pixels in frames_for_analysis(make_source(variant), **LIMITS):
         block = pixels[y0:y1, x0:x1].mean()
         background = pixels[:, : x0 - 2].mean()
         assert block > background + 0.3 * (pixels.max() - pixels.min())
@@ -49,14 +50,14 @@ def test_the_block_is_brighter_than_the_background(name):
 
 def test_rescale_gives_modality_values():
     variant = VARIANTS["ct-signed"]
-    ((_, pixels),) = frames_for_analysis(make_source(variant))
+    ((_, pixels),) = frames_for_analysis(make_source(variant), **LIMITS)
     stored = stored_pixels(variant).astype(np.float32)
     np.testing.assert_array_equal(pixels, stored - 1024.0)
 
 
 def test_monochrome1_is_mirrored_about_the_stored_range():
     variant = VARIANTS["cr-mono1"]
-    ((_, pixels),) = frames_for_analysis(make_source(variant))
+    ((_, pixels),) = frames_for_analysis(make_source(variant), **LIMITS)
     stored = stored_pixels(variant).astype(np.float32)
     np.testing.assert_array_equal(pixels, (2**variant.bits_stored - 1) - stored)
 
@@ -71,7 +72,7 @@ def test_enhanced_multiframe_rescale_comes_from_the_functional_groups():
     group.PixelValueTransformationSequence = [transformation]
     ds.SharedFunctionalGroupsSequence = [group]
 
-    frames = frames_for_analysis(ds)
+    frames = frames_for_analysis(ds, **LIMITS)
 
     stored = stored_pixels(VARIANTS["multiframe"], frame=1).astype(np.float32)
     np.testing.assert_array_equal(frames[1][1], stored * 2 - 100)
@@ -79,7 +80,7 @@ def test_enhanced_multiframe_rescale_comes_from_the_functional_groups():
 
 def test_rgb_becomes_luminance():
     ds = make_source("us-rgb")
-    ((_, pixels),) = frames_for_analysis(ds)
+    ((_, pixels),) = frames_for_analysis(ds, **LIMITS)
     gray = stored_pixels(VARIANTS["us-rgb"]).astype(np.float32)
     expected = 0.299 * gray + 0.587 * np.floor(gray * 0.9) + 0.114 * np.floor(gray * 0.5)
     np.testing.assert_allclose(pixels, expected, atol=0.01)
@@ -89,14 +90,14 @@ def test_no_pixel_data_is_missing_pixel_data():
     ds = make_source("dx8")
     del ds.PixelData
     with pytest.raises(MissingPixelData, match=str(ds.SOPInstanceUID)):
-        frames_for_analysis(ds)
+        frames_for_analysis(ds, **LIMITS)
 
 
 def test_truncated_pixel_data_is_refused_before_decoding():
     ds = make_source("dx16-mono2")
     ds.PixelData = ds.PixelData[:100]
     with pytest.raises(PixelDataMismatch, match="holds 100 bytes .* it is truncated"):
-        frames_for_analysis(ds)
+        frames_for_analysis(ds, **LIMITS)
 
 
 def test_corrupt_jpeg2000_is_refused_before_decoding():
@@ -104,7 +105,7 @@ def test_corrupt_jpeg2000_is_refused_before_decoding():
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
     with pytest.raises(PixelDataMismatch, match="JPEG 2000 SIZ"):
-        frames_for_analysis(ds)
+        frames_for_analysis(ds, **LIMITS)
 
 
 def test_corrupt_jpeg2000_with_a_good_header_is_malformed():
@@ -118,7 +119,7 @@ def test_corrupt_jpeg2000_with_a_good_header_is_malformed():
     )
     ds.PixelData = encapsulate([siz + b"\x00" * 64])
     with pytest.raises(MalformedDicom, match="JPEG 2000"):
-        frames_for_analysis(ds)
+        frames_for_analysis(ds, **LIMITS)
 
 
 # display_image ------------------------------------------------------------------------
@@ -169,7 +170,7 @@ def test_monochrome1_window_is_mirrored_with_the_pixels():
     x0, y0, x1, y1 = block_box(variant)
     ds.WindowCenter = float(np.median(stored))
     ds.WindowWidth = float(np.ptp(stored))
-    ((_, pixels),) = frames_for_analysis(ds)
+    ((_, pixels),) = frames_for_analysis(ds, **LIMITS)
 
     shown = display_image(pixels, ds)
 
@@ -193,7 +194,7 @@ def test_a_blank_image_is_shown_without_dividing_by_zero():
 def test_colour_images_ignore_the_grayscale_window():
     ds = make_source("us-rgb")
     ds.WindowCenter, ds.WindowWidth = 40, 80
-    ((_, pixels),) = frames_for_analysis(ds)
+    ((_, pixels),) = frames_for_analysis(ds, **LIMITS)
     shown = display_image(pixels, ds)
     np.testing.assert_allclose(shown, np.rint(pixels), atol=1)
 
@@ -223,7 +224,7 @@ def test_real_compressed_ct_decodes(path, axial):
         pytest.skip(f"real sample absent: {path}")
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID.is_compressed
-    ((number, pixels),) = frames_for_analysis(ds)
+    ((number, pixels),) = frames_for_analysis(ds, **LIMITS)
     assert number is None
     assert pixels.shape == (ds.Rows, ds.Columns)
     if axial:
@@ -241,8 +242,8 @@ def test_jpeg2000_and_uncompressed_copies_give_the_same_values():
     raw = folder / "CQ500-CT-310_series_5mm_inst021_uncompressed.dcm"
     if not (j2k.exists() and raw.exists()):
         pytest.skip(f"CQ500-CT-310 pair absent under {folder}")
-    ((_, a),) = frames_for_analysis(pydicom.dcmread(j2k))
-    ((_, b),) = frames_for_analysis(pydicom.dcmread(raw))
+    ((_, a),) = frames_for_analysis(pydicom.dcmread(j2k), **LIMITS)
+    ((_, b),) = frames_for_analysis(pydicom.dcmread(raw), **LIMITS)
     np.testing.assert_array_equal(a, b)
 
 
@@ -251,6 +252,6 @@ def test_real_jpeg2000_series_decodes():
     if not files:
         pytest.skip(f"real CT samples absent: {REAL_CT_JPEG2000}")
     for path in files:
-        ((_, pixels),) = frames_for_analysis(pydicom.dcmread(path))
+        ((_, pixels),) = frames_for_analysis(pydicom.dcmread(path), **LIMITS)
         assert pixels.shape == (512, 512)
         assert pixels.min() >= -1024

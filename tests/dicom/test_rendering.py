@@ -12,6 +12,7 @@ from PIL import Image
 from radsight.dicom import rendering
 from radsight.dicom.pixels import display_image, frames_for_analysis
 from radsight.dicom.synthetic import make_ct_slice, make_radiograph
+from tests._limits import LIMITS
 
 
 def _roundtrip(ds: pydicom.Dataset) -> pydicom.Dataset:
@@ -48,23 +49,27 @@ def _no_window(ds: pydicom.Dataset) -> pydicom.Dataset:
 @pytest.mark.parametrize("window", [None, (40.0, 400.0, "LINEAR"), (100.0, 50.0, "SIGMOID")])
 def test_lookup_rendering_equals_display_image(make, window):
     ds = _roundtrip(make())
-    expected = display_image(frames_for_analysis(ds)[0][1], rendering._with_window(ds, window))
-    got = rendering._display_by_lookup(ds, window)
+    expected = display_image(
+        frames_for_analysis(ds, **LIMITS)[0][1], rendering._with_window(ds, window)
+    )
+    got = rendering._display_by_lookup(ds, window, LIMITS)
     assert got is not None and got.shape == expected.shape
     assert np.array_equal(got, expected)
 
 
 def test_render_sizes_and_formats():
     ds = _roundtrip(make_radiograph(rows=400, columns=300))
-    full = Image.open(io.BytesIO(rendering.render_frame(ds, 1, rendering.RenderOptions())))
+    full = Image.open(
+        io.BytesIO(rendering.render_frame(ds, 1, rendering.RenderOptions(), **LIMITS))
+    )
     assert full.format == "JPEG" and full.size == (300, 400)
     fitted = rendering.parse_render_options(None, "150,150", None)
-    png = Image.open(io.BytesIO(rendering.render_frame(ds, 1, fitted, "image/png")))
+    png = Image.open(io.BytesIO(rendering.render_frame(ds, 1, fitted, "image/png", **LIMITS)))
     assert png.format == "PNG" and png.size == (112, 150)
     cropped = rendering.parse_render_options(None, "50,50,10,10,100,100", "50")
-    assert Image.open(io.BytesIO(rendering.render_frame(ds, 1, cropped))).size == (50, 50)
+    assert Image.open(io.BytesIO(rendering.render_frame(ds, 1, cropped, **LIMITS))).size == (50, 50)
     with pytest.raises(ValueError, match="out of range"):
-        rendering.render_frame(ds, 2, rendering.RenderOptions())
+        rendering.render_frame(ds, 2, rendering.RenderOptions(), **LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +94,8 @@ def test_native_frames_of_a_multiframe_image():
     ds.NumberOfFrames = 3
     ds.PixelData = np.stack(frames).astype(np.uint16).tobytes()
     ds = _roundtrip(ds)
-    assert rendering.native_frame(ds, 2) == frames[1].astype("<u2").tobytes()
-    image = Image.open(io.BytesIO(rendering.render_frame(ds, 3, rendering.RenderOptions())))
+    assert rendering.native_frame(ds, 2, **LIMITS) == frames[1].astype("<u2").tobytes()
+    image = Image.open(
+        io.BytesIO(rendering.render_frame(ds, 3, rendering.RenderOptions(), **LIMITS))
+    )
     assert image.size == (10, 20)

@@ -6,6 +6,10 @@ or put there by other means) is answered with a recorded error by WADO-RS render
 frames and thumbnail and by an analysis job. Throughout, the peak memory of the server and
 of every worker stays bounded. The server runs under ``prlimit`` so that a regression
 fails this test instead of taking the machine down.
+
+Review finding: a multi-frame bomb whose every frame is honest (48 frames of 2048 x 2048
+zeros, 6.3 MB as RLE) is refused over ``max_instance_pixels``; below it, the viewer and
+WADO-RS decode only the frames they send, one at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
 from radsight.ingest import accept
 from radsight.runtime import Runtime
-from radsight.store.tables import OrganisationRow
+from radsight.store.tables import InstanceRow, OrganisationRow
 from tests.dicom import _bombs
 from tests.e2e.test_dicom_flow import register, wait_for
 
@@ -34,6 +38,13 @@ pytestmark = pytest.mark.slow
 GROWTH_MB = 300
 #: the server's own ceiling (prlimit --data), far below what a decoded bomb needs
 SERVER_DATA_LIMIT = 3 << 30
+#: the served max_instance_pixels: 48 frames of 2048 x 2048 (201 million) are over it
+MAX_INSTANCE_PIXELS = 100_000_000
+#: frames of 2048 x 2048 under it (67 million pixels: 134 MB decoded, 400 MB as values)
+FRAMES_BELOW = 16
+#: what the server may grow while it serves frames of those one at a time (one frame is 8
+#: MB decoded; the viewer's packing of it takes about 130 MB of temporaries)
+ONE_FRAME_MB = 250
 
 BOMBS = [
     # (name, builder, C-STORE status, error code)
@@ -120,6 +131,7 @@ def served(tmp_path_factory):  # type: ignore[no-untyped-def]
             "RADSIGHT_ROUTING_RULES": str(rules),
             "RADSIGHT_QUIET_PERIODS": '{"cxr": 0.5}',
             "RADSIGHT_WORKER_MEMORY_LIMIT_MB": "1024",
+            "RADSIGHT_MAX_INSTANCE_PIXELS": str(MAX_INSTANCE_PIXELS),
         },
     )
     register(server, [])
@@ -245,9 +257,105 @@ def test_radsight_import_refuses_and_counts_bombs(served, tmp_path):
     for i, (_name, build, _status, _code) in enumerate(BOMBS):
         build().save_as(folder / f"bomb{i}.dcm", enforce_file_format=True)
     make_radiograph(rows=64, columns=64).save_as(folder / "good.dcm", enforce_file_format=True)
-    res = server.cli("import", str(folder), "--org", "General Hospital")
+    res = server.cli("import", str(folder), "--org", "General Hospital", check=False)
+    assert res.returncode == 1  # some were refused
     assert f"1 stored, 0 already there, {len(BOMBS)} rejected" in res.stdout
     assert "bomb0.dcm: pixel_data_mismatch: the JPEG 2000 SIZ header" in res.stdout
     assert "bomb3.dcm: too_large:" in res.stdout
     rejection = _newest_rejection(server)
     assert rejection["source"] == "import" and rejection["error_code"] == "too_large"
+
+
+def _instance_id(server, sop_instance_uid: str) -> int:  # type: ignore[no-untyped-def]
+    rt = Runtime.open(load_settings(None, data_dir=server.data_dir), run_migrations=False)
+    try:
+        with rt.db.session() as s:
+            return int(s.query(InstanceRow).filter_by(sop_instance_uid=sop_instance_uid).one().id)
+    finally:
+        rt.close()
+
+
+def _streamed_length(http, path: str, accept: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    with http.stream("GET", path, headers={"Accept": accept}) as r:
+        return r.status_code, sum(len(chunk) for chunk in r.iter_bytes())
+
+
+def test_a_multiframe_bomb_over_max_instance_pixels_is_refused(served, tmp_path, monkeypatch):
+    server, token, baseline = served
+    ds = _bombs.multiframe_rle(48, study_instance_uid=generate_uid())
+    data = _bombs.part10(ds)
+    assert len(data) < 6_500_000  # 6.3 MB; 400 MB as 16-bit pixels
+
+    assert _send(server.dicom_port, data, tmp_path / "frames.dcm") == 0xA700
+    rejection = _newest_rejection(server)
+    assert (rejection["error_code"], rejection["dimse_status"]) == ("too_large", 0xA700)
+    assert "48 frames of 2048 x 2048 pixels" in rejection["message"]
+    assert "setting max_instance_pixels" in rejection["message"]
+    r = _stow(server, token, data)
+    assert r.status_code == 409
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
+
+    # stored anyway (before the check existed): every path refuses it before decoding
+    _plant(server, ds, monkeypatch)
+    base = _url(ds)
+    instance_id = _instance_id(server, ds.SOPInstanceUID)
+    with server.http(token) as http:
+        for path, accept_header in [
+            (f"/web/frames/{instance_id}/0", "*/*"),
+            (base + "/frames/1", 'multipart/related; type="application/octet-stream"'),
+            (base + "/frames/1/rendered", "image/jpeg"),
+            (base + "/bulkdata/7FE00010", "multipart/related"),
+            (
+                base,
+                'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1',
+            ),
+        ]:
+            r = http.get(path, headers={"Accept": accept_header})
+            assert r.status_code == 500, (path, r.status_code)
+            assert r.json()["code"] == "stored_object_unreadable"
+            assert "too_large" in r.json()["detail"] and "max_instance_pixels" in r.json()["detail"]
+    _assert_bounded(server, baseline)
+
+
+def test_below_the_limit_only_the_frames_asked_for_are_decoded(served, tmp_path):
+    server, token, _ = served
+    ds = _bombs.multiframe_rle(FRAMES_BELOW, study_instance_uid=generate_uid())
+    before = _peaks(server)
+    assert _send(server.dicom_port, _bombs.part10(ds), tmp_path / "below.dcm") == 0x0000
+    base = _url(ds)
+    frame_bytes = 2048 * 2048 * 2
+    instance_id = _instance_id(server, ds.SOPInstanceUID)
+    with server.http(token) as http:
+        r = http.get(f"/web/frames/{instance_id}/{FRAMES_BELOW - 1}")
+        assert r.status_code == 200 and len(r.content) == frame_bytes
+        r = http.get(
+            base + "/frames/3",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+        )
+        assert r.status_code == 200 and len(r.content) > frame_bytes
+        every = ",".join(str(n) for n in range(1, FRAMES_BELOW + 1))
+        octets = 'multipart/related; type="application/octet-stream"'
+        status, length = _streamed_length(http, f"{base}/frames/{every}", octets)
+        assert status == 200 and length > FRAMES_BELOW * frame_bytes
+        status, length = _streamed_length(http, base + "/bulkdata/7FE00010", "multipart/related")
+        assert status == 200 and length > FRAMES_BELOW * frame_bytes
+        r = http.get(base + f"/frames/{FRAMES_BELOW}/rendered", headers={"Accept": "image/png"})
+        assert r.status_code == 200
+    now = _peaks(server)
+    served_by = server.proc.pid
+    grown = now[served_by] - before[served_by]
+    # all frames at once would be 134 MB decoded (the viewer: 400 MB more as values)
+    assert grown < ONE_FRAME_MB, f"the server grew {grown} MB serving {FRAMES_BELOW} frames"
+    # the analysis job decodes every frame: bounded by max_instance_pixels, in a worker
+    # under its 1024 MB ceiling (a job past it fails as memory_limit_exceeded, recorded)
+    with server.http(token) as http:
+
+        def result() -> dict | None:
+            studies = http.get("/api/studies", params={"limit": 1000}).json()
+            (study,) = [s for s in studies if s["study_instance_uid"] == ds.StudyInstanceUID]
+            results = http.get(f"/api/studies/{study['id']}/results").json()
+            return results[0] if results else None
+
+        wait_for(result, 120, "the analysis job of the multi-frame instance")
+    after = _peaks(server)
+    assert set(after) == set(before), "a Radsight process died or was restarted"

@@ -23,6 +23,7 @@ from radsight.errors import (
     PixelDataMismatch,
     TooLarge,
 )
+from tests._limits import LIMITS
 
 #: what decoding a stored instance may refuse with: undecodable, or refused before decoding
 DECODE_REFUSALS = (MalformedDicom, MissingPixelData, PixelDataMismatch, TooLarge)
@@ -62,7 +63,7 @@ def test_real_file_is_accepted_or_refused_with_a_reason(path):
     assert parsed.sop_instance_uid and parsed.study_instance_uid
     if "PixelData" in parsed.dataset:
         try:
-            frames = frames_for_analysis(parsed.dataset)
+            frames = frames_for_analysis(parsed.dataset, **LIMITS)
         except DECODE_REFUSALS as exc:
             assert exc.message  # stored as sent; analysis will say "not analysed: ..."
         else:
@@ -80,7 +81,7 @@ def decodable_share() -> float:
             continue
         total += 1
         try:
-            frames_for_analysis(parsed.dataset)
+            frames_for_analysis(parsed.dataset, **LIMITS)
             ok += 1
         except DECODE_REFUSALS:
             pass
@@ -119,6 +120,6 @@ def test_corrupted_bytes_never_escape_as_another_error(seed):
         return
     # accepted: then it is a checked instance whose pixels decode or say why not
     try:
-        frames_for_analysis(parsed.dataset)
+        frames_for_analysis(parsed.dataset, **LIMITS)
     except DECODE_REFUSALS:
         pass

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from radsight.cli.main import cli
 from radsight.dicom.synthetic import make_radiograph
+from tests._limits import LIMITS
 
 from .conftest import dicom_bytes, make_org, token
 
@@ -207,7 +208,7 @@ def test_a_16_bit_png_keeps_its_range(tmp_path):
     Image.fromarray(values).save(path)
     ds = dataset_from_image(path, "case-16")
     assert (ds.BitsAllocated, ds.BitsStored) == (16, 16)
-    (image,) = study_input_from([ds], "cxr").images
+    (image,) = study_input_from([ds], "cxr", **LIMITS).images
     np.testing.assert_array_equal(image.pixels, values.astype(image.pixels.dtype))
     assert check_image(image) is None  # not "saturated"
     eight = tmp_path / "cxr8.png"

@@ -27,6 +27,7 @@ from radsight.monitor.localisation import (
     pointing_game,
 )
 from radsight.monitor.reference import read_reference
+from tests._limits import LIMITS
 
 from .conftest import SHARED_DATA, dicom_bytes
 
@@ -273,7 +274,7 @@ def test_a_region_on_one_image_of_a_study_is_hit_by_marks_on_that_image_only(tmp
             f"{first.StudyInstanceUID},{named.SOPInstanceUID},{','.join(map(str, spot))}\n"
         )
         ref = read_reference(root)
-        results = calibration.run_cases(algorithm, ref.cases, progress=False)
+        results = calibration.run_cases(algorithm, ref.cases, progress=False, **LIMITS)
         assert {m.sop_instance_uid for m in results[0].marks} == {
             first.SOPInstanceUID,
             second.SOPInstanceUID,
@@ -411,7 +412,7 @@ def test_tbx11k_boxes_with_radsight_cxr(tmp_path, capsys):
     ref = read_reference(root)
     t0 = time.perf_counter()
     results = calibration.run_cases(
-        algorithm, ref.cases, points_in_force(algorithm), progress=False
+        algorithm, ref.cases, points_in_force(algorithm), progress=False, **LIMITS
     )
     summary = calibration.summarise(
         algorithm.name, algorithm.version, ref.name, results, points_in_force(algorithm)
@@ -482,7 +483,7 @@ def test_mini_mias_circles_with_radsight_mmg(tmp_path, capsys):
     ref = read_reference(root)
     points = points_in_force(algorithm)
     t0 = time.perf_counter()
-    results = calibration.run_cases(algorithm, ref.cases, points, progress=False)
+    results = calibration.run_cases(algorithm, ref.cases, points, progress=False, **LIMITS)
     summary = calibration.summarise(algorithm.name, algorithm.version, ref.name, results, points)
     loc = summary["localisation"]
     pg = loc["pointing_game"]

@@ -56,6 +56,7 @@ from radsight.store.clock import utcnow
 from radsight.store.scope import Scope
 from radsight.store.tables import StudyRow
 from radsight.web import create_app
+from tests._limits import LIMITS
 from tests.conftest import admit
 
 from ..conftest import SHARED_DATA, MigratedDatabases
@@ -329,7 +330,7 @@ def test_a_lowered_point_marks_every_present_finding_and_a_raised_one_none(
     admit(rt, algorithm)  # the marks a radiologist sees: those of an approved version
     from radsight.pipeline.inputs import study_input_from
 
-    probe = algorithm.analyse(study_input_from(study, algorithm.study_types[0]))
+    probe = algorithm.analyse(study_input_from(study, algorithm.study_types[0], **LIMITS))
     probabilities = {f.key: f.probability for f in probe.findings}
     assert max(probabilities.values()) < 1.0, "nothing to raise the points above"
     lowered = {**probabilities, "study": probe.study_score}

@@ -31,6 +31,7 @@ from pydicom.uid import (
 from radsight.algorithms.bright_region import BrightRegionAlgorithm
 from radsight.pipeline.inputs import study_input_from
 from radsight.results.report import AnalysisReport
+from tests._limits import LIMITS
 
 #: ../shared/data next to the repository, as tests/conftest.py finds it
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -225,7 +226,7 @@ def real_orthanc_jpegls() -> list[pydicom.Dataset]:
 def analyse(sources: list[pydicom.Dataset], thresholds: dict[str, float] | None = None):
     """Run the deterministic test algorithm on the sources, as the pipeline would."""
     algorithm = BrightRegionAlgorithm()
-    study = study_input_from(sources, "cxr")
+    study = study_input_from(sources, "cxr", **LIMITS)
     algorithm.check(study)
     return AnalysisReport.from_analysis(algorithm, algorithm.analyse(study), thresholds)
 

@@ -13,6 +13,7 @@ from radsight.dicom.pixels import display_image, frames_for_analysis
 from radsight.errors import MissingPixelData
 from radsight.results import AnalysisReport, ReportedFinding, build_secondary_captures
 from radsight.results.sc import BELOW_THRESHOLD_COLOUR, POSITIVE_COLOUR
+from tests._limits import LIMITS
 from tests.results._sources import (
     analyse,
     assert_valid_iod,
@@ -40,7 +41,7 @@ SOURCE_SETS = {
 
 
 def _frames(sources) -> list[tuple[pydicom.Dataset, int | None]]:
-    return [(ds, number) for ds in sources for number, _ in frames_for_analysis(ds)]
+    return [(ds, number) for ds in sources for number, _ in frames_for_analysis(ds, **LIMITS)]
 
 
 def _build(sources, report, **kwargs):
@@ -51,11 +52,12 @@ def _build(sources, report, **kwargs):
         series_instance_uid=kwargs.pop("series_instance_uid", generate_uid()),
         sop_instance_uids=kwargs.pop("sop_instance_uids", [generate_uid() for _ in range(n)]),
         **kwargs,
+        **LIMITS,
     )
 
 
 def _rendering(ds: pydicom.Dataset, frame_number: int | None) -> np.ndarray:
-    pixels = dict(frames_for_analysis(ds))[frame_number]
+    pixels = dict(frames_for_analysis(ds, **LIMITS))[frame_number]
     return display_image(pixels, ds)
 
 

@@ -24,6 +24,7 @@ from radsight.store import worklist as worklist_store
 from radsight.store.clock import utcnow
 from radsight.store.tables import ResultRow
 from radsight.web import create_app
+from tests._limits import LIMITS
 
 PASSWORD = "correct horse battery"
 
@@ -49,7 +50,7 @@ def world(runtime):  # type: ignore[no-untyped-def]
     accepted = accept_instance(runtime, buf.getvalue(), organisation_id=a)
     algorithm = BrightRegionAlgorithm()
     report = AnalysisReport.from_analysis(
-        algorithm, algorithm.analyse(study_input_from([ds], "cxr"))
+        algorithm, algorithm.analyse(study_input_from([ds], "cxr", **LIMITS))
     )
     with runtime.db.session() as s:
         s.add(

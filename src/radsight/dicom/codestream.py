@@ -5,7 +5,8 @@ set's Image Pixel module says: a 73 KB JPEG 2000 codestream declaring 65535 x 60
 pixels inside an instance whose header says 256 x 256 makes a decoder ask for gigabytes.
 :func:`check_pixel_data` reads each frame's own header and compares it with Rows,
 Columns, Samples per Pixel and Number of Frames (PS3.5 8.2, Annex A.4) before any pixel
-is decoded, and bounds a frame's size by ``max_frame_pixels``. Where the headers are read:
+is decoded, bounds a frame's size by ``max_frame_pixels`` and the whole instance's
+(frames x rows x columns x samples) by ``max_instance_pixels``. Where the headers are read:
 
 * JPEG baseline, extended and lossless (ISO/IEC 10918-1 B.2.2): the SOFn marker segment
   (precision, lines, samples per line, components);
@@ -33,14 +34,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from radsight.errors import MissingPixelData, PixelDataMismatch, TooLarge
 
 __all__ = [
-    "DEFAULT_MAX_FRAME_PIXELS",
     "FrameGeometry",
     "check_pixel_data",
     "read_frame_geometry",
 ]
-
-#: the default of the ``max_frame_pixels`` setting (radsight.config)
-DEFAULT_MAX_FRAME_PIXELS = 200_000_000
 
 _JPEG = frozenset(
     {
@@ -128,7 +125,9 @@ def read_frame_geometry(
     return None
 
 
-def check_pixel_data(ds: pydicom.Dataset, *, max_frame_pixels: int) -> None:
+def check_pixel_data(
+    ds: pydicom.Dataset, *, max_frame_pixels: int, max_instance_pixels: int
+) -> None:
     """Check that the pixel data is what the Image Pixel module says, before decoding.
 
     Every frame's declared rows, columns and components must equal Rows (0028,0010),
@@ -143,11 +142,15 @@ def check_pixel_data(ds: pydicom.Dataset, *, max_frame_pixels: int) -> None:
         The instance, with its file meta (for the Transfer Syntax UID).
     max_frame_pixels : int
         The most pixels (rows x columns x samples) of one frame that may be decoded.
+    max_instance_pixels : int
+        The most pixels of all frames together (x Number of Frames): what decoding the
+        whole instance would allocate, in pixels.
 
     Raises
     ------
     radsight.errors.TooLarge
-        When a frame has more than ``max_frame_pixels`` pixels.
+        When a frame has more than ``max_frame_pixels`` pixels, or all frames together
+        more than ``max_instance_pixels``.
     radsight.errors.PixelDataMismatch
         When a frame declares another size, the frame count differs, or the length of
         uncompressed data does not match.
@@ -165,6 +168,12 @@ def check_pixel_data(ds: pydicom.Dataset, *, max_frame_pixels: int) -> None:
         raise TooLarge(
             f"a frame of {rows} x {columns} pixels x {samples} samples ({pixels:,} pixels) is "
             f"over the {max_frame_pixels:,} pixels Radsight decodes (setting max_frame_pixels)"
+        )
+    if pixels * frames > max_instance_pixels:
+        raise TooLarge(
+            f"{frames} frames of {rows} x {columns} pixels x {samples} samples "
+            f"({pixels * frames:,} pixels) are over the {max_instance_pixels:,} pixels "
+            "Radsight decodes of one instance (setting max_instance_pixels)"
         )
     meta = getattr(ds, "file_meta", None)
     tsyntax = UID(

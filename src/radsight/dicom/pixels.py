@@ -23,7 +23,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import ExplicitVRLittleEndian
 
-from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS, check_pixel_data
+from radsight.dicom.codestream import check_pixel_data
 from radsight.errors import MalformedDicom, MissingPixelData, TooLarge
 
 __all__ = ["display_image", "frames_for_analysis", "raise_decompression_bomb"]
@@ -36,13 +36,14 @@ _WINDOW_SAMPLES = 512 * 512
 
 
 def frames_for_analysis(
-    ds: pydicom.Dataset, *, max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    ds: pydicom.Dataset, *, max_frame_pixels: int, max_instance_pixels: int
 ) -> list[tuple[int | None, np.ndarray]]:
     """Decode every frame of an image and bring it to modality values.
 
     Nothing is decoded before :func:`radsight.dicom.codestream.check_pixel_data` has
     compared what the pixel data declares (each compressed frame's own header) with the
-    Image Pixel module and bounded a frame by ``max_frame_pixels``: every decode in
+    Image Pixel module and bounded a frame by ``max_frame_pixels`` and all frames together
+    by ``max_instance_pixels`` (both required: a caller cannot forget the settings): every decode in
     Radsight goes through here or through :func:`radsight.dicom.rendering.native_frame`,
     which checks the same.
     Compressed transfer syntaxes are decoded through pydicom's plugins (pylibjpeg,
@@ -58,6 +59,9 @@ def frames_for_analysis(
         Double Float Pixel Data.
     max_frame_pixels : int
         The most pixels of one frame that may be decoded (setting ``max_frame_pixels``).
+    max_instance_pixels : int
+        The most pixels of all frames together (setting ``max_instance_pixels``): this
+        decodes every frame, so its memory is bounded by this total.
 
     Returns
     -------
@@ -74,7 +78,8 @@ def frames_for_analysis(
         When the pixel data declares other dimensions or frames than the data set says,
         or uncompressed data has another length (nothing is decoded).
     radsight.errors.TooLarge
-        When a frame has more than ``max_frame_pixels`` pixels, or a decoder refuses it
+        When a frame has more than ``max_frame_pixels`` pixels, all frames more than
+        ``max_instance_pixels``, or a decoder refuses it
         as a decompression bomb (Pillow's ``DecompressionBombError``).
     radsight.errors.MalformedDicom
         When the pixel data cannot be decoded (no decoder for the transfer syntax,
@@ -83,7 +88,7 @@ def frames_for_analysis(
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise MissingPixelData(f"instance {_uid(ds)} has no pixel data")
     transfer_syntax_uid = _transfer_syntax_uid(ds)
-    check_pixel_data(ds, max_frame_pixels=max_frame_pixels)
+    check_pixel_data(ds, max_frame_pixels=max_frame_pixels, max_instance_pixels=max_instance_pixels)
     try:
         decoder = get_decoder(transfer_syntax_uid)
         array, properties = decoder.as_array(ds)

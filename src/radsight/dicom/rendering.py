@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,8 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID
 
-from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS, check_pixel_data
+from radsight.config import DEFAULT_MAX_RENDER_PIXELS
+from radsight.dicom.codestream import check_pixel_data
 from radsight.dicom.pixels import display_image, frames_for_analysis, raise_decompression_bomb
 from radsight.errors import InvalidInput, MalformedDicom, TooLarge
 
@@ -53,10 +55,6 @@ class RenderOptions:
     crop: tuple[int, int, int, int] | None = None
     #: JPEG quality 1-100
     quality: int = 90
-
-
-#: the default of the ``max_render_pixels`` setting (radsight.config)
-DEFAULT_MAX_RENDER_PIXELS = 4096 * 4096
 
 
 def parse_render_options(
@@ -135,12 +133,13 @@ def render_frame(
     options: RenderOptions,
     media_type: str = "image/jpeg",
     *,
-    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    max_frame_pixels: int,
+    max_instance_pixels: int,
 ) -> bytes:
     """One frame (1-based) as an 8-bit JPEG or PNG image, windowed and fitted to the viewport.
 
     The pixel data is checked (:func:`radsight.dicom.codestream.check_pixel_data`) before
-    anything is decoded.
+    anything is decoded; of a multi-frame image only the frame asked for is decoded.
 
     Raises
     ------
@@ -151,18 +150,20 @@ def render_frame(
         When the pixel data cannot be decoded.
     radsight.errors.PixelDataMismatch, radsight.errors.TooLarge
         When the pixel data declares other dimensions than the data set, or a frame is
-        over ``max_frame_pixels`` (nothing is decoded).
+        over ``max_frame_pixels``, or all frames over ``max_instance_pixels`` (nothing is
+        decoded).
     """
     if media_type not in RENDERED_MEDIA_TYPES:
         raise ValueError(f"cannot render as {media_type}")
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if not 1 <= frame_number <= count:
         raise ValueError(f"frame {frame_number} is out of range 1-{count}")
-    check_pixel_data(ds, max_frame_pixels=max_frame_pixels)
-    display = _display_by_lookup(ds, options.window) if count == 1 else None
+    limits = {"max_frame_pixels": max_frame_pixels, "max_instance_pixels": max_instance_pixels}
+    check_pixel_data(ds, **limits)
+    display = _display_by_lookup(ds, options.window, limits) if count == 1 else None
     if display is None:
-        single = _one_frame(ds, frame_number, max_frame_pixels) if count > 1 else ds
-        frames = frames_for_analysis(single, max_frame_pixels=max_frame_pixels)
+        single = one_frame(ds, frame_number, **limits) if count > 1 else ds
+        frames = frames_for_analysis(single, **limits)
         display = display_image(frames[0][1], _with_window(ds, options.window))
     image = Image.fromarray(display, mode="L")
     if options.crop is not None:
@@ -186,7 +187,9 @@ def render_frame(
     return out.getvalue()
 
 
-def _display_by_lookup(ds: Dataset, window: tuple[float, float, str] | None) -> np.ndarray | None:
+def _display_by_lookup(
+    ds: Dataset, window: tuple[float, float, str] | None, limits: dict[str, int]
+) -> np.ndarray | None:
     """:func:`display_image` of a single native grayscale frame through a lookup table.
 
     Every stored bit pattern goes once through the same Modality LUT
@@ -211,14 +214,14 @@ def _display_by_lookup(ds: Dataset, window: tuple[float, float, str] | None) -> 
     unsigned = np.dtype(f"uint{bits}")
     patterns = np.arange(2**bits, dtype=unsigned)
     row = _copy_without_pixels(ds)
-    row.file_meta = pydicom.dataset.FileMetaDataset(ds.file_meta)
+    row.file_meta = copy.deepcopy(ds.file_meta)  # not shared: its elements change
     row.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     row.Rows, row.Columns = (256, 256) if bits == 16 else (1, 256)
     row.PixelData = patterns.astype(unsigned.newbyteorder("<")).tobytes()
     for keyword in ("NumberOfFrames", "PerFrameFunctionalGroupsSequence"):
         if keyword in row:
             delattr(row, keyword)
-    values = frames_for_analysis(row)[0][1].reshape(1, -1)  # modality value per pattern
+    values = frames_for_analysis(row, **limits)[0][1].reshape(1, -1)  # modality value per pattern
     index = stored.view(unsigned) if stored.dtype != unsigned else stored
     if window is not None or _has_window(ds):
         table = display_image(values, _with_window(ds, window))[0]
@@ -262,15 +265,20 @@ def _with_window(ds: Dataset, window: tuple[float, float, str] | None) -> Datase
     return override
 
 
-def _one_frame(ds: Dataset, frame_number: int, max_frame_pixels: int) -> Dataset:
-    """A copy of a multi-frame data set holding only one frame (decoding only that one)."""
+def one_frame(
+    ds: Dataset, frame_number: int, *, max_frame_pixels: int, max_instance_pixels: int
+) -> Dataset:
+    """A copy of a multi-frame data set holding only frame ``frame_number`` (1-based),
+    uncompressed: only that frame is decoded (:func:`native_frame`)."""
     single = _copy_without_pixels(ds)
     single.NumberOfFrames = 1
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame and len(per_frame) >= frame_number:
         single.PerFrameFunctionalGroupsSequence = [per_frame[frame_number - 1]]
-    single.PixelData = native_frame(ds, frame_number, max_frame_pixels=max_frame_pixels)
-    single.file_meta = pydicom.dataset.FileMetaDataset(ds.file_meta)
+    single.PixelData = native_frame(
+        ds, frame_number, max_frame_pixels=max_frame_pixels, max_instance_pixels=max_instance_pixels
+    )
+    single.file_meta = copy.deepcopy(ds.file_meta)  # not shared: its elements change
     single.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1 and UID(_ts(ds)).is_compressed:
         single.PhotometricInterpretation = "RGB"  # decoders hand colour back as RGB
@@ -284,20 +292,50 @@ def _ts(ds: Dataset) -> str:
 
 
 def native_frame(
-    ds: Dataset, frame_number: int, *, max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    ds: Dataset, frame_number: int, *, max_frame_pixels: int, max_instance_pixels: int
 ) -> bytes:
     """A frame's pixels, uncompressed little-endian (PS3.18 8.7.3.3.2), 1-based.
 
-    Uncompressed data is sliced without decoding; compressed data is decoded once
+    Uncompressed data is sliced without decoding; of compressed data that frame alone is
+    decoded (pydicom's ``pixel_array(ds, index=...)``) once
     :func:`radsight.dicom.codestream.check_pixel_data` has passed (it raises
     :class:`~radsight.errors.PixelDataMismatch` or :class:`~radsight.errors.TooLarge`).
     """
+    (data,) = native_frames(
+        ds,
+        [frame_number],
+        max_frame_pixels=max_frame_pixels,
+        max_instance_pixels=max_instance_pixels,
+    )
+    return data
+
+
+def native_frames(
+    ds: Dataset, frame_numbers: Sequence[int], *, max_frame_pixels: int, max_instance_pixels: int
+) -> Iterator[bytes]:
+    """:func:`native_frame` of each of ``frame_numbers`` in turn, the pixel data checked
+    once, before the first: one decoded frame at a time, for a streamed answer.
+
+    Raises
+    ------
+    ValueError
+        When a frame number is out of range (the caller checks first).
+    radsight.errors.PixelDataMismatch, radsight.errors.TooLarge
+        From :func:`radsight.dicom.codestream.check_pixel_data`, raised at once (before
+        the first frame), not when the first frame is asked for.
+    """
     count = int(ds.get("NumberOfFrames", 1) or 1)
-    if not 1 <= frame_number <= count:
-        raise ValueError(f"frame {frame_number} is out of range 1-{count}")
+    bad = [n for n in frame_numbers if not 1 <= n <= count]
+    if bad:
+        raise ValueError(f"frame {bad[0]} is out of range 1-{count}")
     if "PixelData" not in ds:
         raise MalformedDicom("the instance has no Pixel Data")
-    check_pixel_data(ds, max_frame_pixels=max_frame_pixels)
+    check_pixel_data(ds, max_frame_pixels=max_frame_pixels, max_instance_pixels=max_instance_pixels)
+    return (_decode_frame(ds, n) for n in frame_numbers)
+
+
+def _decode_frame(ds: Dataset, frame_number: int) -> bytes:
+    """One checked frame (:func:`native_frames`), uncompressed little-endian."""
     ts = UID(_ts(ds) or pydicom.uid.ExplicitVRLittleEndian)
     try:
         if not ts.is_compressed and ts.is_little_endian:

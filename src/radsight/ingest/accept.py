@@ -71,7 +71,11 @@ def accept_instance(
         )
         # what the compressed frames declare must be what the header says: a decompression
         # bomb is refused here, before it is stored (radsight.dicom.codestream)
-        check_pixel_data(parsed.dataset, max_frame_pixels=rt.settings.max_frame_pixels)
+        check_pixel_data(
+            parsed.dataset,
+            max_frame_pixels=rt.settings.max_frame_pixels,
+            max_instance_pixels=rt.settings.max_instance_pixels,
+        )
     except InstanceRejected as exc:
         record_rejection(
             rt,

@@ -93,8 +93,13 @@ def run_cases(
     study_type: str | None = None,
     progress: bool = True,
     total: int | None = None,
+    max_frame_pixels: int,
+    max_instance_pixels: int,
 ) -> list[CaseResult]:
-    """Analyse every case as a job would; a refused case is kept with its reason."""
+    """Analyse every case as a job would; a refused case is kept with its reason.
+
+    ``max_frame_pixels`` and ``max_instance_pixels`` bound decoding as in a job (the
+    settings of those names)."""
     study_type = study_type or algorithm.study_types[0]
     out = []
     bar = tqdm(
@@ -112,7 +117,12 @@ def run_cases(
         try:
             datasets = case.datasets(study_type)
             res.features = input_features(datasets)
-            study = study_input_from(datasets, study_type)
+            study = study_input_from(
+                datasets,
+                study_type,
+                max_frame_pixels=max_frame_pixels,
+                max_instance_pixels=max_instance_pixels,
+            )
             algorithm.check(study)
             analysis = algorithm.analyse(study)
             report = AnalysisReport.from_analysis(algorithm, analysis, thresholds)

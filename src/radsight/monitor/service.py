@@ -67,6 +67,8 @@ def run_evaluation(
             study_type=study_type,
             progress=progress,
             total=len(ref.cases),
+            max_frame_pixels=rt.settings.max_frame_pixels,
+            max_instance_pixels=rt.settings.max_instance_pixels,
         )
         summary = calibration.summarise(
             algorithm.name,

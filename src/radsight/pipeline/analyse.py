@@ -108,7 +108,10 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
     t0 = time.perf_counter()
     try:
         study_input = study_input_from(
-            datasets, study.study_type, max_frame_pixels=rt.settings.max_frame_pixels
+            datasets,
+            study.study_type,
+            max_frame_pixels=rt.settings.max_frame_pixels,
+            max_instance_pixels=rt.settings.max_instance_pixels,
         )
         algorithm.check(study_input)
     except (NotAnalysable, InstanceRejected) as exc:
@@ -182,7 +185,13 @@ def _encode_and_store(
         revision,
     )
     try:
-        encoded = encode_results(datasets, report, uid)
+        encoded = encode_results(
+            datasets,
+            report,
+            uid,
+            max_frame_pixels=rt.settings.max_frame_pixels,
+            max_instance_pixels=rt.settings.max_instance_pixels,
+        )
     except (ValueError, TypeError, AttributeError) as exc:
         raise EncodingError(f"could not encode results: {exc}") from exc
     base = "/".join(

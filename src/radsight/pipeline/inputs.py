@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import pydicom
 
 from radsight.algorithms.contract import ImageInput, StudyInput
-from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS
 from radsight.dicom.pixels import frames_for_analysis
 from radsight.errors import NotAnalysable
 
@@ -51,17 +50,21 @@ def study_input_from(
     datasets: Sequence[pydicom.Dataset],
     study_type: str,
     *,
-    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    max_frame_pixels: int,
+    max_instance_pixels: int,
 ) -> StudyInput:
     """Decode the study's routed instances into what an algorithm reads (every frame).
 
     Each instance's pixel data is checked before it is decoded (a
     :class:`~radsight.errors.PixelDataMismatch` or :class:`~radsight.errors.TooLarge`
-    when it declares other dimensions or is over ``max_frame_pixels``).
+    when it declares other dimensions or is over ``max_frame_pixels`` or
+    ``max_instance_pixels``: the memory an instance's frames take is bounded by the latter).
     """
     images = []
     for ds in datasets:
-        for frame_number, pixels in frames_for_analysis(ds, max_frame_pixels=max_frame_pixels):
+        for frame_number, pixels in frames_for_analysis(
+            ds, max_frame_pixels=max_frame_pixels, max_instance_pixels=max_instance_pixels
+        ):
             spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
             images.append(
                 ImageInput(

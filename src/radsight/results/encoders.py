@@ -76,8 +76,12 @@ class EncodedObject:
         )
 
 
-#: (source images, report, UID source) -> the encoder's objects, in order
-Build = Callable[[Sequence[pydicom.Dataset], AnalysisReport, UidSource], Sequence[pydicom.Dataset]]
+#: (source images, report, UID source, decode limits) -> the encoder's objects, in order;
+#: the limits are the keyword arguments max_frame_pixels and max_instance_pixels
+Build = Callable[
+    [Sequence[pydicom.Dataset], AnalysisReport, UidSource, dict[str, int]],
+    Sequence[pydicom.Dataset],
+]
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,10 @@ class ResultEncoder:
 
 
 def _measurement_report(
-    sources: Sequence[pydicom.Dataset], report: AnalysisReport, uid: UidSource
+    sources: Sequence[pydicom.Dataset],
+    report: AnalysisReport,
+    uid: UidSource,
+    limits: dict[str, int],
 ) -> list[pydicom.Dataset]:
     sr = build_measurement_report(
         sources, report, series_instance_uid=uid("sr-series"), sop_instance_uid=uid("sr")
@@ -104,7 +111,10 @@ def _measurement_report(
 
 
 def _secondary_captures(
-    sources: Sequence[pydicom.Dataset], report: AnalysisReport, uid: UidSource
+    sources: Sequence[pydicom.Dataset],
+    report: AnalysisReport,
+    uid: UidSource,
+    limits: dict[str, int],
 ) -> list[pydicom.Dataset]:
     sop_instance_uids = [
         uid("sc", ds.SOPInstanceUID, frame)
@@ -112,7 +122,11 @@ def _secondary_captures(
         for frame in range(int(ds.get("NumberOfFrames", 1) or 1))
     ]
     return build_secondary_captures(
-        sources, report, series_instance_uid=uid("sc-series"), sop_instance_uids=sop_instance_uids
+        sources,
+        report,
+        series_instance_uid=uid("sc-series"),
+        sop_instance_uids=sop_instance_uids,
+        **limits,
     )
 
 
@@ -168,6 +182,9 @@ def encode_results(
     report: AnalysisReport,
     uid: UidSource,
     encoders: Sequence[ResultEncoder] = ENCODERS,
+    *,
+    max_frame_pixels: int,
+    max_instance_pixels: int,
 ) -> list[EncodedObject]:
     """Build every output of one analysis, encoder by encoder.
 
@@ -181,6 +198,8 @@ def encode_results(
         The result's UID source (:func:`result_uids`).
     encoders : Sequence[ResultEncoder], optional
         The output types to build; every registered one by default.
+    max_frame_pixels, max_instance_pixels : int
+        The decode limits (settings of those names) for an encoder that decodes pixels.
 
     Returns
     -------
@@ -195,8 +214,9 @@ def encode_results(
         When an encoder returns an object of another SOP class than it is registered with.
     """
     out: list[EncodedObject] = []
+    limits = {"max_frame_pixels": max_frame_pixels, "max_instance_pixels": max_instance_pixels}
     for encoder in encoders:
-        for i, ds in enumerate(encoder.build(source_images, report, uid)):
+        for i, ds in enumerate(encoder.build(source_images, report, uid, limits)):
             if str(ds.SOPClassUID) != encoder.sop_class_uid:
                 raise EncodingError(
                     f"the {encoder.role!r} encoder built SOP class {ds.SOPClassUID}, "

@@ -57,6 +57,8 @@ def build_secondary_captures(
     *,
     series_instance_uid: str,
     sop_instance_uids: Sequence[str],
+    max_frame_pixels: int,
+    max_instance_pixels: int,
     series_number: int = 9002,
 ) -> list[pydicom.Dataset]:
     """Render the findings on the analysed images as Secondary Capture images.
@@ -73,6 +75,9 @@ def build_secondary_captures(
     sop_instance_uids : Sequence[str]
         One SOP Instance UID per capture, in order: one per frame of every source
         (Number of Frames, or 1), sources in the given order.
+    max_frame_pixels, max_instance_pixels : int
+        The decode limits (the settings of those names), checked before each source is
+        decoded (:func:`radsight.dicom.codestream.check_pixel_data`).
     series_number : int, optional
         Series Number of the capture series.
 
@@ -106,7 +111,9 @@ def build_secondary_captures(
     uids = iter(sop_instance_uids)
     captures: list[pydicom.Dataset] = []
     for ds in source_images:
-        for frame_number, pixels in frames_for_analysis(ds):
+        for frame_number, pixels in frames_for_analysis(
+            ds, max_frame_pixels=max_frame_pixels, max_instance_pixels=max_instance_pixels
+        ):
             rgb = _draw(
                 display_image(pixels, ds),
                 marks.get((str(ds.SOPInstanceUID), frame_number), []),

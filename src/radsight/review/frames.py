@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS
 from radsight.dicom.pixels import frames_for_analysis
-from radsight.dicom.rendering import DEFAULT_MAX_RENDER_PIXELS
+from radsight.dicom.rendering import one_frame
 from radsight.dicom.stored import decoding_stored, read_stored
 from radsight.errors import NotFound, TooLarge
 
@@ -58,14 +57,16 @@ def read_display_frame(
     frame_index: int,
     what: str = "",
     *,
-    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
-    max_render_pixels: int = DEFAULT_MAX_RENDER_PIXELS,
+    max_frame_pixels: int,
+    max_instance_pixels: int,
+    max_render_pixels: int,
 ) -> DisplayFrame:
     """Decode frame ``frame_index`` (0-based) of a stored instance for the viewer.
 
     ``what`` names the stored object (its key) in an error. The frame goes to the
     browser at full size, so it must be at most ``max_render_pixels``; decoding is
-    bounded as everywhere (:func:`radsight.dicom.pixels.frames_for_analysis`).
+    checked as everywhere (:func:`radsight.dicom.codestream.check_pixel_data`, both
+    limits), and of a multi-frame image only that frame is decoded.
 
     Raises
     ------
@@ -85,12 +86,15 @@ def read_display_frame(
             f"the image of {rows} x {columns} pixels is over the {max_render_pixels:,} pixels "
             "the viewer may be sent (setting max_render_pixels)"
         )
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 0 <= frame_index < count:
+        raise NotFound(f"the instance has {count} frame(s); there is no frame {frame_index}")
+    limits = {"max_frame_pixels": max_frame_pixels, "max_instance_pixels": max_instance_pixels}
     with warnings.catch_warnings(), decoding_stored(what or "instance"):
         warnings.simplefilter("ignore")  # odd values were reported at ingest
-        frames = frames_for_analysis(ds, max_frame_pixels=max_frame_pixels)
-    if not 0 <= frame_index < len(frames):
-        raise NotFound(f"the instance has {len(frames)} frame(s); there is no frame {frame_index}")
-    values = np.nan_to_num(frames[frame_index][1].astype(np.float64))
+        single = one_frame(ds, frame_index + 1, **limits) if count > 1 else ds
+        ((_, pixels),) = frames_for_analysis(single, **limits)
+    values = np.nan_to_num(pixels.astype(np.float64))
     lo, hi = float(values.min()), float(values.max())
     integral = bool(np.all(values == np.round(values)))
     if integral and hi - lo <= 65535:

@@ -247,6 +247,7 @@ def viewer_frame(
         frame_index,
         key,
         max_frame_pixels=rt.settings.max_frame_pixels,
+        max_instance_pixels=rt.settings.max_instance_pixels,
         max_render_pixels=rt.settings.max_render_pixels,
     )
     return Response(

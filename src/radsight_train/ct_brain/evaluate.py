@@ -30,6 +30,7 @@ from radsight.algorithms.ct_volume import BRAIN, assemble_volume, select_series,
 from radsight.monitor.metrics import auroc, auroc_ci, calibration_curve, roc_points, wilson
 from radsight.pipeline.inputs import study_input_from
 from radsight.results.report import AnalysisReport
+from radsight_train import OFFLINE_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def cv_figures() -> dict:
 
 
 def _case(paths: list[Path]) -> StudyInput:
-    return study_input_from([pydicom.dcmread(p) for p in paths], "ct-brain")
+    return study_input_from([pydicom.dcmread(p) for p in paths], "ct-brain", **OFFLINE_LIMITS)
 
 
 def cq500_cases(data: Path, algorithm: BrainCTAlgorithm) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from radsight.monitor.metrics import case_bootstrap, wilson
+from radsight_train import OFFLINE_LIMITS
 from radsight_train.data import read_gray, read_mask
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def platform_figure(data_root: Path, out: Path) -> None:
     )
     if sample.exists():
         ds = pydicom.dcmread(sample)
-        ((_, hu),) = frames_for_analysis(ds)
+        ((_, hu),) = frames_for_analysis(ds, **OFFLINE_LIMITS)
         hu = np.maximum(hu, -1024)
         sp = [float(v) for v in ds.PixelSpacing]
         lungs = lung_mask(hu[None], (5.0, sp[0], sp[1]))
