@@ -174,6 +174,10 @@ def check_pixel_data(ds: pydicom.Dataset, *, max_frame_pixels: int) -> None:
     if keyword != "PixelData" or not tsyntax.is_encapsulated:
         _check_native_length(ds, keyword, len(value or b""), rows, columns, samples, frames, bits)
         return
+    if not value:  # an encapsulated Pixel Data element of no length: no frame at all
+        raise MissingPixelData(
+            f"Pixel Data (7FE0,0010) is empty: the {tsyntax.name} frames are missing"
+        )
     count = 0
     for count, frame in enumerate(_frames(bytes(value), frames), 1):
         if count > frames:

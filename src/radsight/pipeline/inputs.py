@@ -47,6 +47,54 @@ EXTRA_ATTRIBUTES = (
 )
 
 
+#: data set keyword -> the file meta's copy (PS3.10 7.1), which ingest accepts in its place
+_META_COPIES = {
+    "SOPClassUID": "MediaStorageSOPClassUID",
+    "SOPInstanceUID": "MediaStorageSOPInstanceUID",
+}
+
+#: the UIDs that identify a source image in the algorithm's input and in every output
+IDENTIFYING_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+def check_source(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """Make a stored data set fit to be analysed and referenced, or say why it is not.
+
+    Ingest (:func:`radsight.dicom.instances.check_dataset`) accepts an instance whose data
+    set leaves its SOP Class or Instance UID empty when the file meta has them (some
+    modalities do); everything after ingest (the algorithm's input, the SR's evidence)
+    reads the data set, so the file meta's values are put there. An identifying UID
+    encoded with another VR than UI (a sender's encoding error: the outputs would copy it
+    as that VR, e.g. a date) makes the instance not analysable. Returns ``ds``, changed
+    in place.
+
+    Raises
+    ------
+    radsight.errors.NotAnalysable
+        Naming the element and what is wrong with it.
+    """
+    meta = getattr(ds, "file_meta", None)
+    for keyword, meta_keyword in _META_COPIES.items():
+        if str(ds.get(keyword, "") or "").strip():
+            continue
+        value = str(meta.get(meta_keyword, "") or "").strip() if meta is not None else ""
+        if not value:  # ingest refuses this; an instance stored before the check was added
+            raise NotAnalysable(
+                f"an instance has no {keyword} in its data set or its file meta: "
+                "the sender must fill it (PS3.3 C.12.1)"
+            )
+        setattr(ds, keyword, value)
+    for keyword in IDENTIFYING_UIDS:
+        element = ds[keyword]
+        if element.VR != "UI":
+            raise NotAnalysable(
+                f"instance {str(ds.get('SOPInstanceUID', ''))[:64]} encodes {keyword} "
+                f"{element.tag} with VR {element.VR}, not UI (PS3.6): the sender must fix "
+                "its encoding"
+            )
+    return ds
+
+
 def study_input_from(
     datasets: Sequence[pydicom.Dataset],
     study_type: str,

@@ -1,0 +1,141 @@
+"""Hostile input that ingest accepts ends, in analysis, as a recorded "not analysed: <reason>"
+or a specific permanent error: never an ``internal_error`` that is retried (and alarms).
+
+The seeded fuzz corpus (radsight.testing.fuzz, as tests/security/test_fuzz.py sends it to a
+server) runs here in-process through ingest, assembly and the analysis job.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+
+from radsight.algorithms.registry import Registry
+from radsight.config import load_settings
+from radsight.dicom.synthetic import make_radiograph
+from radsight.errors import InstanceRejected, MissingPixelData
+from radsight.ingest.accept import accept_instance
+from radsight.pipeline.assembly import assemble_once
+from radsight.pipeline.routing import parse_rules
+from radsight.pipeline.runner import INTERNAL_ERROR, run_one
+from radsight.runtime import Runtime
+from radsight.store import tenants
+from radsight.store.tables import JobRow, ResultRow, StudyRow
+from radsight.testing import fuzz
+
+SEED = 16
+N_MUTANTS = 150
+RULES = 'version: "1"\nrules: [{name: all, match: {}, algorithms: [radsight-bright-region]}]'
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    settings = load_settings(
+        None,
+        data_dir=tmp_path / "d",
+        quiet_periods={t: 0.01 for t in ("cxr", "flg", "mmg", "ct-chest", "ct-brain")},
+        default_quiet_period=0.01,
+    )
+    runtime = Runtime.open(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def _organisation(rt: Runtime) -> int:
+    with rt.db.session() as s:
+        return tenants.create_organisation(s, "Org", "Region").id
+
+
+def _analyse_all(rt: Runtime, limit_s: float = 60.0) -> list[JobRow]:
+    """Assemble every ready study and run the jobs until none is runnable (bounded)."""
+    registry = Registry.from_entry_points()
+    time.sleep(0.05)  # the quiet period
+    assemble_once(rt, registry, parse_rules(RULES))
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and run_one(rt, registry, "test-worker"):
+        pass
+    with rt.db.session() as s:
+        return s.query(JobRow).all()
+
+
+def test_the_fuzz_corpus_never_ends_as_an_internal_error(rt):
+    org = _organisation(rt)
+    accepted: Counter[str] = Counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about every odd value
+        for m in fuzz.mutants(SEED, N_MUTANTS, fuzz.base_corpus()):
+            try:
+                accept_instance(rt, m.part10(), organisation_id=org, source="stow")
+            except InstanceRejected:  # refused with its code: tests/security covers that
+                continue
+            accepted[m.mutation] += 1
+        jobs = _analyse_all(rt)
+    assert sum(accepted.values()) > 50, f"too few mutants reached analysis: {accepted}"
+    assert len(jobs) >= sum(accepted.values()) - 10, "each accepted study is analysed"
+    outcomes = Counter((j.state, j.error_code) for j in jobs)
+    internal = [f"job {j.id}: {j.error}" for j in jobs if j.error_code == INTERNAL_ERROR]
+    assert not internal, "\n".join(internal)
+    assert {state for state, _ in outcomes} <= {"done", "failed"}, outcomes
+    assert all(j.error_code for j in jobs if j.state == "failed"), outcomes
+    assert all(j.attempts == 1 for j in jobs), "nothing is retried"
+    with rt.db.session() as s:
+        not_analysed = s.query(ResultRow).filter_by(status="not_analysed").all()
+    assert all(r.reason for r in not_analysed)
+
+
+def _result(rt: Runtime) -> ResultRow:
+    with rt.db.session() as s:
+        (row,) = s.query(ResultRow).all()
+        return row
+
+
+def test_a_sop_class_uid_encoded_as_a_date_is_not_analysed_with_its_reason(rt):
+    # the fuzz's vr_change: (0008,0016) sent with VR DA; the SR's evidence header emptied
+    # it as an invalid date and highdicom failed with KeyError: None (internal_error x5)
+    org = _organisation(rt)
+    ds = make_radiograph(study_instance_uid=generate_uid())
+    ds["SOPClassUID"].VR = "DA"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    accept_instance(rt, buf.getvalue(), organisation_id=org, source="stow")
+    (job,) = _analyse_all(rt)
+    assert (job.state, job.error_code, job.attempts) == ("done", "", 1)
+    result = _result(rt)
+    assert result.status == "not_analysed"
+    assert "SOPClassUID (0008,0016) with VR DA, not UI" in result.reason
+    with rt.db.session() as s:
+        assert s.get(StudyRow, result.study_id).state != "failed"
+
+
+def test_an_empty_sop_class_uid_in_the_data_set_is_read_from_the_file_meta(rt):
+    # ingest accepts it (the file meta has it, PS3.10 7.1); analysis and the SR use it too
+    org = _organisation(rt)
+    ds = make_radiograph(study_instance_uid=generate_uid())
+    ds.SOPClassUID = ""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)  # the file meta keeps the class
+    accept_instance(rt, buf.getvalue(), organisation_id=org, source="stow")
+    (job,) = _analyse_all(rt)
+    assert (job.state, job.error_code) == ("done", "")
+    assert _result(rt).status == "analysed"
+
+
+def test_an_empty_encapsulated_pixel_data_is_refused_at_ingest(rt):
+    # check_pixel_data raised TypeError (bytes(None)) on it: a 500 / a failed C-STORE
+    org = _organisation(rt)
+    (sample,) = [s for s in fuzz.base_corpus() if s.name == "ct-rle"]
+    plain = sample.plain
+    e = next(e for e in fuzz.walk(plain, True) if e.tag == 0x7FE00010)
+    empty = b"\xe0\x7f\x10\x00OW\0\0\0\0\0\0"  # (7FE0,0010) OW, length 0
+    mutant = sample.with_dataset("empty", plain[: e.offset] + empty, "")
+    with pytest.raises(MissingPixelData, match="Pixel Data .* is empty"):
+        accept_instance(rt, mutant.part10(), organisation_id=org, source="stow")
