@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 from radsight.algorithms.registry import Registry
 from radsight.config import load_settings
 from radsight.dicom.synthetic import make_radiograph
-from radsight.errors import InstanceRejected, MissingPixelData
+from radsight.errors import InstanceRejected, MalformedDicom, MissingPixelData
 from radsight.ingest.accept import accept_instance
 from radsight.pipeline.assembly import assemble_once
 from radsight.pipeline.routing import parse_rules
@@ -87,6 +87,7 @@ def test_the_fuzz_corpus_never_ends_as_an_internal_error(rt):
     assert {state for state, _ in outcomes} <= {"done", "failed"}, outcomes
     assert all(j.error_code for j in jobs if j.state == "failed"), outcomes
     assert all(j.attempts == 1 for j in jobs), "nothing is retried"
+    assert not [j for j in jobs if j.error_code == "encoding_error"], outcomes
     with rt.db.session() as s:
         not_analysed = s.query(ResultRow).filter_by(status="not_analysed").all()
     assert all(r.reason for r in not_analysed)
@@ -139,3 +140,49 @@ def test_an_empty_encapsulated_pixel_data_is_refused_at_ingest(rt):
     mutant = sample.with_dataset("empty", plain[: e.offset] + empty, "")
     with pytest.raises(MissingPixelData, match="Pixel Data .* is empty"):
         accept_instance(rt, mutant.part10(), organisation_id=org, source="stow")
+
+
+@pytest.mark.parametrize("name", ["ct-rle", "dx-explicit"])
+def test_pixel_data_sent_with_a_text_vr_is_refused_at_ingest(rt, name):
+    # the fuzz's vr_change (7FE0,0010) OB -> UT: pydicom reads a str, and check_pixel_data
+    # raised TypeError (bytes(str)) on it; a native one would reach the pixel decoder
+    org = _organisation(rt)
+    (sample,) = [s for s in fuzz.base_corpus() if s.name == name]
+    e = next(e for e in fuzz.walk(sample.plain, True) if e.tag == 0x7FE00010)
+    vr_at = e.offset + 4
+    plain = sample.plain[:vr_at] + b"UT" + sample.plain[vr_at + 2 :]
+    mutant = sample.with_dataset("vr_change", plain, "")
+    with pytest.raises(MalformedDicom, match=r"\(7FE0,0010\) is encoded with VR UT, not a binary"):
+        accept_instance(rt, mutant.part10(), organisation_id=org, source="stow")
+
+
+def test_a_text_element_sent_as_numbers_is_not_analysed_with_its_reason(rt):
+    # the fuzz's vr_change (0008,0070) LO -> US: the SR copied Manufacturer as an integer
+    # and pydicom could not write it: TypeError, internal_error x5
+    org = _organisation(rt)
+    (sample,) = [s for s in fuzz.base_corpus() if s.name == "dx-explicit"]
+    e = next(e for e in fuzz.walk(sample.plain, True) if e.tag == 0x00080070)
+    vr_at = e.offset + 4
+    plain = sample.plain[:vr_at] + b"US" + sample.plain[vr_at + 2 :]
+    accept_instance(rt, sample.with_dataset("vr_change", plain, "").part10(), organisation_id=org)
+    (job,) = _analyse_all(rt)
+    assert (job.state, job.error_code, job.attempts) == ("done", "", 1)
+    result = _result(rt)
+    assert result.status == "not_analysed"
+    assert "Manufacturer (0008,0070) with VR US where PS3.6 says LO" in result.reason
+
+
+def test_a_patient_name_with_several_values_is_not_analysed_with_its_reason(rt):
+    # the fuzz's vm_change and oversized_string on (0010,0010): the SR's Patient module
+    # refused a multi-valued name ("Invalid type for a person name", the study failed)
+    org = _organisation(rt)
+    ds = make_radiograph(study_instance_uid=generate_uid())
+    ds.PatientName = ["Doe^Jane", "Roe^Richard", "X"]
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    accept_instance(rt, buf.getvalue(), organisation_id=org, source="stow")
+    (job,) = _analyse_all(rt)
+    assert (job.state, job.error_code, job.attempts) == ("done", "", 1)
+    result = _result(rt)
+    assert result.status == "not_analysed"
+    assert "holds 3 values in Patient's Name (0010,0010), which has one" in result.reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 
 from radsight.algorithms.contract import ImageInput, StudyInput
 from radsight.dicom.codestream import DEFAULT_MAX_FRAME_PIXELS
@@ -64,9 +65,13 @@ def check_source(ds: pydicom.Dataset) -> pydicom.Dataset:
     set leaves its SOP Class or Instance UID empty when the file meta has them (some
     modalities do); everything after ingest (the algorithm's input, the SR's evidence)
     reads the data set, so the file meta's values are put there. An identifying UID
-    encoded with another VR than UI (a sender's encoding error: the outputs would copy it
-    as that VR, e.g. a date) makes the instance not analysable. Returns ``ds``, changed
-    in place.
+    encoded with another VR than UI, or any standard element sent with a VR of another
+    kind than PS3.6 gives it (a name as numbers, say), is a sender's encoding error the
+    outputs would copy (the SR's evidence emptied a SOP Class UID sent as a date; its
+    Manufacturer sent as US could not be written), and so are several values in a
+    Patient or Study attribute of multiplicity 1 (:data:`IDENTITY_ATTRIBUTES`): the
+    instance is not analysable.
+    Returns ``ds``, changed in place.
 
     Raises
     ------
@@ -92,7 +97,53 @@ def check_source(ds: pydicom.Dataset) -> pydicom.Dataset:
                 f"{element.tag} with VR {element.VR}, not UI (PS3.6): the sender must fix "
                 "its encoding"
             )
+    for element in ds:  # the top level: what the algorithm reads and the outputs copy
+        if element.tag.is_private or element.VR == "UN":
+            continue
+        try:
+            expected = dictionary_VR(element.tag)
+        except KeyError:  # not in the data dictionary (a retired or future tag)
+            continue
+        kinds = {_VR_KINDS.get(vr) for vr in expected.split(" or ")}
+        if _VR_KINDS.get(element.VR) not in kinds:
+            raise NotAnalysable(
+                f"instance {str(ds.SOPInstanceUID)[:64]} encodes {element.name} "
+                f"{element.tag} with VR {element.VR} where PS3.6 says {expected}: its value "
+                "cannot be read as meant; the sender must fix its encoding"
+            )
+    for keyword in IDENTITY_ATTRIBUTES:
+        if keyword in ds and ds[keyword].VM > 1:
+            element = ds[keyword]
+            raise NotAnalysable(
+                f"instance {str(ds.SOPInstanceUID)[:64]} holds {element.VM} values in "
+                f"{element.name} {element.tag}, which has one (PS3.6): every output copies "
+                "it, so the sender must fix it"
+            )
     return ds
+
+
+#: the Patient and Study attributes every output copies (PS3.3 C.7.1.1, C.7.2.1), each
+#: of value multiplicity 1: several values would name several patients or studies
+IDENTITY_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+#: a VR's kind of value: an element sent with a VR of another kind reads as another
+#: type (a person name as numbers, a time as a list of integers)
+_VR_KINDS = {
+    **dict.fromkeys("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split(), "text"),
+    **dict.fromkeys("AT FD FL SL SS SV UL US UV".split(), "number"),
+    **dict.fromkeys("OB OD OF OL OV OW".split(), "bytes"),
+    "SQ": "sequence",
+}
 
 
 def study_input_from(
