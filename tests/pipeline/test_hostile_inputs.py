@@ -186,3 +186,20 @@ def test_a_patient_name_with_several_values_is_not_analysed_with_its_reason(rt):
     result = _result(rt)
     assert result.status == "not_analysed"
     assert "holds 3 values in Patient's Name (0010,0010), which has one" in result.reason
+
+
+def test_an_unreadable_pixel_spacing_is_not_analysed_with_its_reason(rt):
+    # a bit flip made Imager Pixel Spacing '0>15\0.15': ValueError, internal_error x5
+    org = _organisation(rt)
+    buf = io.BytesIO()
+    make_radiograph(study_instance_uid=generate_uid()).save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    assert data.count(b"0.15\\0.15") == 1
+    data = data.replace(b"0.15\\0.15", b"0>15\\0.15")
+    accept_instance(rt, data, organisation_id=org, source="stow")
+    (job,) = _analyse_all(rt)
+    assert (job.state, job.error_code, job.attempts) == ("done", "", 1)
+    result = _result(rt)
+    assert result.status == "not_analysed"
+    assert "ImagerPixelSpacing" in result.reason and "0>15" in result.reason
+    assert "not two decimal numbers" in result.reason

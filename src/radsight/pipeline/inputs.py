@@ -122,6 +122,28 @@ def check_source(ds: pydicom.Dataset) -> pydicom.Dataset:
     return ds
 
 
+def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """Pixel Spacing (else Imager Pixel Spacing) in mm, row then column; None if absent."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if keyword not in ds:
+            continue
+        try:
+            value = ds.get(keyword)  # a DS read lazily: '0>15' raises here
+            if not value:
+                continue
+            values = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
+            row, column = (float(v) for v in values)
+        except (TypeError, ValueError):
+            raw = ds.get_item(keyword).value
+            text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+            raise NotAnalysable(
+                f"instance {str(ds.SOPInstanceUID)[:64]} has {keyword} {text[:60]}, not "
+                "two decimal numbers (PS3.3 10.7.1.3): the image's size in mm is unknown"
+            ) from None
+        return row, column
+    return None
+
+
 #: the Patient and Study attributes every output copies (PS3.3 C.7.1.1, C.7.2.1), each
 #: of value multiplicity 1: several values would name several patients or studies
 IDENTITY_ATTRIBUTES = (
@@ -161,7 +183,7 @@ def study_input_from(
     images = []
     for ds in datasets:
         for frame_number, pixels in frames_for_analysis(ds, max_frame_pixels=max_frame_pixels):
-            spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+            spacing = _pixel_spacing(ds)
             images.append(
                 ImageInput(
                     study_instance_uid=str(ds.StudyInstanceUID),
@@ -175,7 +197,7 @@ def study_input_from(
                     image_laterality=str(
                         ds.get("ImageLaterality", "") or ds.get("Laterality", "") or ""
                     ),
-                    pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+                    pixel_spacing=spacing,
                     frame_number=frame_number,
                     attributes={kw: ds.get(kw) for kw in EXTRA_ATTRIBUTES if kw in ds},
                 )
