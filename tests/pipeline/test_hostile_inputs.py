@@ -203,3 +203,19 @@ def test_an_unreadable_pixel_spacing_is_not_analysed_with_its_reason(rt):
     assert result.status == "not_analysed"
     assert "ImagerPixelSpacing" in result.reason and "0>15" in result.reason
     assert "not two decimal numbers" in result.reason
+
+
+def test_a_study_time_sent_as_an_integer_string_is_not_analysed_with_its_reason(rt):
+    # the fuzz's vr_change (0008,0030) TM -> IS: the SR could not convert it to a time
+    # (encoding_error, the study failed)
+    org = _organisation(rt)
+    (sample,) = [s for s in fuzz.base_corpus() if s.name == "dx-explicit"]
+    e = next(e for e in fuzz.walk(sample.plain, True) if e.tag == 0x00080030)
+    vr_at = e.offset + 4
+    plain = sample.plain[:vr_at] + b"IS" + sample.plain[vr_at + 2 :]
+    accept_instance(rt, sample.with_dataset("vr_change", plain, "").part10(), organisation_id=org)
+    (job,) = _analyse_all(rt)
+    assert (job.state, job.error_code, job.attempts) == ("done", "", 1)
+    result = _result(rt)
+    assert result.status == "not_analysed"
+    assert "Study Time (0008,0030) with VR IS where PS3.6 says TM" in result.reason

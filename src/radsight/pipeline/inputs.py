@@ -112,8 +112,17 @@ def check_source(ds: pydicom.Dataset) -> pydicom.Dataset:
                 "cannot be read as meant; the sender must fix its encoding"
             )
     for keyword in IDENTITY_ATTRIBUTES:
-        if keyword in ds and ds[keyword].VM > 1:
-            element = ds[keyword]
+        if keyword not in ds:
+            continue
+        element = ds[keyword]
+        expected = dictionary_VR(element.tag)
+        if element.VR != expected:  # copied as is: a time sent as IS fails to convert
+            raise NotAnalysable(
+                f"instance {str(ds.SOPInstanceUID)[:64]} encodes {element.name} "
+                f"{element.tag} with VR {element.VR} where PS3.6 says {expected}: every "
+                "output copies it, so the sender must fix its encoding"
+            )
+        if element.VM > 1:
             raise NotAnalysable(
                 f"instance {str(ds.SOPInstanceUID)[:64]} holds {element.VM} values in "
                 f"{element.name} {element.tag}, which has one (PS3.6): every output copies "
@@ -145,7 +154,8 @@ def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
 
 
 #: the Patient and Study attributes every output copies (PS3.3 C.7.1.1, C.7.2.1), each
-#: of value multiplicity 1: several values would name several patients or studies
+#: of value multiplicity 1 (several values would name several patients or studies) and
+#: copied with their VR
 IDENTITY_ATTRIBUTES = (
     "PatientName",
     "PatientID",
