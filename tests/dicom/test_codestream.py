@@ -235,7 +235,7 @@ def test_empty_pixel_data_is_refused_as_missing(empty):
     """Found by the fuzzer: an empty encapsulated Pixel Data was a TypeError (a 500)."""
     ds = _bombs.jpeg2000()
     ds.PixelData = empty
-    with pytest.raises(MissingPixelData, match="PixelData is present but empty"):
+    with pytest.raises(MissingPixelData, match=r"Pixel Data \(7FE0,0010\) is empty"):
         check_pixel_data(ds, max_frame_pixels=LIMIT, max_instance_pixels=LIMIT)
 
 

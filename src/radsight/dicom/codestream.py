@@ -31,7 +31,7 @@ import pydicom
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from radsight.errors import MissingPixelData, PixelDataMismatch, TooLarge
+from radsight.errors import MalformedDicom, MissingPixelData, PixelDataMismatch, TooLarge
 
 __all__ = [
     "FrameGeometry",
@@ -155,7 +155,10 @@ def check_pixel_data(
         When a frame declares another size, the frame count differs, or the length of
         uncompressed data does not match.
     radsight.errors.MissingPixelData
-        When Rows, Columns or Bits Allocated are missing or not positive.
+        When Rows, Columns or Bits Allocated are missing or not positive, or encapsulated
+        Pixel Data is empty.
+    radsight.errors.MalformedDicom
+        When the pixel data element holds no bytes (sent with a text or number VR).
     """
     keyword = next(
         (k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds), None
@@ -179,12 +182,21 @@ def check_pixel_data(
     tsyntax = UID(
         str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or ExplicitVRLittleEndian
     )
-    value = ds[keyword].value
-    if not value:
-        raise MissingPixelData(f"{keyword} is present but empty")
+    element = ds[keyword]
+    value = element.value
+    if value is not None and not isinstance(value, bytes | bytearray):
+        # e.g. sent with a text VR: pydicom reads it as a string, nothing decodes it
+        raise MalformedDicom(
+            f"{element.name} {element.tag} is encoded with VR {element.VR}, not a binary VR "
+            "(OB, OW, OF or OD, PS3.5 8.2): the pixel data cannot be read"
+        )
     if keyword != "PixelData" or not tsyntax.is_encapsulated:
         _check_native_length(ds, keyword, len(value or b""), rows, columns, samples, frames, bits)
         return
+    if not value:  # an encapsulated Pixel Data element of no length: no frame at all
+        raise MissingPixelData(
+            f"Pixel Data (7FE0,0010) is empty: the {tsyntax.name} frames are missing"
+        )
     count = 0
     for count, frame in enumerate(_frames(bytes(value or b""), frames), 1):
         if count > frames:

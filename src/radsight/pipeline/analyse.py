@@ -37,7 +37,7 @@ from radsight.errors import (
     RadsightError,
 )
 from radsight.operating_points import points_in_force
-from radsight.pipeline.inputs import study_input_from
+from radsight.pipeline.inputs import check_source, study_input_from
 from radsight.pipeline.jobs import deliver_key
 from radsight.results import AnalysisReport, ResultObject, encode_results, result_uids
 from radsight.runtime import Runtime
@@ -107,6 +107,7 @@ def run_analysis(rt: Runtime, registry: Registry, job: JobRow) -> Outcome:
                 datasets.append(read_stored(rt.files.get(inst.storage_key), inst.storage_key))
     t0 = time.perf_counter()
     try:
+        datasets = [check_source(ds) for ds in datasets]
         study_input = study_input_from(
             datasets,
             study.study_type,

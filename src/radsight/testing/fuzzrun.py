@@ -5,8 +5,9 @@ Three channels, each returning one :class:`Outcome` per attempt: C-STORE
 are), STOW-RS (:func:`stow`) and raw bytes on the DICOM port (:func:`send_pdu`). Then the
 checks a user would make: does a registered modality's C-ECHO still succeed
 (:func:`echo`), is every acknowledged instance and its metadata retrievable
-(:func:`lost_instances`), how
-much memory does every process of the server use (:class:`MemoryWatch`).
+(:func:`lost_instances`), did every analysis of what was accepted end with a specific
+code (:func:`unexplained_job_failures`), how much memory does every process of the
+server use (:class:`MemoryWatch`).
 """
 
 from __future__ import annotations
@@ -248,6 +249,27 @@ def lost_outcomes(client: httpx.Client, outcomes: list[Outcome]) -> list[Outcome
         for o in acknowledged
         for uid in o.acknowledged
         if uid in missing and all(a in missing for a in o.alternatives)
+    ]
+
+
+#: the job edge's code for an exception no :mod:`radsight.errors` class names (a bug)
+INTERNAL_ERROR = "internal_error"
+
+
+def unexplained_job_failures(client: httpx.Client, limit: int = 1000) -> list[str]:
+    """Jobs (the newest ``limit``) that failed as ``internal_error`` or without a code.
+
+    Input that ingest accepted but an algorithm cannot use ends as a result "not
+    analysed: <reason>" or a specific, permanent code; an ``internal_error`` is retried
+    up to job_max_attempts and raises a technical alarm. One ``GET /api/jobs``."""
+    r = client.get("/api/jobs", params={"limit": limit})
+    r.raise_for_status()
+    return [
+        f"job {j['id']} ({j['kind']}, {j['state']}, attempt {j['attempts']}): "
+        f"{j['error_code'] or 'no code'}: {j['error'][:200]}"
+        for j in r.json()
+        if j["error_code"] == INTERNAL_ERROR
+        or (j["state"] in ("failed", "dead") and not j["error_code"])
     ]
 
 
