@@ -26,6 +26,7 @@ STATUS_FOR_CODE: dict[str, int] = {
     "storage_error": OUT_OF_RESOURCES,
     "pixel_data_mismatch": CANNOT_UNDERSTAND,
     "too_large": OUT_OF_RESOURCES,
+    "archive_too_large": OUT_OF_RESOURCES,
     "duplicate_sop_instance": DUPLICATE_SOP_INSTANCE,
 }
 
