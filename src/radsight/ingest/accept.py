@@ -57,6 +57,18 @@ def accept_instance(
     """Check, store and index one instance; raise and record an InstanceRejected on bad input."""
     t0 = time.perf_counter()
     parsed: ParsedInstance | None = None
+
+    def refused(exc: RadsightError) -> None:
+        record_rejection(
+            rt,
+            exc,
+            source=source,
+            organisation_id=organisation_id,
+            ae=calling_ae_title,
+            dimse_status=status_for(exc.code) if source == "dimse" else None,
+            sop_instance_uid=parsed.sop_instance_uid if parsed is not None else "",
+        )
+
     try:
         check_instance_size(rt, len(data.part10 if isinstance(data, ParsedInstance) else data))
         parsed = (
@@ -77,15 +89,7 @@ def accept_instance(
             max_instance_pixels=rt.settings.max_instance_pixels,
         )
     except InstanceRejected as exc:
-        record_rejection(
-            rt,
-            exc,
-            source=source,
-            organisation_id=organisation_id,
-            ae=calling_ae_title,
-            dimse_status=status_for(exc.code) if source == "dimse" else None,
-            sop_instance_uid=parsed.sop_instance_uid if parsed is not None else "",
-        )
+        refused(exc)
         raise
     with rt.db.session() as s:
         earlier = studies.get_instance(s, organisation_id, parsed.sop_instance_uid)
@@ -93,15 +97,7 @@ def accept_instance(
         try:
             ensure_same_content(rt, earlier, parsed)
         except DuplicateInstance as exc:
-            record_rejection(
-                rt,
-                exc,
-                source=source,
-                organisation_id=organisation_id,
-                ae=calling_ae_title,
-                dimse_status=status_for(exc.code) if source == "dimse" else None,
-                sop_instance_uid=parsed.sop_instance_uid,
-            )
+            refused(exc)
             raise
         return Accepted(parsed.sop_instance_uid, parsed.study_instance_uid, earlier.study_id, False)
     key = "/".join(
@@ -116,15 +112,7 @@ def accept_instance(
     try:
         sha = rt.files.put(key, parsed.part10)
     except StorageError as exc:  # e.g. the object store is down: refused, and recorded
-        record_rejection(
-            rt,
-            exc,
-            source=source,
-            organisation_id=organisation_id,
-            ae=calling_ae_title,
-            dimse_status=status_for(exc.code) if source == "dimse" else None,
-            sop_instance_uid=parsed.sop_instance_uid,
-        )
+        refused(exc)
         raise
     study_type = classify_study_type(parsed.attributes, parsed.sop_class_uid)
     quiet = rt.settings.quiet_period(study_type)

@@ -10,6 +10,7 @@ from pydicom.datadict import dictionary_VR
 from radsight.algorithms.contract import ImageInput, StudyInput
 from radsight.dicom.pixels import frames_for_analysis
 from radsight.errors import NotAnalysable
+from radsight.results.sr import PATIENT_STUDY_ATTRIBUTES
 
 #: attributes passed to algorithms besides the ImageInput fields (PS3.3 keywords)
 EXTRA_ATTRIBUTES = (
@@ -155,17 +156,7 @@ def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
 #: the Patient and Study attributes every output copies (PS3.3 C.7.1.1, C.7.2.1), each
 #: of value multiplicity 1 (several values would name several patients or studies) and
 #: copied with their VR
-IDENTITY_ATTRIBUTES = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
+IDENTITY_ATTRIBUTES = PATIENT_STUDY_ATTRIBUTES
 
 #: a VR's kind of value: an element sent with a VR of another kind reads as another
 #: type (a person name as numbers, a time as a list of integers)

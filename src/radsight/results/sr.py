@@ -104,8 +104,9 @@ _SCOORD_GRAPHIC_TYPE = {
     "POLYGON": "POLYLINE",
 }
 
-#: Type 2 attributes highdicom reads from the first source; empty when a source lacks them
-_PATIENT_STUDY_TYPE2 = (
+#: Type 2 attributes highdicom reads from the first source; empty when a source lacks them.
+#: Every output copies them, so the analysis input checks them too (pipeline/inputs.py)
+PATIENT_STUDY_ATTRIBUTES = (
     "PatientName",
     "PatientID",
     "PatientBirthDate",
@@ -485,7 +486,7 @@ def _source_header(ds: pydicom.Dataset) -> pydicom.Dataset:
             value = _mended(element.VR, element.value)
             if value is not element.value:
                 header[element.tag] = pydicom.DataElement(element.tag, element.VR, value)
-    for keyword in _PATIENT_STUDY_TYPE2:
+    for keyword in PATIENT_STUDY_ATTRIBUTES:
         if keyword not in header:
             setattr(header, keyword, None)
     if (
