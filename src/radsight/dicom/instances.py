@@ -130,8 +130,10 @@ def parse_part10(
             ds = _read_until_end_of_data_set(data, force=not has_preamble)
             if not _looks_like_dicom(ds):
                 raise NotDicom("the data set does not decode to DICOM data elements")
-            check_sequence_depth(ds, max_sequence_depth)
+            # the lengths first: walking the data set (the depth check) turns its raw
+            # elements into values, and a truncated value no longer shows its declared length
             _check_declared_lengths(ds)
+            check_sequence_depth(ds, max_sequence_depth)
             _force_full_parse(ds)
     except InstanceRejected:
         raise
